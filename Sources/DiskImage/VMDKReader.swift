@@ -1,0 +1,13 @@
+// Placeholder until the VMDK reader lands: same shape as every reader.
+
+/// Reads a VMDK image (placeholder: refuses every image).
+public struct VMDKReader: DiskReader {
+    public let info: ImageInfo
+
+    /// Validates the image's metadata against `limits`; throws `DiskImageError` on any violation.
+    public init(source: any ByteSource, limits: InspectionLimits) throws {
+        throw DiskImageError(.unsupportedFeature, "VMDK images are not supported yet")
+    }
+
+    public mutating func next() throws -> Extent? { nil }
+}

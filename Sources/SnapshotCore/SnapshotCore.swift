@@ -1,0 +1,1 @@
+// SnapshotCore module: see architecture.md.

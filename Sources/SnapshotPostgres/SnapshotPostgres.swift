@@ -1,0 +1,1 @@
+// SnapshotPostgres module: see architecture.md.

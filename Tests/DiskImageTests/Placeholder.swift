@@ -1,0 +1,5 @@
+import Testing
+
+@Suite struct DiskImagePlaceholder {
+    @Test func builds() {}
+}

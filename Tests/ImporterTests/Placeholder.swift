@@ -1,0 +1,5 @@
+import Testing
+
+@Suite struct ImporterPlaceholder {
+    @Test func builds() {}
+}

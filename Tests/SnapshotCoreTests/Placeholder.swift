@@ -1,0 +1,5 @@
+import Testing
+
+@Suite struct SnapshotCorePlaceholder {
+    @Test func builds() {}
+}
