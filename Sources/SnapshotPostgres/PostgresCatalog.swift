@@ -1,0 +1,87 @@
+public import Logging
+import PostgresNIO
+import Synchronization
+
+/// The PostgreSQL implementation of SnapshotCore's catalog: one database shared by many import workers and
+/// CLI calls on many hosts. Every racy operation is made atomic in the database (unique constraints,
+/// `INSERT … ON CONFLICT`, conditional `UPDATE … WHERE … RETURNING`, `SELECT … FOR UPDATE`), never by a lock
+/// held in this process, so two instances (two hosts) obey the same rules as two tasks of one process.
+///
+/// ## Lifecycle
+/// The catalog owns a connection pool (`PostgresClient`) that only works while ``run()`` is running. Two ways:
+/// - Short-lived commands: ``withPostgresCatalog(url:logger:_:)`` starts the pool, creates/upgrades the tables,
+///   runs the body and shuts the pool down.
+/// - Long-running services: create the catalog with ``init(url:logger:)``, run ``run()`` in a task group or as a
+///   swift-service-lifecycle `Service` (`extension PostgresCatalog: Service {}` in the executable: ``run()`` has the
+///   required signature and stops on graceful shutdown). Tables are created/upgraded by the first operation (or
+///   call ``migrate()`` up front to fail fast).
+public final class PostgresCatalog: Sendable {
+    /// The parsed connection settings (the password is never logged; use ``PostgresCatalogConfiguration/redactedURL``).
+    public let configuration: PostgresCatalogConfiguration
+    let client: PostgresClient
+    let logger: Logger
+    /// Set once the migrations have been applied by this instance; further operations skip the check.
+    private let migrated = Atomic<Bool>(false)
+
+    /// Creates a catalog for `configuration`. No connection is made until ``run()`` runs and an operation needs one.
+    /// - Parameters:
+    ///   - configuration: Where the database is.
+    ///   - logger: Receives connection and migration messages (never the password).
+    public init(configuration: PostgresCatalogConfiguration, logger: Logger) {
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "catalog"] = "\(configuration.redactedURL)"
+        self.logger = logger
+        self.client = PostgresClient(configuration: configuration.clientConfiguration, backgroundLogger: logger)
+    }
+
+    /// Creates a catalog from a URL (see ``PostgresCatalogConfiguration`` for the accepted form).
+    /// - Throws: ``PostgresCatalogError`` `.invalidURL`.
+    public convenience init(url: String, logger: Logger) throws {
+        self.init(configuration: try PostgresCatalogConfiguration(url: url), logger: logger)
+    }
+
+    /// Runs the connection pool until the surrounding task is cancelled (or, under swift-service-lifecycle, until
+    /// graceful shutdown). Call exactly once per instance. Operations made while it is not running wait.
+    public func run() async throws {
+        await client.run()
+    }
+
+    /// Creates or upgrades the tables (idempotent; safe when many workers start at once: see `Migrations.swift`).
+    /// Operations call it implicitly the first time; call it directly to fail fast on a bad URL or server.
+    public func migrate() async throws {
+        if migrated.load(ordering: .acquiring) { return }
+        try await Migrations.apply(client: client, schema: configuration.schema, logger: logger)
+        migrated.store(true, ordering: .releasing)
+    }
+}
+
+/// Opens the PostgreSQL catalog at `url` for the duration of `body`: starts the connection pool, creates or
+/// upgrades the tables, runs `body`, then closes every connection. For CLI commands and other short-lived work.
+///
+/// - Parameters:
+///   - url: `postgres://user[:password]@host[:port]/database[?sslmode=…&schema=…]`.
+///   - logger: Receives connection and migration messages.
+///   - body: Uses the catalog; it must not keep it beyond its return.
+/// - Returns: What `body` returns.
+public func withPostgresCatalog<Result: Sendable>(
+    url: String,
+    logger: Logger,
+    _ body: (PostgresCatalog) async throws -> Result
+) async throws -> Result {
+    let catalog = try PostgresCatalog(url: url, logger: logger)
+    return try await withPostgresCatalog(catalog, body)
+}
+
+/// Runs `catalog`'s pool for the duration of `body` (see ``withPostgresCatalog(url:logger:_:)``).
+public func withPostgresCatalog<Result: Sendable>(
+    _ catalog: PostgresCatalog,
+    _ body: (PostgresCatalog) async throws -> Result
+) async throws -> Result {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await catalog.run() }
+        defer { group.cancelAll() }
+        try await catalog.migrate()
+        return try await body(catalog)
+    }
+}

@@ -1,1 +1,0 @@
-// SnapshotPostgres module: see architecture.md.
