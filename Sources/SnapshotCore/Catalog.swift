@@ -1,0 +1,231 @@
+public import Foundation
+
+/// The catalog: the system of record for snapshots, volumes, instances, templates and imports.
+///
+/// It is a *storage* interface: rows read one at a time or listed, and atomic batches of conditional
+/// writes. Every rule (ownership, visibility, states, references) lives once in ``SnapshotService``,
+/// above it, so the SQLite catalog (``SQLiteCatalog``) and the PostgreSQL catalog (module
+/// `SnapshotPostgres`) enforce exactly the same rules.
+///
+/// ## Concurrency model: optimistic, row-versioned
+/// Every row carries a `version`. The service reads the rows a decision depends on, checks its rules,
+/// and then calls ``apply(_:)`` with a batch that (a) names the version of every row the decision
+/// read (`update…`, `delete…`, `expect…`) and (b) inserts new rows. The catalog applies the whole
+/// batch in ONE transaction, or nothing: when any named row's version differs (or the row is gone),
+/// or an insert hits a primary key or unique constraint, it rolls back and throws
+/// `SnapshotError(.conflict)`. The service then re-reads and retries (with fresh random IDs).
+/// This makes every racing rule atomic across processes and hosts:
+/// - unique IDs: primary keys; a collision is a conflict, retried with a new random ID;
+/// - delete vs template reference: a template's snapshots are committed in the same batch as the
+///   template row, and a delete names the snapshot's version;
+/// - exactly-once import: the import row (primary key bucket+key+etag) is claimed by a conditional
+///   insert/update, and the snapshot commit updates the snapshot row *and* the import row (both
+///   versioned) in one batch; a partial unique index on the object source of available snapshots
+///   makes a second available snapshot of one (bucket, key, etag) impossible even for a buggy caller;
+/// - snapshot of a volume vs instance start: the volume row carries `snapshotInProgress`, instance
+///   start names the versions of its volumes.
+///
+/// ## Implementing a catalog
+/// - ``apply(_:)`` is one transaction; in PostgreSQL run it at READ COMMITTED with every update and
+///   delete conditional (`… WHERE id = $1 AND version = $2`, check the affected row count; for
+///   `expect…` use `SELECT … FOR UPDATE` and compare the version) and map unique violations
+///   (SQLSTATE 23505) and failed conditions to `.conflict`. Inserts store `version = 1`; an update
+///   stores the record's fields with `version = record.version + 1`.
+/// - Reads need not share a transaction; each returns committed data.
+/// - Dates are stored with at least millisecond precision (the service writes whole milliseconds).
+/// - `deleteSnapshot` also deletes the snapshot's manifest.
+/// - Tables (reference schema, see `SQLiteCatalog.migrator`): `snapshots` (the fields of
+///   ``SnapshotRecord``; `source` as columns `source_kind`, `source_bucket`, `source_key`, `source_etag`,
+///   `source_path`, `source_volume`, `source_template`; `shared_with` as a JSON array of strings);
+///   unique index on (`source_bucket`, `source_key`, `source_etag`) WHERE `state = 'available'`;
+///   `manifests` (`snapshot_id` primary key, `data` blob = ``Manifest/encoded()``); `volumes`;
+///   `instances`; `templates` (`snapshots` as a JSON array); `imports` (primary key
+///   `bucket`, `key`, `etag`).
+public protocol Catalog: Sendable {
+    func snapshot(_ id: SnapshotID) async throws -> SnapshotRecord?
+    /// Every snapshot, in any state, ordered by `createdAt` then `id`.
+    func snapshots() async throws -> [SnapshotRecord]
+    /// The manifest of an available snapshot (nil for pending/error ones).
+    func manifest(_ id: SnapshotID) async throws -> Manifest?
+    /// Every manifest (garbage collection reads them all).
+    func manifests() async throws -> [SnapshotID: Manifest]
+
+    func volume(_ id: VolumeID) async throws -> VolumeRecord?
+    /// Ordered by `createdAt` then `id`.
+    func volumes() async throws -> [VolumeRecord]
+
+    func instance(_ id: InstanceID) async throws -> InstanceRecord?
+    /// Ordered by `createdAt` then `id`.
+    func instances() async throws -> [InstanceRecord]
+
+    func template(_ id: TemplateID) async throws -> TemplateRecord?
+    /// Ordered by `createdAt` then `id`.
+    func templates() async throws -> [TemplateRecord]
+
+    func importRecord(_ key: ImportKey) async throws -> ImportRecord?
+    /// Ordered by `createdAt`, then bucket, key, etag.
+    func imports() async throws -> [ImportRecord]
+
+    /// Applies every write atomically, or none. - Throws: `SnapshotError(.conflict)` when a named
+    /// version differs, a named row is missing, or an insert violates a key or unique constraint;
+    /// `.catalog` for database failures.
+    func apply(_ writes: [CatalogWrite]) async throws
+
+    /// Releases connections. Further calls are invalid.
+    func close() async throws
+}
+
+/// One write of an atomic batch (see ``Catalog``). "Version" is the version the caller read.
+public enum CatalogWrite: Sendable {
+    /// Insert with version 1; conflict if the ID exists.
+    case insertSnapshot(SnapshotRecord)
+    /// Replace every field where the stored version is `record.version`; store version + 1.
+    case updateSnapshot(SnapshotRecord)
+    /// Delete the row (and its manifest) where the stored version is `version`.
+    case deleteSnapshot(SnapshotID, version: Int64)
+    /// Only a precondition: the row exists with this version.
+    case expectSnapshot(SnapshotID, version: Int64)
+    /// Insert the manifest of a snapshot; conflict if one exists.
+    case insertManifest(SnapshotID, Manifest)
+
+    case insertVolume(VolumeRecord)
+    case updateVolume(VolumeRecord)
+    case deleteVolume(VolumeID, version: Int64)
+    case expectVolume(VolumeID, version: Int64)
+
+    case insertInstance(InstanceRecord)
+    case updateInstance(InstanceRecord)
+    case expectInstance(InstanceID, version: Int64)
+
+    case insertTemplate(TemplateRecord)
+
+    /// Insert with version 1; conflict if (bucket, key, etag) exists.
+    case insertImport(ImportRecord)
+    /// Replace where the stored version is `record.version`; store version + 1.
+    case updateImport(ImportRecord)
+}
+
+// MARK: - Block hashes and manifests
+
+/// The SHA-256 of one block, held as four big-endian words (cheap to hash and compare in GC sets).
+public struct BlockHash: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public let w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64
+
+    /// From the 32 bytes of a digest. - Returns: nil unless exactly 32 bytes.
+    public init?(bytes: some Collection<UInt8>) {
+        guard bytes.count == 32 else { return nil }
+        var words: [UInt64] = [0, 0, 0, 0]
+        for (i, b) in bytes.enumerated() { words[i / 8] = words[i / 8] << 8 | UInt64(b) }
+        (w0, w1, w2, w3) = (words[0], words[1], words[2], words[3])
+    }
+
+    /// From 64 lower-case hexadecimal digits.
+    public init?(hex: String) {
+        let utf8 = Array(hex.utf8)
+        guard utf8.count == 64 else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(32)
+        for i in stride(from: 0, to: 64, by: 2) {
+            guard let hi = Self.nibble(utf8[i]), let lo = Self.nibble(utf8[i + 1]) else { return nil }
+            bytes.append(hi << 4 | lo)
+        }
+        self.init(bytes: bytes)
+    }
+
+    /// The 32 digest bytes.
+    public var bytes: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(32)
+        for w in [w0, w1, w2, w3] {
+            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w >> UInt64(shift))) }
+        }
+        return out
+    }
+
+    /// 64 lower-case hexadecimal digits.
+    public var hex: String {
+        [w0, w1, w2, w3].map { w in
+            let s = String(w, radix: 16)
+            return String(repeating: "0", count: 16 - s.count) + s
+        }.joined()
+    }
+
+    public var description: String { hex }
+
+    public static func < (a: BlockHash, b: BlockHash) -> Bool { (a.w0, a.w1, a.w2, a.w3) < (b.w0, b.w1, b.w2, b.w3) }
+
+    private static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 0x30...0x39: c - 0x30
+        case 0x61...0x66: c - 0x61 + 10
+        default: nil
+        }
+    }
+}
+
+/// The block list of a committed snapshot: the index and hash of every NON-ZERO block, ascending.
+///
+/// Blocks absent from the manifest are all zeros. Block `i` covers bytes
+/// `[i * blockSize, min((i + 1) * blockSize, virtualSize))` — the last block may be short and is
+/// hashed and stored at its real length.
+///
+/// Encoding (``encoded()``): for each entry, the index as 8 bytes big-endian then the 32 hash
+/// bytes; nothing else (40 bytes per non-zero block: 0.004 % of the data at 1 MiB blocks).
+public struct Manifest: Hashable, Sendable {
+    public struct Entry: Hashable, Sendable {
+        public var index: UInt64
+        public var hash: BlockHash
+        public init(index: UInt64, hash: BlockHash) {
+            self.index = index
+            self.hash = hash
+        }
+    }
+
+    /// Ascending by index, no duplicates.
+    public private(set) var entries: [Entry]
+
+    /// - Throws: `.invalidArgument` when indexes are not strictly ascending.
+    public init(entries: [Entry]) throws {
+        for i in entries.indices.dropFirst() where entries[i - 1].index >= entries[i].index {
+            throw SnapshotError(.invalidArgument, "manifest indexes must be strictly ascending")
+        }
+        self.entries = entries
+    }
+
+    public func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(entries.count * 40)
+        for entry in entries {
+            for shift in stride(from: 56, through: 0, by: -8) {
+                out.append(UInt8(truncatingIfNeeded: entry.index >> UInt64(shift)))
+            }
+            out.append(contentsOf: entry.hash.bytes)
+        }
+        return out
+    }
+
+    /// - Throws: `.catalog` when the data is not a whole number of well-ordered entries.
+    public init(decoding data: some Collection<UInt8>) throws {
+        let bytes = Array(data)
+        guard bytes.count % 40 == 0 else {
+            throw SnapshotError(.catalog, "manifest of \(bytes.count) bytes is not a multiple of 40")
+        }
+        var entries: [Entry] = []
+        entries.reserveCapacity(bytes.count / 40)
+        var at = 0
+        while at < bytes.count {
+            var index: UInt64 = 0
+            for b in bytes[at..<at + 8] { index = index << 8 | UInt64(b) }
+            guard let hash = BlockHash(bytes: bytes[at + 8..<at + 40]) else {
+                throw SnapshotError(.catalog, "manifest entry is malformed")
+            }
+            entries.append(Entry(index: index, hash: hash))
+            at += 40
+        }
+        do {
+            try self.init(entries: entries)
+        } catch {
+            throw SnapshotError(.catalog, "manifest indexes are not ascending")
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// SnapshotCore module: see architecture.md.
