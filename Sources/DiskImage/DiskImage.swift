@@ -1,0 +1,254 @@
+/// Entry points: detect an image's format from its content, run the safety checks, and read it.
+///
+/// Safety model (after OpenStack's format inspector, written for CVE-2022-47951, CVE-2024-32498 and
+/// CVE-2024-40767): the format comes from the bytes, never from a name; a claimed format must match; a file
+/// carrying more than one format signature is refused; every reader refuses anything that would make it
+/// read outside the file it was given (backing files, external data files, extents, parents) and anything
+/// it cannot read exactly.
+public enum DiskImage {
+    /// Detects the format from content (never the name), checks `claimedFormat` matches, runs the format's
+    /// safety checks and returns a reader positioned at the start of the virtual disk.
+    ///
+    /// - Parameters:
+    ///   - source: the image bytes.
+    ///   - claimedFormat: what the uploader said (flag or sidecar); nil when nothing was claimed. A claimed
+    ///     `raw` accepts an ISO 9660 image (its content is read as raw).
+    ///   - limits: bounds on virtual size and metadata memory.
+    /// - Returns: a reader whose `info.bootable` also reflects an MBR/GPT found in the first sectors.
+    /// - Throws: `DiskImageError` with a stable rejection code.
+    public static func open(
+        _ source: any ByteSource, claimedFormat: ImageFormat? = nil, limits: InspectionLimits = .init()
+    ) throws -> any DiskReader {
+        let format = try detect(source)
+        try check(claimed: claimedFormat, detected: format)
+        let reader: any DiskReader
+        switch format {
+        case .raw: reader = try RawReader(source: source, limits: limits)
+        case .iso: reader = try RawReader(source: source, limits: limits, format: .iso)
+        case .qcow2: reader = try QCOW2Reader(source: source, limits: limits)
+        case .vmdk: reader = try VMDKReader(source: source, limits: limits)
+        case .vhd: reader = try VHDReader(source: source, limits: limits)
+        case .vhdx: reader = try VHDXReader(source: source, limits: limits)
+        case .vdi: reader = try VDIReader(source: source, limits: limits)
+        }
+        guard reader.info.virtualSize <= limits.maxVirtualSize else {
+            throw DiskImageError(
+                .virtualSizeTooLarge,
+                "virtual size \(reader.info.virtualSize) exceeds the limit of \(limits.maxVirtualSize) bytes")
+        }
+        return try BootSniffingReader(reader)
+    }
+
+    /// Validates an image without converting it. Never throws for a bad image: the reasons say why it was
+    /// rejected. For qcow2 every L2 table is checked too (metadata only; no guest data is read).
+    ///
+    /// - Returns: the verdict, the reasons, and what could be learned about the image.
+    public static func inspect(
+        _ source: any ByteSource, claimedFormat: ImageFormat? = nil, limits: InspectionLimits = .init()
+    ) -> Inspection {
+        var result = Inspection(
+            format: nil, virtualSize: 0, allocatedBytes: 0, bootable: false, verdict: .ok, reasons: [])
+        result.format = try? detect(source)
+        do {
+            let reader = try open(source, claimedFormat: claimedFormat, limits: limits)
+            result.format = reader.info.format
+            result.virtualSize = reader.info.virtualSize
+            result.allocatedBytes = reader.info.allocatedBytes
+            result.bootable = reader.info.bootable
+            if let sniffing = reader as? BootSniffingReader, let qcow2 = sniffing.base as? QCOW2Reader {
+                result.allocatedBytes = try qcow2.validateMetadata()
+            }
+        } catch let error as DiskImageError {
+            result.verdict = .rejected
+            result.reasons.append(.init(code: error.code.name, message: error.message))
+        } catch {
+            result.verdict = .rejected
+            result.reasons.append(.init(code: DiskImageError.Code.ioError.name, message: "\(error)"))
+        }
+        return result
+    }
+
+    /// Detects the format from the content alone.
+    ///
+    /// - Throws: `EmptyImage`, `AmbiguousFormat` (more than one signature; an MBR/GPT is not a format
+    ///   signature, so an ISO or raw disk carrying one is fine), `EncryptedImage` (LUKS),
+    ///   `ExternalExtentNotAllowed` (a bare VMDK text descriptor, which can only name other files) and
+    ///   `UnknownFormat` for formats qemu knows but snapimport does not read (QED, Parallels, Bochs, cloop).
+    public static func detect(_ source: any ByteSource) throws -> ImageFormat {
+        let size = source.size
+        guard size > 0 else { throw DiskImageError(.emptyImage, "the image is empty (0 bytes)") }
+        let head = try source.read(at: 0, count: 512)
+        var found: [String] = []
+        var format: ImageFormat = .raw
+
+        func note(_ name: String, _ f: ImageFormat) {
+            found.append(name)
+            format = f
+        }
+        if head.starts(with: Signature.qcow2) { note("qcow2", .qcow2) }
+        if head.starts(with: Signature.vmdkSparse) || head.starts(with: Signature.vmdkCOWD) { note("vmdk", .vmdk) }
+        if head.starts(with: Signature.vhdx) { note("vhdx", .vhdx) }
+        let tail = size >= 512 ? try source.read(at: size - 512, count: 512) : []
+        if head.starts(with: Signature.vhd) || tail.starts(with: Signature.vhd) { note("vhd", .vhd) }
+        if head.count >= 0x44, FieldReader(head).le32(0x40) == Signature.vdi { note("vdi", .vdi) }
+        if try isISO9660(source) { note("iso", .iso) }
+        let isLUKS = head.starts(with: Signature.luks)
+        if isLUKS { found.append("luks") }
+        let isDescriptor = head.starts(with: Signature.vmdkDescriptor)
+        if isDescriptor { found.append("vmdk descriptor") }
+        var foreign: String?
+        for (magic, name) in Signature.unsupported where head.starts(with: magic) {
+            found.append(name)
+            foreign = name
+        }
+
+        if found.count > 1 {
+            throw DiskImageError(
+                .ambiguousFormat,
+                "the image carries more than one format signature: \(found.joined(separator: ", "))")
+        }
+        if isLUKS {
+            throw DiskImageError(.encryptedImage, "the image is a LUKS encrypted volume (magic LUKS\\xba\\xbe at 0)")
+        }
+        if isDescriptor {
+            throw DiskImageError(
+                .externalExtentNotAllowed,
+                "the image is a bare VMDK text descriptor; its extents would be other files")
+        }
+        if let foreign {
+            throw DiskImageError(.unknownFormat, "the image is \(foreign), a format snapimport does not read")
+        }
+        return format
+    }
+
+    /// Refuses a claimed format that differs from the detected one.
+    static func check(claimed: ImageFormat?, detected: ImageFormat) throws {
+        guard let claimed, claimed != detected else { return }
+        // An ISO 9660 image is raw content; claiming raw for it is accurate.
+        if claimed == .raw && detected == .iso { return }
+        throw DiskImageError(
+            .formatMismatch, "the image was declared as \(claimed) but its content is \(detected)")
+    }
+
+    /// ISO 9660: a volume descriptor ("CD001", version 1) at 0x8001, 0x8801 or 0x9001 (ECMA-119 §8).
+    static func isISO9660(_ source: any ByteSource) throws -> Bool {
+        for offset: UInt64 in [0x8001, 0x8801, 0x9001] where source.size >= offset + 6 {
+            let bytes = try source.read(at: offset, count: 6)
+            if bytes.starts(with: Signature.iso) && bytes[5] == 1 { return true }
+        }
+        return false
+    }
+
+    /// Writes the virtual disk of `reader` into a sparse raw file at `path` (created or truncated): the
+    /// file is sized with `ftruncate` and only non-zero data is written, so zero regions stay holes.
+    ///
+    /// - Returns: the bytes written and the virtual size.
+    @discardableResult
+    public static func convert(_ reader: inout any DiskReader, toRawFile path: String) throws -> ConversionResult {
+        let writer = try SparseRawWriter(path: path, size: reader.info.virtualSize)
+        var written: UInt64 = 0
+        while let extent = try reader.next() {
+            if case .data(let offset, let bytes) = extent, !FieldReader.isAllZero(bytes) {
+                try writer.write(bytes, at: offset)
+                written += UInt64(bytes.count)
+            }
+        }
+        try writer.finish()
+        return ConversionResult(virtualSize: reader.info.virtualSize, dataBytesWritten: written)
+    }
+}
+
+/// What `DiskImage.convert` did.
+public struct ConversionResult: Sendable, Equatable {
+    public var virtualSize: UInt64
+    /// Bytes of non-zero data written (the rest of the file is holes).
+    public var dataBytesWritten: UInt64
+}
+
+/// The outcome of `DiskImage.inspect`.
+public struct Inspection: Sendable, Equatable, Codable {
+    public enum Verdict: String, Sendable, Codable { case ok, rejected }
+
+    /// One reason for a rejection: a stable code (architecture.md) and a message naming the field.
+    public struct Reason: Sendable, Equatable, Codable {
+        public var code: String
+        public var message: String
+        public init(code: String, message: String) {
+            self.code = code
+            self.message = message
+        }
+    }
+
+    /// The detected format; nil when detection itself failed.
+    public var format: ImageFormat?
+    public var virtualSize: UInt64
+    public var allocatedBytes: UInt64
+    public var bootable: Bool
+    public var verdict: Verdict
+    public var reasons: [Reason]
+}
+
+/// Magic numbers of the formats detection knows.
+enum Signature {
+    static let qcow2: [UInt8] = [0x51, 0x46, 0x49, 0xFB]  // "QFI\xfb"
+    static let vmdkSparse: [UInt8] = Array("KDMV".utf8)
+    static let vmdkCOWD: [UInt8] = Array("COWD".utf8)
+    static let vmdkDescriptor: [UInt8] = Array("# Disk DescriptorFile".utf8)
+    static let vhdx: [UInt8] = Array("vhdxfile".utf8)
+    static let vhd: [UInt8] = Array("conectix".utf8)
+    static let vdi: UInt32 = 0xBEDA_107F
+    static let iso: [UInt8] = Array("CD001".utf8)
+    static let luks: [UInt8] = [0x4C, 0x55, 0x4B, 0x53, 0xBA, 0xBE]
+    /// Formats qemu probes that snapimport does not read.
+    static let unsupported: [([UInt8], String)] = [
+        (Array("QED".utf8) + [0], "QED"),
+        (Array("WithoutFreeSpace".utf8), "Parallels"),
+        (Array("WithouFreSpacExt".utf8), "Parallels"),
+        (Array("Bochs Virtual HD Image".utf8), "Bochs"),
+        (Array("#!/bin/sh\n#V2.0 Format\n".utf8), "cloop"),
+    ]
+}
+
+/// Wraps a reader to learn whether the virtual disk starts with a boot signature (MBR 0x55AA at 510, or a
+/// GPT header "EFI PART" at LBA 1 for 512- or 4096-byte sectors), replaying the extents it looked at.
+struct BootSniffingReader: DiskReader {
+    let base: any DiskReader
+    private var inner: any DiskReader
+    private var pending: [Extent]
+    private(set) var info: ImageInfo
+
+    init(_ reader: any DiskReader) throws {
+        base = reader
+        inner = reader
+        info = reader.info
+        pending = []
+        let wanted: UInt64 = 4096 + 512
+        var covered: UInt64 = 0
+        var head = [UInt8]()
+        while covered < min(wanted, info.virtualSize), let extent = try inner.next() {
+            pending.append(extent)
+            let take = Int(min(extent.length, wanted - min(wanted, covered)))
+            switch extent {
+            case .data(_, let bytes): head += bytes.prefix(take)
+            case .zero: head += [UInt8](repeating: 0, count: take)
+            }
+            covered += extent.length
+        }
+        if !info.bootable { info.bootable = BootSniffingReader.hasBootSignature(head) }
+        pending.reverse()
+    }
+
+    static func hasBootSignature(_ head: [UInt8]) -> Bool {
+        if head.count >= 512 && head[510] == 0x55 && head[511] == 0xAA { return true }
+        let gpt = Array("EFI PART".utf8)
+        if head.count >= 520 && Array(head[512..<520]) == gpt { return true }
+        if head.count >= 4104 && Array(head[4096..<4104]) == gpt { return true }
+        return false
+    }
+
+    mutating func next() throws -> Extent? {
+        if let extent = pending.popLast() { return extent }
+        return try inner.next()
+    }
+}
+

@@ -1,0 +1,541 @@
+/// Reads a qcow2 image, versions 2 and 3, as specified by qemu's `docs/interop/qcow2.rst`
+/// (https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.rst).
+///
+/// Supported: every cluster size qemu allows (512 B – 2 MiB), the active L1 table (internal snapshots may
+/// exist; their tables are never read), zlib (raw deflate) and zstd compressed clusters, extended L2 entries
+/// (32 subclusters with allocation and zero bitmaps), and the v3 "reads as zero" flag.
+///
+/// Refused (spec section "Header"): a backing file, an external data file, encryption (`crypt_method` or
+/// the full-disk-encryption header extension), the corrupt bit and unknown incompatible bits, versions
+/// other than 2 and 3, tables that do not fit in the file or overlap the header, an L1 table larger than
+/// the metadata budget, and a virtual size over the limit.
+///
+/// The dirty bit (incompatible bit 0) is accepted: it only says the refcounts may be stale after a crash
+/// with lazy refcounts; the L1/L2 mapping that says where guest data lives is always written before the
+/// data is reported complete. qemu itself opens such an image read-only without a repair, and
+/// `qemu-img convert` converts it.
+///
+/// Memory: the L1 table (at most the budget) and one L2 table (one cluster, at most 2 MiB).
+public struct QCOW2Reader: DiskReader {
+    public private(set) var info: ImageInfo
+    private let source: any ByteSource
+    private let header: Header
+    private let l1: [UInt64]
+    private var position: UInt64 = 0
+    private var cachedL2: (offset: UInt64, entries: [UInt64])?
+    private var lookahead: Piece?
+    /// Largest data extent produced (a few MiB keeps memory bounded and reads large).
+    private let maxExtent: Int
+
+    /// Validates the header, its extensions and the L1 table.
+    ///
+    /// - Throws: `DiskImageError` naming the offending field.
+    public init(source: any ByteSource, limits: InspectionLimits, maxExtent: Int = 4 << 20) throws {
+        self.source = source
+        self.maxExtent = max(maxExtent, 1)
+        header = try Header(source: source, limits: limits)
+        let l1Bytes = try source.readExactly(
+            at: header.l1TableOffset, count: Int(header.l1Size) * 8, what: "qcow2 L1 table (l1_table_offset)")
+        let fields = FieldReader(l1Bytes)
+        var l1 = [UInt64](repeating: 0, count: Int(header.l1Size))
+        for i in 0..<l1.count { l1[i] = fields.be64(i * 8) }
+        self.l1 = l1
+        info = ImageInfo(format: .qcow2, virtualSize: header.size, allocatedBytes: source.size, bootable: false)
+        // Every L2 table the active L1 points at must lie inside the file, after the header cluster.
+        for index in 0..<min(l1.count, header.l1EntriesNeeded) {
+            _ = try l2Offset(forL1Index: index)
+        }
+    }
+
+    public mutating func next() throws -> Extent? {
+        guard position < header.size else { return nil }
+        let first = try takePiece()
+        switch first {
+        case .zero(let length):
+            var total = length
+            while position + total < header.size {
+                let piece = try peekPiece(at: position + total)
+                guard case .zero(let more) = piece else { break }
+                total += more
+                lookahead = nil
+            }
+            defer { position += total }
+            return .zero(offset: position, length: total)
+        case .raw, .compressed:
+            let start = position
+            var buffer: [UInt8] = []
+            var run: (host: UInt64, length: UInt64)?
+            var current: Piece? = first
+            var consumed: UInt64 = 0
+            while let piece = current {
+                switch piece {
+                case .zero: break
+                case .raw(let host, let length):
+                    if let r = run, r.host + r.length == host {
+                        run = (r.host, r.length + length)
+                    } else {
+                        try flush(&run, into: &buffer)
+                        run = (host, length)
+                    }
+                case .compressed(let host, let size, let skip, let length):
+                    try flush(&run, into: &buffer)
+                    let cluster = try decompress(host: host, size: size)
+                    buffer += cluster[skip..<(skip + Int(length))]
+                }
+                consumed += piece.length
+                current = nil
+                let pending = UInt64(buffer.count) + (run?.length ?? 0)
+                guard start + consumed < header.size else { break }
+                let next = try peekPiece(at: start + consumed)
+                if case .zero = next { break }
+                if pending + next.length > UInt64(maxExtent) { break }
+                lookahead = nil
+                current = next
+            }
+            try flush(&run, into: &buffer)
+            position = start + consumed
+            return .data(offset: start, bytes: buffer)
+        }
+    }
+
+    /// Walks every L2 table of the active L1 without reading guest data, validating every entry.
+    ///
+    /// - Returns: the bytes of the file that hold guest data (allocated clusters or subclusters, plus the
+    ///   compressed size of compressed clusters).
+    public func validateMetadata() throws -> UInt64 {
+        var copy = self
+        copy.position = 0
+        copy.lookahead = nil
+        var allocated: UInt64 = 0
+        var position: UInt64 = 0
+        while position < header.size {
+            let piece = try copy.piece(at: position)
+            switch piece {
+            case .zero: break
+            case .raw(_, let length): allocated += length
+            case .compressed(_, let size, let skip, _): if skip == 0 { allocated += UInt64(size) }
+            }
+            position += piece.length
+        }
+        return allocated
+    }
+
+    // MARK: - Pieces
+
+    /// A maximal run starting at some virtual offset that maps uniformly.
+    private enum Piece {
+        case zero(length: UInt64)
+        /// `length` bytes at host offset `host`.
+        case raw(host: UInt64, length: UInt64)
+        /// A compressed cluster at `host` spanning `size` bytes; the piece is `length` bytes of the inflated
+        /// cluster starting at `skip`.
+        case compressed(host: UInt64, size: Int, skip: Int, length: UInt64)
+
+        var length: UInt64 {
+            switch self {
+            case .zero(let length), .raw(_, let length), .compressed(_, _, _, let length): length
+            }
+        }
+    }
+
+    private mutating func takePiece() throws -> Piece {
+        if let piece = lookahead {
+            lookahead = nil
+            return piece
+        }
+        return try piece(at: position)
+    }
+
+    private mutating func peekPiece(at offset: UInt64) throws -> Piece {
+        if let piece = lookahead { return piece }
+        let piece = try piece(at: offset)
+        lookahead = piece
+        return piece
+    }
+
+    /// The piece starting at virtual `offset` (never crossing a cluster boundary, except for an unallocated
+    /// L1 entry, which covers its whole range) clipped to the virtual size.
+    private mutating func piece(at offset: UInt64) throws -> Piece {
+        let h = header
+        let remaining = h.size - offset
+        let l1Index = Int(offset >> h.l1Shift)
+        let l2Offset = try l2Offset(forL1Index: l1Index)
+        guard l2Offset != 0 else {
+            let rangeEnd = (UInt64(l1Index) + 1) << h.l1Shift
+            return .zero(length: min(rangeEnd - offset, remaining))
+        }
+        let entries = try l2Table(at: l2Offset)
+        let clusterIndex = Int((offset >> h.clusterBits) & UInt64(h.l2Entries - 1))
+        let inCluster = offset & (h.clusterSize - 1)
+        let toClusterEnd = min(h.clusterSize - inCluster, remaining)
+        let entry = entries[clusterIndex * (h.extendedL2 ? 2 : 1)]
+
+        if entry & Header.compressedFlag != 0 {
+            let hostOffset = entry & h.compressedOffsetMask
+            let sectors = ((entry >> h.compressedSizeShift) & h.compressedSizeMask) + 1
+            let size = Int(sectors * 512 - (hostOffset & 511))
+            guard hostOffset >= h.clusterSize else {
+                throw DiskImageError(
+                    .corruptImage,
+                    "qcow2 compressed cluster for guest offset \(offset) at host offset \(hostOffset) overlaps the header")
+            }
+            guard hostOffset < source.size else {
+                throw DiskImageError(
+                    .truncatedImage,
+                    "qcow2 compressed cluster for guest offset \(offset) at host offset \(hostOffset) lies past the end of the file (\(source.size) bytes)")
+            }
+            return .compressed(host: hostOffset, size: size, skip: Int(inCluster), length: toClusterEnd)
+        }
+
+        let hostCluster = entry & Header.l2OffsetMask
+        guard h.extendedL2 else {
+            // v3 "reads as zero" (bit 0) wins over any host offset; offset 0 is unallocated (no backing: zero).
+            if entry & Header.zeroFlag != 0 || hostCluster == 0 { return .zero(length: toClusterEnd) }
+            try checkDataCluster(hostCluster, entry: entry, guestOffset: offset)
+            return .raw(host: hostCluster + inCluster, length: toClusterEnd)
+        }
+
+        // Extended L2: 32 subclusters, allocation bitmap in bits 0-31, zero bitmap in bits 32-63.
+        let bitmap = entries[clusterIndex * 2 + 1]
+        let alloc = UInt32(truncatingIfNeeded: bitmap)
+        let zero = UInt32(truncatingIfNeeded: bitmap >> 32)
+        guard alloc & zero == 0, hostCluster != 0 || alloc == 0 else {
+            throw DiskImageError(
+                .corruptImage,
+                "qcow2 extended L2 entry for guest offset \(offset) has an invalid subcluster bitmap \(hex(bitmap))")
+        }
+        if alloc != 0 { try checkDataCluster(hostCluster, entry: entry, guestOffset: offset) }
+        let sub = h.clusterSize / 32
+        let firstSub = Int(inCluster / sub)
+        func state(_ i: Int) -> Int { alloc >> i & 1 != 0 ? 1 : 0 }
+        let kind = state(firstSub)
+        var last = firstSub
+        while last + 1 < 32 && state(last + 1) == kind { last += 1 }
+        let length = min(UInt64(last + 1) * sub - inCluster, remaining)
+        return kind == 1 ? .raw(host: hostCluster + inCluster, length: length) : .zero(length: length)
+    }
+
+    private func checkDataCluster(_ hostCluster: UInt64, entry: UInt64, guestOffset: UInt64) throws {
+        let h = header
+        guard hostCluster & (h.clusterSize - 1) == 0 else {
+            throw DiskImageError(
+                .corruptImage,
+                "qcow2 L2 entry \(hex(entry)) for guest offset \(guestOffset) is not cluster aligned")
+        }
+        guard hostCluster >= h.clusterSize else {
+            throw DiskImageError(
+                .corruptImage, "qcow2 data cluster for guest offset \(guestOffset) overlaps the header (host offset 0)")
+        }
+        guard hostCluster < source.size, source.size - hostCluster >= h.clusterSize else {
+            throw DiskImageError(
+                .truncatedImage,
+                "qcow2 data cluster for guest offset \(guestOffset) at host offset \(hostCluster) lies past the end of the file (\(source.size) bytes)")
+        }
+    }
+
+    /// The L2 table offset of L1 entry `index` (0 when unallocated), validated.
+    private func l2Offset(forL1Index index: Int) throws -> UInt64 {
+        guard index < l1.count else {
+            throw DiskImageError(.corruptImage, "qcow2 L1 table (l1_size \(l1.count)) too small for the virtual size")
+        }
+        let entry = l1[index]
+        let offset = entry & Header.l1OffsetMask
+        guard offset != 0 else { return 0 }
+        guard offset & (header.clusterSize - 1) == 0 else {
+            throw DiskImageError(.corruptImage, "qcow2 L1 entry \(index) (\(hex(entry))) is not cluster aligned")
+        }
+        guard offset >= header.clusterSize else {
+            throw DiskImageError(.corruptImage, "qcow2 L1 entry \(index) points into the header cluster")
+        }
+        guard offset < source.size, source.size - offset >= header.clusterSize else {
+            throw DiskImageError(
+                .truncatedImage,
+                "qcow2 L1 entry \(index): L2 table at \(offset) lies past the end of the file (\(source.size) bytes)")
+        }
+        return offset
+    }
+
+    private mutating func l2Table(at offset: UInt64) throws -> [UInt64] {
+        if let cached = cachedL2, cached.offset == offset { return cached.entries }
+        let bytes = try source.readExactly(at: offset, count: Int(header.clusterSize), what: "qcow2 L2 table")
+        let entries = bytes.withUnsafeBytes { raw in
+            [UInt64](unsafeUninitializedCapacity: bytes.count / 8) { buffer, count in
+                for i in 0..<bytes.count / 8 {
+                    buffer[i] = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))
+                }
+                count = bytes.count / 8
+            }
+        }
+        cachedL2 = (offset, entries)
+        return entries
+    }
+
+    private func flush(_ run: inout (host: UInt64, length: UInt64)?, into buffer: inout [UInt8]) throws {
+        guard let r = run else { return }
+        run = nil
+        let bytes = try source.readExactly(at: r.host, count: Int(r.length), what: "qcow2 data cluster")
+        if buffer.isEmpty { buffer = bytes } else { buffer += bytes }
+    }
+
+    private func decompress(host: UInt64, size: Int) throws -> [UInt8] {
+        // The size field rounds up to whole sectors, so the last compressed cluster may claim bytes past
+        // the end of the file; qemu reads those as zeros. Only the bytes that exist are handed to the
+        // inflater (it needs no more); the start was checked to lie inside the file.
+        let available = Int(min(UInt64(size), source.size - host))
+        let input = try source.readExactly(at: host, count: available, what: "qcow2 compressed cluster")
+        let clusterSize = Int(header.clusterSize)
+        do {
+            switch header.compressionType {
+            case 1: return try Decompression.zstd(input, exactly: clusterSize)
+            default: return try Decompression.inflateRaw(input, exactly: clusterSize)
+            }
+        } catch let error as DiskImageError {
+            throw DiskImageError(
+                error.code, "qcow2 compressed cluster at host offset \(host): \(error.message)", underlying: error)
+        }
+    }
+}
+
+/// Formats `value` as hexadecimal for messages.
+func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+
+extension QCOW2Reader {
+    /// The validated qcow2 header (qcow2.rst "Header" and "Header extensions").
+    struct Header {
+        static let l1OffsetMask: UInt64 = 0x00FF_FFFF_FFFF_FE00
+        static let l2OffsetMask: UInt64 = 0x00FF_FFFF_FFFF_FE00
+        static let compressedFlag: UInt64 = 1 << 62
+        static let zeroFlag: UInt64 = 1
+
+        var version: UInt32
+        var clusterBits: UInt64
+        var clusterSize: UInt64
+        var size: UInt64
+        var l1Size: UInt32
+        var l1TableOffset: UInt64
+        var extendedL2: Bool
+        var compressionType: UInt8
+        /// Entries per L2 table.
+        var l2Entries: Int
+        /// Guest bytes covered by one L1 entry, as a shift.
+        var l1Shift: UInt64
+        var l1EntriesNeeded: Int
+        var compressedOffsetMask: UInt64
+        var compressedSizeShift: UInt64
+        var compressedSizeMask: UInt64
+
+        /// Incompatible feature bits (qcow2.rst, header bytes 72-79).
+        enum Incompatible {
+            static let dirty: UInt64 = 1 << 0
+            static let corrupt: UInt64 = 1 << 1
+            static let externalDataFile: UInt64 = 1 << 2
+            static let compressionType: UInt64 = 1 << 3
+            static let extendedL2: UInt64 = 1 << 4
+            static let known: UInt64 = 0b11111
+        }
+
+        /// Header extension types (qcow2.rst "Header extensions").
+        enum Extension {
+            static let end: UInt32 = 0
+            static let backingFormat: UInt32 = 0xE279_2ACA
+            static let featureNames: UInt32 = 0x6803_F857
+            static let bitmaps: UInt32 = 0x2385_2875
+            static let fullDiskEncryption: UInt32 = 0x0537_BE77
+            static let externalDataFile: UInt32 = 0x4441_5441
+        }
+
+        init(source: any ByteSource, limits: InspectionLimits) throws {
+            let fileSize = source.size
+            let head = try source.readExactly(at: 0, count: min(Int(min(fileSize, 512)), 512), what: "qcow2 header")
+            guard head.count >= 72 else {
+                throw DiskImageError(.truncatedImage, "qcow2 header needs 72 bytes, the file has \(head.count)")
+            }
+            let f = FieldReader(head)
+            version = f.be32(4)
+            guard version == 2 || version == 3 else {
+                throw DiskImageError(.unsupportedFeature, "qcow2 version \(version) is not supported (only 2 and 3)")
+            }
+            let cb = f.be32(20)
+            guard (9...21).contains(cb) else {
+                throw DiskImageError(.corruptImage, "qcow2 cluster_bits \(cb) is outside 9...21")
+            }
+            clusterBits = UInt64(cb)
+            clusterSize = 1 << clusterBits
+            size = f.be64(24)
+
+            var incompatible: UInt64 = 0
+            var headerLength: UInt64 = 72
+            compressionType = 0
+            if version == 3 {
+                guard head.count >= 104 else {
+                    throw DiskImageError(.truncatedImage, "qcow2 v3 header needs 104 bytes, the file has \(head.count)")
+                }
+                incompatible = f.be64(72)
+                let refcountOrder = f.be32(96)
+                headerLength = UInt64(f.be32(100))
+                guard headerLength >= 104, headerLength % 8 == 0, headerLength <= clusterSize else {
+                    throw DiskImageError(.corruptImage, "qcow2 header_length \(headerLength) is invalid")
+                }
+                guard refcountOrder <= 6 else {
+                    throw DiskImageError(.corruptImage, "qcow2 refcount_order \(refcountOrder) is above 6")
+                }
+                if headerLength > 104 {
+                    guard head.count > 104 else {
+                        throw DiskImageError(.truncatedImage, "qcow2 header (header_length \(headerLength)) is cut short")
+                    }
+                    compressionType = head[104]
+                }
+            }
+
+            // Extensions first: the feature-name table names unknown bits in messages.
+            let extensions = try Header.readExtensions(
+                source: source, from: headerLength, clusterSize: clusterSize)
+
+            let backingOffset = f.be64(8)
+            if backingOffset != 0 {
+                let length = min(Int(f.be32(16)), 1023)
+                let name = (try? source.read(at: backingOffset, count: length)).map(Header.printable) ?? ""
+                throw DiskImageError(
+                    .backingFileNotAllowed,
+                    "qcow2 backing_file_offset is \(backingOffset): the image depends on a backing file \"\(name)\"")
+            }
+            if incompatible & Incompatible.externalDataFile != 0 || extensions.externalDataFile != nil {
+                let name = extensions.externalDataFile.map { " \"\($0)\"" } ?? ""
+                throw DiskImageError(
+                    .externalDataFileNotAllowed,
+                    "qcow2 image uses an external data file\(name) (incompatible bit 2 / header extension 0x44415441)")
+            }
+            let crypt = f.be32(32)
+            if crypt != 0 {
+                let kind = crypt == 1 ? "AES" : crypt == 2 ? "LUKS" : "unknown"
+                throw DiskImageError(.encryptedImage, "qcow2 crypt_method is \(crypt) (\(kind)): the image is encrypted")
+            }
+            if extensions.hasEncryptionHeader {
+                throw DiskImageError(
+                    .encryptedImage, "qcow2 image carries a full disk encryption header extension (0x0537be77)")
+            }
+            if incompatible & Incompatible.corrupt != 0 {
+                throw DiskImageError(.corruptImage, "qcow2 incompatible feature bit 1 (corrupt) is set")
+            }
+            let unknown = incompatible & ~Incompatible.known
+            if unknown != 0 {
+                let bits = (0..<64).filter { unknown >> $0 & 1 != 0 }
+                let names = bits.map { bit in
+                    extensions.incompatibleNames[bit].map { "bit \(bit) (\($0))" } ?? "bit \(bit)"
+                }
+                throw DiskImageError(
+                    .unsupportedFeature,
+                    "qcow2 unknown incompatible feature \(names.joined(separator: ", ")) is set")
+            }
+            if incompatible & Incompatible.compressionType != 0 {
+                guard compressionType <= 1 else {
+                    throw DiskImageError(
+                        .unsupportedFeature, "qcow2 compression_type \(compressionType) is unknown (0 zlib, 1 zstd)")
+                }
+            } else if compressionType != 0 {
+                throw DiskImageError(
+                    .corruptImage,
+                    "qcow2 compression_type \(compressionType) without the compression-type incompatible bit")
+            }
+            extendedL2 = incompatible & Incompatible.extendedL2 != 0
+            if extendedL2 && clusterBits < 14 {
+                throw DiskImageError(.corruptImage, "qcow2 extended L2 entries need clusters of 16 KiB or more")
+            }
+
+            guard size <= limits.maxVirtualSize else {
+                throw DiskImageError(
+                    .virtualSizeTooLarge,
+                    "qcow2 virtual size \(size) exceeds the limit of \(limits.maxVirtualSize) bytes")
+            }
+            guard size > 0 else { throw DiskImageError(.emptyImage, "qcow2 virtual size is 0") }
+
+            l2Entries = Int(clusterSize) / (extendedL2 ? 16 : 8)
+            l1Shift = clusterBits + UInt64(l2Entries.trailingZeroBitCount)
+            let perL1 = UInt64(1) << l1Shift
+            let needed = size / perL1 + (size % perL1 == 0 ? 0 : 1)
+            l1Size = f.be32(36)
+            l1TableOffset = f.be64(40)
+            guard UInt64(l1Size) * 8 <= UInt64(limits.metadataBudget) else {
+                throw DiskImageError(
+                    .metadataTooLarge,
+                    "qcow2 l1_size \(l1Size) needs \(UInt64(l1Size) * 8) bytes, over the metadata budget of \(limits.metadataBudget)")
+            }
+            guard UInt64(l1Size) >= needed else {
+                throw DiskImageError(
+                    .corruptImage, "qcow2 l1_size \(l1Size) is too small for virtual size \(size) (needs \(needed))")
+            }
+            l1EntriesNeeded = Int(needed)
+            if l1Size > 0 {
+                guard l1TableOffset & (clusterSize - 1) == 0 else {
+                    throw DiskImageError(.corruptImage, "qcow2 l1_table_offset \(l1TableOffset) is not cluster aligned")
+                }
+                guard l1TableOffset >= clusterSize else {
+                    throw DiskImageError(.corruptImage, "qcow2 l1_table_offset \(l1TableOffset) overlaps the header")
+                }
+                let (end, overflow) = l1TableOffset.addingReportingOverflow(UInt64(l1Size) * 8)
+                guard !overflow, end <= fileSize else {
+                    throw DiskImageError(
+                        .truncatedImage,
+                        "qcow2 L1 table at l1_table_offset \(l1TableOffset) (\(l1Size) entries) lies past the end of the file (\(fileSize) bytes)")
+                }
+            }
+            let x = 62 - (clusterBits - 8)
+            compressedSizeShift = x
+            compressedOffsetMask = (UInt64(1) << x) - 1
+            compressedSizeMask = (UInt64(1) << (clusterBits - 8)) - 1
+        }
+
+        struct Extensions {
+            var externalDataFile: String?
+            var hasEncryptionHeader = false
+            var incompatibleNames: [Int: String] = [:]
+        }
+
+        /// Parses the header extensions between the header and the end of the first cluster.
+        static func readExtensions(source: any ByteSource, from start: UInt64, clusterSize: UInt64) throws
+            -> Extensions
+        {
+            var result = Extensions()
+            let end = min(clusterSize, source.size)
+            guard start < end else { return result }
+            let area = try source.readExactly(at: start, count: Int(end - start), what: "qcow2 header extensions")
+            let f = FieldReader(area)
+            var offset = 0
+            while offset + 8 <= area.count {
+                let type = f.be32(offset)
+                let length = Int(f.be32(offset + 4))
+                if type == Extension.end { break }
+                let dataStart = offset + 8
+                guard length <= area.count - dataStart else {
+                    throw DiskImageError(
+                        .corruptImage,
+                        "qcow2 header extension \(hex(UInt64(type))) (length \(length)) runs past the first cluster")
+                }
+                let data = Array(area[dataStart..<dataStart + length])
+                switch type {
+                case Extension.externalDataFile:
+                    result.externalDataFile = printable(data)
+                case Extension.fullDiskEncryption:
+                    result.hasEncryptionHeader = true
+                case Extension.featureNames:
+                    var i = 0
+                    while i + 48 <= data.count {
+                        if data[i] == 0 { result.incompatibleNames[Int(data[i + 1])] = printable(Array(data[i + 2..<i + 48])) }
+                        i += 48
+                    }
+                default:
+                    break
+                }
+                offset = dataStart + (length + 7) / 8 * 8
+            }
+            return result
+        }
+
+        /// A name from the image made safe for a message: printable ASCII up to the first NUL, at most 200
+        /// characters.
+        static func printable(_ bytes: [UInt8]) -> String {
+            let cut = bytes.prefix { $0 != 0 }.prefix(200)
+            return String(decoding: cut.map { (0x20..<0x7F).contains($0) ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
+        }
+    }
+}

@@ -1,0 +1,53 @@
+/// Reads a raw disk (or an ISO 9660 image, whose content is raw): the virtual disk is the file.
+///
+/// Chunks of `chunkSize` bytes are read in order; a chunk that is entirely zero is emitted as `.zero`
+/// so sparse outputs stay sparse.
+public struct RawReader: DiskReader {
+    public let info: ImageInfo
+    private let source: any ByteSource
+    private var position: UInt64 = 0
+    private let chunkSize: Int
+
+    /// Opens `source` as raw content.
+    ///
+    /// - Parameters:
+    ///   - format: `.raw`, or `.iso` for an ISO 9660 image (bootable when an El Torito boot record exists).
+    ///   - chunkSize: the size of the data extents produced.
+    public init(source: any ByteSource, limits: InspectionLimits, format: ImageFormat = .raw, chunkSize: Int = 4 << 20)
+        throws
+    {
+        guard source.size > 0 else { throw DiskImageError(.emptyImage, "the image is empty (0 bytes)") }
+        guard source.size <= limits.maxVirtualSize else {
+            throw DiskImageError(
+                .virtualSizeTooLarge, "virtual size \(source.size) exceeds the limit of \(limits.maxVirtualSize) bytes")
+        }
+        self.source = source
+        self.chunkSize = max(512, chunkSize)
+        let bootable = format == .iso ? try RawReader.hasElTorito(source) : false
+        info = ImageInfo(format: format, virtualSize: source.size, allocatedBytes: source.size, bootable: bootable)
+    }
+
+    public mutating func next() throws -> Extent? {
+        guard position < info.virtualSize else { return nil }
+        let count = Int(min(UInt64(chunkSize), info.virtualSize - position))
+        let bytes = try source.readExactly(at: position, count: count, what: "raw data")
+        defer { position += UInt64(count) }
+        if FieldReader.isAllZero(bytes) { return .zero(offset: position, length: UInt64(count)) }
+        return .data(offset: position, bytes: bytes)
+    }
+
+    /// True when the volume descriptor set holds an El Torito boot record: type 0, "CD001", version 1, boot
+    /// system identifier "EL TORITO SPECIFICATION" (El Torito 1.0 §2.0). The set starts at sector 16 (2048-byte
+    /// sectors) and ends at the terminator (type 255); at most 64 descriptors are examined.
+    static func hasElTorito(_ source: any ByteSource) throws -> Bool {
+        let ident = Array("EL TORITO SPECIFICATION".utf8)
+        for index in 0..<64 {
+            let offset = UInt64(16 + index) * 2048
+            let descriptor = try source.read(at: offset, count: 7 + ident.count)
+            guard descriptor.count == 7 + ident.count, Array(descriptor[1..<6]) == Signature.iso else { return false }
+            if descriptor[0] == 255 { return false }
+            if descriptor[0] == 0 && Array(descriptor[7...]) == ident { return true }
+        }
+        return false
+    }
+}
