@@ -1,0 +1,107 @@
+/// What happened to one incoming object in a pass.
+public enum ImportOutcome: Sendable, Equatable {
+    /// A new snapshot was committed and the object moved to processed/.
+    case imported(snapshotID: String)
+    /// The catalog already knew the object as imported (an earlier pass or another worker): at
+    /// most the interrupted move to processed/ was finished. No new snapshot.
+    case alreadyImported(snapshotID: String)
+    /// Rejected for good: moved to failed/ with its `.error.json`.
+    case rejected(code: String, message: String)
+    /// A transient failure: left in incoming/ for the next pass (`attempts` so far).
+    case retried(code: String, message: String, attempts: Int)
+    /// Not touched in this pass (another worker holds it, it changed since the listing …).
+    case skipped(reason: String)
+}
+
+/// One object and its outcome.
+public struct ImportResult: Sendable, Equatable {
+    public var key: String
+    public var etag: String
+    public var owner: String
+    public var outcome: ImportOutcome
+
+    public init(key: String, etag: String, owner: String, outcome: ImportOutcome) {
+        self.key = key
+        self.etag = etag
+        self.owner = owner
+        self.outcome = outcome
+    }
+}
+
+/// The result of one pass over incoming/ (`snapimport run --json`).
+public struct PassSummary: Sendable, Equatable {
+    public var results: [ImportResult] = []
+    /// Set when the pass could not even list the bucket.
+    public var listingError: ImporterError?
+
+    public init(results: [ImportResult] = [], listingError: ImporterError? = nil) {
+        self.results = results
+        self.listingError = listingError
+    }
+
+    /// True when nothing needs a person: every object imported, already imported or skipped.
+    public var succeeded: Bool {
+        listingError == nil
+            && results.allSatisfy {
+                switch $0.outcome {
+                case .imported, .alreadyImported, .skipped: true
+                case .rejected, .retried: false
+                }
+            }
+    }
+
+    public var imported: [ImportResult] { results.filter { if case .imported = $0.outcome { true } else { false } } }
+    public var rejected: [ImportResult] { results.filter { if case .rejected = $0.outcome { true } else { false } } }
+    public var retried: [ImportResult] { results.filter { if case .retried = $0.outcome { true } else { false } } }
+    /// Skipped and already-imported objects.
+    public var skipped: [ImportResult] {
+        results.filter {
+            switch $0.outcome {
+            case .skipped, .alreadyImported: true
+            default: false
+            }
+        }
+    }
+
+    /// The JSON summary printed by `snapimport run --json`:
+    /// `{"ok", "imported":[{key,owner,snapshot}], "rejected":[{key,owner,code,message}],
+    ///   "retried":[{key,owner,code,message,attempts}], "skipped":[{key,owner,reason[,snapshot]}], "error"?}`.
+    public func jsonObject() -> [String: any Sendable] {
+        func base(_ r: ImportResult) -> [String: any Sendable] { ["key": r.key, "etag": r.etag, "owner": r.owner] }
+        var imported: [[String: any Sendable]] = []
+        var rejected: [[String: any Sendable]] = []
+        var retried: [[String: any Sendable]] = []
+        var skipped: [[String: any Sendable]] = []
+        for result in results {
+            var item = base(result)
+            switch result.outcome {
+            case .imported(let id):
+                item["snapshot"] = id
+                imported.append(item)
+            case .alreadyImported(let id):
+                item["snapshot"] = id
+                item["reason"] = "already imported"
+                skipped.append(item)
+            case .rejected(let code, let message):
+                item["code"] = code
+                item["message"] = message
+                rejected.append(item)
+            case .retried(let code, let message, let attempts):
+                item["code"] = code
+                item["message"] = message
+                item["attempts"] = attempts
+                retried.append(item)
+            case .skipped(let reason):
+                item["reason"] = reason
+                skipped.append(item)
+            }
+        }
+        var object: [String: any Sendable] = [
+            "ok": succeeded, "imported": imported, "rejected": rejected, "retried": retried, "skipped": skipped,
+        ]
+        if let listingError {
+            object["error"] = ["code": listingError.code.name, "message": listingError.message]
+        }
+        return object
+    }
+}

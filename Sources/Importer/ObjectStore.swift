@@ -1,0 +1,154 @@
+import Synchronization
+
+/// One object of a listing.
+public struct ObjectSummary: Sendable, Equatable {
+    public var key: String
+    /// The entity tag as the server sent it, without quotes.
+    public var etag: String
+    public var size: UInt64
+
+    public init(key: String, etag: String, size: UInt64) {
+        self.key = key
+        self.etag = etag
+        self.size = size
+    }
+}
+
+/// What a HEAD returns that the importer uses.
+public struct ObjectHead: Sendable, Equatable {
+    public var etag: String
+    public var size: UInt64
+    /// User metadata (`x-amz-meta-*`), names lowercased without the prefix.
+    public var metadata: [String: String]
+
+    public init(etag: String, size: UInt64, metadata: [String: String] = [:]) {
+        self.etag = etag
+        self.size = size
+        self.metadata = metadata
+    }
+}
+
+/// The bucket operations the importer needs: the I/O seam between the importer and S3.
+///
+/// Calls block; conformers are safe to call from several threads at once. Failures are thrown
+/// as `ImporterError` with these codes so the importer can tell rejections from transient
+/// trouble: `objectChanged` (If-Match / copy-source-if-match failed: 412), `notFound` (404),
+/// `accessDenied` (403), `storageUnavailable` (network, 5xx, throttling: retry later).
+public protocol ObjectStore: Sendable {
+    /// Every object under `prefix`, all pages, in key order.
+    func list(prefix: String) throws -> [ObjectSummary]
+    func head(key: String) throws -> ObjectHead
+    /// The bytes of `range` (the whole object when nil), only if the ETag still is `ifMatch`.
+    func get(key: String, range: Range<UInt64>?, ifMatch: String?) throws -> [UInt8]
+    func put(key: String, body: [UInt8], contentType: String) throws
+    /// Server-side copy, only if the source's ETag still is `ifMatch`.
+    func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) throws
+    func delete(key: String) throws
+}
+
+/// An in-memory bucket for tests; ETags are a counter so a rewrite always changes them.
+public final class MemoryObjectStore: ObjectStore {
+    private struct Object {
+        var body: [UInt8]
+        var etag: String
+        var metadata: [String: String]
+    }
+    private struct State {
+        var objects: [String: Object] = [:]
+        var counter = 0
+        var failures: [String: ImporterError] = [:]
+        var operations: [String] = []
+    }
+    // All state lives behind the mutex: the class is safe to share between threads.
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Stores an object (a new ETag every time) and returns its ETag.
+    @discardableResult
+    public func store(_ key: String, _ body: [UInt8], metadata: [String: String] = [:]) -> String {
+        state.withLock { state in
+            state.counter += 1
+            let etag = "etag-\(state.counter)"
+            state.objects[key] = Object(body: body, etag: etag, metadata: metadata)
+            return etag
+        }
+    }
+
+    /// Makes every operation whose description starts with `operation` (e.g. `"get incoming/x"`)
+    /// fail with `error` until cleared with nil.
+    public func failing(_ operation: String, with error: ImporterError?) {
+        state.withLock { $0.failures[operation] = error }
+    }
+
+    /// Keys currently stored, sorted.
+    public var keys: [String] { state.withLock { $0.objects.keys.sorted() } }
+
+    /// The body of a key, if present.
+    public func body(_ key: String) -> [UInt8]? { state.withLock { $0.objects[key]?.body } }
+
+    /// Operations performed so far (`"list incoming/"`, `"get k"`, `"put k"`, …).
+    public var operations: [String] { state.withLock { $0.operations } }
+
+    private func record(_ operation: String) throws {
+        try state.withLock { state in
+            state.operations.append(operation)
+            for (prefix, error) in state.failures where operation.hasPrefix(prefix) { throw error }
+        }
+    }
+
+    public func list(prefix: String) throws -> [ObjectSummary] {
+        try record("list \(prefix)")
+        return state.withLock { state in
+            state.objects.filter { $0.key.hasPrefix(prefix) }.sorted { $0.key < $1.key }
+                .map { ObjectSummary(key: $0.key, etag: $0.value.etag, size: UInt64($0.value.body.count)) }
+        }
+    }
+
+    public func head(key: String) throws -> ObjectHead {
+        try record("head \(key)")
+        return try state.withLock { state in
+            guard let object = state.objects[key] else { throw ImporterError(.notFound, "no object \(key)") }
+            return ObjectHead(etag: object.etag, size: UInt64(object.body.count), metadata: object.metadata)
+        }
+    }
+
+    public func get(key: String, range: Range<UInt64>?, ifMatch: String?) throws -> [UInt8] {
+        try record("get \(key)")
+        return try state.withLock { state in
+            guard let object = state.objects[key] else { throw ImporterError(.notFound, "no object \(key)") }
+            if let ifMatch, ifMatch != object.etag {
+                throw ImporterError(.objectChanged, "\(key): ETag is \(object.etag), not \(ifMatch)")
+            }
+            guard let range else { return object.body }
+            let lower = Int(min(range.lowerBound, UInt64(object.body.count)))
+            let upper = Int(min(range.upperBound, UInt64(object.body.count)))
+            return Array(object.body[lower..<upper])
+        }
+    }
+
+    public func put(key: String, body: [UInt8], contentType: String) throws {
+        try record("put \(key)")
+        store(key, body)
+    }
+
+    public func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) throws {
+        try record("copy \(sourceKey)")
+        try state.withLock { state in
+            guard let object = state.objects[sourceKey] else {
+                throw ImporterError(.notFound, "no object \(sourceKey)")
+            }
+            if let ifMatch, ifMatch != object.etag {
+                throw ImporterError(.objectChanged, "\(sourceKey): ETag is \(object.etag), not \(ifMatch)")
+            }
+            state.counter += 1
+            state.objects[destinationKey] = Object(
+                body: object.body, etag: "etag-\(state.counter)", metadata: object.metadata)
+        }
+    }
+
+    public func delete(key: String) throws {
+        try record("delete \(key)")
+        _ = state.withLock { $0.objects.removeValue(forKey: key) }
+    }
+}

@@ -1,0 +1,47 @@
+import DiskImage
+import Importer
+import Testing
+
+@Suite("S3 object byte source")
+struct ByteSourceTests {
+    func pattern(_ count: Int) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 8) } }
+
+    @Test("reads any range across chunk boundaries with bounded caching")
+    func ranges() throws {
+        let store = MemoryObjectStore()
+        let body = pattern(100_000)
+        let etag = store.store("k", body)
+        let source = S3ObjectByteSource(
+            store: store, key: "k", etag: etag, size: UInt64(body.count), chunkSize: 4096, cachedChunks: 2)
+        for (offset, count) in [(0, 10), (4090, 20), (0, 100_000), (99_990, 100), (50_000, 9000), (100_000, 5)] {
+            let expected = Array(body[min(offset, body.count)..<min(offset + count, body.count)])
+            #expect(try source.read(at: UInt64(offset), count: count) == expected)
+        }
+        // Sequential small reads inside one chunk cost one request.
+        let before = source.requests
+        _ = try source.read(at: 8192, count: 10)
+        _ = try source.read(at: 8202, count: 10)
+        #expect(source.requests - before <= 1)
+    }
+
+    @Test("every GET is pinned to the listed ETag: a replaced object fails with ObjectChanged")
+    func pinned() throws {
+        let store = MemoryObjectStore()
+        let etag = store.store("k", pattern(10_000))
+        let source = S3ObjectByteSource(store: store, key: "k", etag: etag, size: 10_000, chunkSize: 4096)
+        _ = try source.read(at: 0, count: 100)
+        store.store("k", pattern(10_000))
+        #expect(throws: ImporterError(.objectChanged, "")) { try source.read(at: 5000, count: 100) }
+    }
+
+    @Test("a cancelled source stops before the next request")
+    func cancelled() throws {
+        let store = MemoryObjectStore()
+        let etag = store.store("k", pattern(10_000))
+        let flag = CancellationFlag()
+        let source = S3ObjectByteSource(
+            store: store, key: "k", etag: etag, size: 10_000, chunkSize: 4096, cancellation: flag)
+        flag.cancel(ImporterError(.leaseLost, "test"))
+        #expect(throws: ImporterError(.leaseLost, "")) { try source.read(at: 0, count: 1) }
+    }
+}

@@ -1,5 +1,0 @@
-import Testing
-
-@Suite struct ImporterPlaceholder {
-    @Test func builds() {}
-}
