@@ -1,0 +1,552 @@
+public import Foundation
+public import Logging
+import SigV4
+import Synchronization
+
+/// A blocking, thread-safe S3 client over libcurl, signing every request with SigV4.
+///
+/// Every call blocks the calling thread until the answer is complete; calls may run concurrently from
+/// any number of threads (each takes its own pooled connection). Requests are retried per
+/// `S3Configuration.retry` on 500/502/503/504, SlowDown and transport errors, each attempt re-signed
+/// with a fresh date and with its body sent again from the start; `RequestTimeTooSkewed` corrects the
+/// clock from the server's `Date` header and retries once.
+public final class S3Client: Sendable {
+    public let configuration: S3Configuration
+    private let transport: any S3Transport
+    private let logger: Logger
+    private let endpoint: S3Endpoint
+    /// Seconds to add to the local clock when signing (learned from RequestTimeTooSkewed).
+    private let clockOffset = Mutex<Double>(0)
+
+    /// - Throws: `S3Error` `.invalidRequest` when the endpoint is not `http(s)://host[:port]`.
+    public convenience init(configuration: S3Configuration, logger: Logger) throws {
+        try self.init(configuration: configuration, transport: CurlTransport(configuration: configuration), logger: logger)
+    }
+
+    /// With an explicit transport (tests, other HTTP stacks).
+    public init(configuration: S3Configuration, transport: any S3Transport, logger: Logger) throws {
+        self.configuration = configuration
+        self.transport = transport
+        self.logger = logger
+        self.endpoint = try S3Endpoint(configuration.endpoint)
+    }
+
+    // MARK: - Listing
+
+    /// One page of ListObjectsV2 (`encoding-type=url`; keys come back decoded).
+    /// - Parameters:
+    ///   - maxKeys: at most this many keys (S3 caps at 1000).
+    public func listObjects(
+        bucket: String, prefix: String? = nil, delimiter: String? = nil, continuationToken: String? = nil,
+        startAfter: String? = nil, maxKeys: Int? = nil
+    ) throws -> ListPage {
+        var query: [(name: String, value: String)] = [("list-type", "2"), ("encoding-type", "url")]
+        if let prefix, !prefix.isEmpty { query.append(("prefix", prefix)) }
+        if let delimiter { query.append(("delimiter", delimiter)) }
+        if let continuationToken { query.append(("continuation-token", continuationToken)) }
+        if let startAfter { query.append(("start-after", startAfter)) }
+        if let maxKeys { query.append(("max-keys", String(maxKeys))) }
+        let request = S3Request(operation: "ListObjectsV2", method: "GET", bucket: bucket, key: nil, query: query)
+        let body = try sendCollecting(request)
+        guard let root = XMLTree.parse(body), root.name == "ListBucketResult" else {
+            throw invalidResponse(request, "ListObjectsV2 answer is not a ListBucketResult")
+        }
+        let encoded = root.value("EncodingType")?.lowercased() == "url"
+        func decode(_ text: String) -> String { encoded ? Self.urlDecode(text) : text }
+        var objects: [S3Object] = []
+        for content in root.children("Contents") {
+            guard let key = content.value("Key") else { throw invalidResponse(request, "a listed object has no Key") }
+            objects.append(
+                S3Object(
+                    key: decode(key), size: UInt64(content.value("Size") ?? "") ?? 0,
+                    etag: Self.unquote(content.value("ETag") ?? ""),
+                    lastModified: content.value("LastModified").flatMap(S3Date.parseISO8601)))
+        }
+        let prefixes = root.children("CommonPrefixes").compactMap { $0.value("Prefix").map(decode) }
+        let truncated = root.value("IsTruncated")?.lowercased() == "true"
+        let token = root.value("NextContinuationToken").flatMap { $0.isEmpty ? nil : $0 }
+        if truncated && token == nil {
+            throw invalidResponse(request, "a truncated listing without NextContinuationToken")
+        }
+        return ListPage(
+            objects: objects, commonPrefixes: prefixes, isTruncated: truncated,
+            nextContinuationToken: truncated ? token : nil)
+    }
+
+    /// Every object under `prefix`, all pages (no delimiter: recursive).
+    public func listAllObjects(bucket: String, prefix: String? = nil) throws -> [S3Object] {
+        var all: [S3Object] = []
+        var token: String?
+        var seenTokens: Set<String> = []
+        repeat {
+            let page = try listObjects(bucket: bucket, prefix: prefix, continuationToken: token, maxKeys: 1000)
+            all.append(contentsOf: page.objects)
+            token = page.nextContinuationToken
+            if let token, !seenTokens.insert(token).inserted {
+                throw S3Error(
+                    code: .invalidResponse, message: "ListObjectsV2 s3://\(bucket)/\(prefix ?? ""): repeated continuation token")
+            }
+        } while token != nil
+        return all
+    }
+
+    // MARK: - Objects
+
+    /// HeadObject: size, ETag, Last-Modified, content type and user metadata.
+    public func headObject(bucket: String, key: String) throws -> ObjectHead {
+        let request = S3Request(operation: "HeadObject", method: "HEAD", bucket: bucket, key: key)
+        let response = try send(request) { _ in }
+        return try objectHead(response, request)
+    }
+
+    /// GetObject into memory.
+    /// - Parameters:
+    ///   - range: inclusive byte range, or nil for the whole object.
+    ///   - ifMatch: the ETag the object must still have (`.preconditionFailed` otherwise).
+    public func getObject(bucket: String, key: String, range: ClosedRange<UInt64>? = nil, ifMatch: String? = nil)
+        throws -> [UInt8]
+    {
+        var bytes: [UInt8] = []
+        if let range { bytes.reserveCapacity(Int(min(range.upperBound - range.lowerBound + 1, 1 << 30))) }
+        _ = try getObject(bucket: bucket, key: key, range: range, ifMatch: ifMatch) { chunk in
+            bytes.append(contentsOf: chunk)
+        }
+        return bytes
+    }
+
+    /// GetObject streamed to `sink` in arrival order. A transfer broken after some bytes were delivered
+    /// is resumed from where it stopped (a ranged GET pinned with `If-Match` to the first answer's ETag),
+    /// so `sink` sees every byte exactly once.
+    /// - Returns: the head of the answer (`size` is the whole object's size).
+    @discardableResult
+    public func getObject(
+        bucket: String, key: String, range: ClosedRange<UInt64>? = nil, ifMatch: String? = nil,
+        into sink: (UnsafeRawBufferPointer) throws -> Void
+    ) throws -> ObjectHead? {
+        var delivered: UInt64 = 0
+        var head: ObjectHead?
+        var resumes = 0
+        while true {
+            var headers: [(name: String, value: String)] = []
+            let start = (range?.lowerBound ?? 0) + delivered
+            if let range {
+                headers.append(("Range", "bytes=\(start)-\(range.upperBound)"))
+            } else if delivered > 0 {
+                headers.append(("Range", "bytes=\(start)-"))
+            }
+            if let etag = ifMatch ?? head?.etag { headers.append(("If-Match", Self.quote(etag))) }
+            let request = S3Request(operation: "GetObject", method: "GET", bucket: bucket, key: key, headers: headers)
+            do {
+                let response = try send(request) { chunk in
+                    delivered += UInt64(chunk.count)
+                    try sink(chunk)
+                }
+                if head == nil { head = try? objectHead(response, request) }
+                return head
+            } catch let error as S3Error where error.isTransient && delivered > 0 && resumes < configuration.retry.maxAttempts {
+                // `send` does not retry once bytes reached the sink; resume here instead.
+                resumes += 1
+                if head == nil && ifMatch == nil {
+                    throw error  // cannot pin the object version without an ETag
+                }
+                logger.debug(
+                    "resuming GetObject", metadata: ["bucket": "\(bucket)", "key": "\(key)", "offset": "\(start)"])
+                continue
+            }
+        }
+    }
+
+    /// PutObject from memory.
+    /// - Returns: the ETag without quotes.
+    @discardableResult
+    public func putObject(
+        bucket: String, key: String, body: [UInt8], metadata: [String: String] = [:], contentType: String? = nil
+    ) throws -> String {
+        var headers = Self.metadataHeaders(metadata)
+        if let contentType { headers.append(("Content-Type", contentType)) }
+        let request = S3Request(
+            operation: "PutObject", method: "PUT", bucket: bucket, key: key, headers: headers, body: .bytes(body))
+        let response = try send(request) { _ in }
+        return Self.unquote(response.header("ETag") ?? "")
+    }
+
+    /// CopyObject with `x-amz-copy-source-if-match`; `metadata` non-nil replaces the user metadata
+    /// (`x-amz-metadata-directive: REPLACE`), nil copies it.
+    /// - Returns: the new object's ETag without quotes.
+    @discardableResult
+    public func copyObject(
+        sourceBucket: String, sourceKey: String, destinationBucket: String, destinationKey: String,
+        ifMatch: String? = nil, metadata: [String: String]? = nil
+    ) throws -> String {
+        var headers: [(name: String, value: String)] = [
+            ("x-amz-copy-source", SigV4Signer.percentEncode("/\(sourceBucket)/\(sourceKey)", keepSlash: true))
+        ]
+        if let ifMatch { headers.append(("x-amz-copy-source-if-match", Self.quote(ifMatch))) }
+        if let metadata {
+            headers.append(("x-amz-metadata-directive", "REPLACE"))
+            headers.append(contentsOf: Self.metadataHeaders(metadata))
+        }
+        let request = S3Request(
+            operation: "CopyObject", method: "PUT", bucket: destinationBucket, key: destinationKey, headers: headers)
+        let body = try sendCollecting(request, errorIn200: true)
+        guard let root = XMLTree.parse(body), let etag = root.value("ETag") else {
+            throw invalidResponse(request, "CopyObject answer has no ETag")
+        }
+        return Self.unquote(etag)
+    }
+
+    /// DeleteObject (succeeds when the key does not exist, as S3 does).
+    public func deleteObject(bucket: String, key: String) throws {
+        _ = try send(S3Request(operation: "DeleteObject", method: "DELETE", bucket: bucket, key: key)) { _ in }
+    }
+
+    /// CreateBucket; succeeds when the bucket already exists and is ours.
+    public func createBucket(_ bucket: String) throws {
+        var body: HTTPRequestBody = .none
+        if configuration.region != "us-east-1" {
+            let xml = XMLTree(
+                name: "CreateBucketConfiguration",
+                children: [XMLTree(name: "LocationConstraint", text: configuration.region)])
+            body = .bytes(Array(xml.serialized().utf8))
+        }
+        do {
+            _ = try send(S3Request(operation: "CreateBucket", method: "PUT", bucket: bucket, key: nil, body: body)) {
+                _ in
+            }
+        } catch let error as S3Error where error.code == .bucketAlreadyOwnedByYou {
+            return
+        }
+    }
+
+    // MARK: - Multipart
+
+    /// CreateMultipartUpload.
+    /// - Returns: the upload ID.
+    public func createMultipartUpload(
+        bucket: String, key: String, metadata: [String: String] = [:], contentType: String? = nil
+    ) throws -> String {
+        var headers = Self.metadataHeaders(metadata)
+        if let contentType { headers.append(("Content-Type", contentType)) }
+        let request = S3Request(
+            operation: "CreateMultipartUpload", method: "POST", bucket: bucket, key: key, query: [("uploads", "")],
+            headers: headers, body: .bytes([]))
+        let body = try sendCollecting(request)
+        guard let root = XMLTree.parse(body), let uploadID = root.value("UploadId"), !uploadID.isEmpty else {
+            throw invalidResponse(request, "CreateMultipartUpload answer has no UploadId")
+        }
+        return uploadID
+    }
+
+    /// UploadPart (part numbers 1…10,000; every part but the last at least 5 MiB).
+    /// - Returns: the part's ETag without quotes.
+    public func uploadPart(bucket: String, key: String, uploadID: String, partNumber: Int, body: [UInt8]) throws
+        -> String
+    {
+        guard (1...Self.maxParts).contains(partNumber) else {
+            throw S3Error(code: .invalidRequest, message: "part number \(partNumber) is outside 1…\(Self.maxParts)")
+        }
+        let request = S3Request(
+            operation: "UploadPart", method: "PUT", bucket: bucket, key: key,
+            query: [("partNumber", String(partNumber)), ("uploadId", uploadID)], body: .bytes(body))
+        let response = try send(request) { _ in }
+        guard let etag = response.header("ETag") else { throw invalidResponse(request, "UploadPart answer has no ETag") }
+        return Self.unquote(etag)
+    }
+
+    /// CompleteMultipartUpload; an error carried in a 200 answer is detected and thrown.
+    /// - Returns: the object's ETag without quotes.
+    @discardableResult
+    public func completeMultipartUpload(bucket: String, key: String, uploadID: String, parts: [UploadedPart]) throws
+        -> String
+    {
+        let xml = XMLTree(
+            name: "CompleteMultipartUpload",
+            children: parts.sorted { $0.partNumber < $1.partNumber }.map {
+                XMLTree(
+                    name: "Part",
+                    children: [
+                        XMLTree(name: "PartNumber", text: String($0.partNumber)),
+                        XMLTree(name: "ETag", text: Self.quote($0.etag)),
+                    ])
+            })
+        let request = S3Request(
+            operation: "CompleteMultipartUpload", method: "POST", bucket: bucket, key: key,
+            query: [("uploadId", uploadID)], headers: [("Content-Type", "application/xml")],
+            body: .bytes(Array(xml.serialized().utf8)))
+        let body = try sendCollecting(request, errorIn200: true)
+        guard let root = XMLTree.parse(body), let etag = root.value("ETag") else {
+            throw invalidResponse(request, "CompleteMultipartUpload answer has no ETag")
+        }
+        return Self.unquote(etag)
+    }
+
+    /// AbortMultipartUpload.
+    public func abortMultipartUpload(bucket: String, key: String, uploadID: String) throws {
+        _ = try send(
+            S3Request(
+                operation: "AbortMultipartUpload", method: "DELETE", bucket: bucket, key: key,
+                query: [("uploadId", uploadID)])
+        ) { _ in }
+    }
+
+    /// ListParts (all pages).
+    public func listParts(bucket: String, key: String, uploadID: String) throws -> [UploadedPart] {
+        var parts: [UploadedPart] = []
+        var marker: String?
+        repeat {
+            var query: [(name: String, value: String)] = [("uploadId", uploadID)]
+            if let marker { query.append(("part-number-marker", marker)) }
+            let request = S3Request(operation: "ListParts", method: "GET", bucket: bucket, key: key, query: query)
+            let body = try sendCollecting(request)
+            guard let root = XMLTree.parse(body), root.name == "ListPartsResult" else {
+                throw invalidResponse(request, "ListParts answer is not a ListPartsResult")
+            }
+            for part in root.children("Part") {
+                guard let number = part.value("PartNumber").flatMap({ Int($0) }) else { continue }
+                parts.append(
+                    UploadedPart(
+                        partNumber: number, etag: Self.unquote(part.value("ETag") ?? ""),
+                        size: UInt64(part.value("Size") ?? "") ?? 0))
+            }
+            let truncated = root.value("IsTruncated")?.lowercased() == "true"
+            let next = root.value("NextPartNumberMarker")
+            marker = truncated && next != marker ? next : nil
+        } while marker != nil
+        return parts
+    }
+
+    /// S3's limits for multipart uploads.
+    public static let minPartSize = 5 << 20
+    public static let maxParts = 10_000
+
+    /// The part size to use for an object of `size` bytes: at least `requested` and 5 MiB, and large
+    /// enough (rounded up to a MiB) that no more than 10,000 parts are needed.
+    public static func partSize(for size: UInt64, requested: Int) -> Int {
+        var part = UInt64(max(requested, minPartSize))
+        let needed = (size + UInt64(maxParts) - 1) / UInt64(maxParts)
+        if needed > part { part = (needed + (1 << 20) - 1) / (1 << 20) * (1 << 20) }
+        return Int(part)
+    }
+
+    // MARK: - Requests, signing and retries
+
+    struct S3Request {
+        var operation: String
+        var method: String
+        var bucket: String?
+        var key: String?
+        var query: [(name: String, value: String)] = []
+        var headers: [(name: String, value: String)] = []
+        var body: HTTPRequestBody = .none
+
+        var resource: String { "s3://\(bucket ?? "")/\(key ?? "")" }
+    }
+
+    /// Sends and returns the whole 2xx body.
+    private func sendCollecting(_ request: S3Request, errorIn200: Bool = false) throws -> [UInt8] {
+        var body: [UInt8] = []
+        let response = try send(request) { body.append(contentsOf: $0) }
+        if errorIn200, let root = XMLTree.parse(body), root.name == "Error" {
+            throw error(from: root, status: response.status, response: response, request: request)
+        }
+        return body
+    }
+
+    /// Sends `request` with retries. Body bytes of a 2xx answer go to `onData`; once any byte has been
+    /// delivered, a failure is no longer retried here (the caller may resume).
+    func send(_ request: S3Request, onData: (UnsafeRawBufferPointer) throws -> Void) throws -> HTTPResponse {
+        try validate(request)
+        let policy = configuration.retry
+        let started = ContinuousClock.now
+        var attempt = 0
+        var skewCorrected = false
+        let payloadHash: String =
+            switch request.body {
+            case .none: SigV4Signer.emptyPayloadHash
+            case .bytes(let bytes): bytes.withUnsafeBytes { SigV4Signer.hexSHA256($0) }
+            case .file: SigV4Signer.unsignedPayload
+            }
+        while true {
+            attempt += 1
+            var delivered = false
+            let httpRequest = sign(request, payloadHash: payloadHash)
+            let error: S3Error
+            do {
+                let response = try transport.perform(httpRequest) { chunk in
+                    delivered = true
+                    try onData(chunk)
+                }
+                logger.debug(
+                    "S3 request",
+                    metadata: [
+                        "op": "\(request.operation)", "resource": "\(request.resource)", "status": "\(response.status)",
+                        "attempt": "\(attempt)",
+                    ])
+                if (200..<300).contains(response.status) { return response }
+                error = self.error(fromBody: response.errorBody, response: response, request: request)
+            } catch let transportError as S3Error {
+                error = transportError
+            }
+            // RequestTimeTooSkewed: learn the server's clock from its Date header, retry once.
+            if error.code == .requestTimeTooSkewed && !skewCorrected && !delivered {
+                skewCorrected = true
+                if let serverDate = error.serverDate {
+                    let offset = serverDate.timeIntervalSinceNow
+                    clockOffset.withLock { $0 = offset }
+                    logger.warning(
+                        "S3 clock skew corrected", metadata: ["offsetSeconds": "\(Int(offset))", "op": "\(request.operation)"])
+                    continue
+                }
+            }
+            let retryable =
+                error.code == .transport || error.code == .timeout || error.code == .slowDown
+                || S3Error.retriedStatuses.contains(error.httpStatus)
+            let delay = policy.delay(beforeRetry: attempt)
+            let elapsed = ContinuousClock.now - started
+            guard retryable, !delivered, attempt < policy.maxAttempts, elapsed + delay < policy.maxTotalTime else {
+                logger.debug(
+                    "S3 request failed",
+                    metadata: ["op": "\(request.operation)", "resource": "\(request.resource)", "error": "\(error)",
+                        "attempt": "\(attempt)"])
+                throw error
+            }
+            logger.info(
+                "S3 request failed, retrying",
+                metadata: ["op": "\(request.operation)", "resource": "\(request.resource)", "error": "\(error)",
+                    "attempt": "\(attempt)", "delayMs": "\(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)"])
+            Thread.sleep(forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
+        }
+    }
+
+    private func validate(_ request: S3Request) throws {
+        if let bucket = request.bucket {
+            guard !bucket.isEmpty, !bucket.contains("/") else {
+                throw S3Error(code: .invalidRequest, message: "\(request.operation): invalid bucket name '\(bucket)'")
+            }
+            if configuration.addressing == .virtual {
+                guard bucket.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == ".") }) else {
+                    throw S3Error(
+                        code: .invalidRequest,
+                        message: "\(request.operation): bucket '\(bucket)' cannot be used with virtual-hosted addressing")
+                }
+            }
+        }
+        if let key = request.key, key.isEmpty {
+            throw S3Error(code: .invalidRequest, message: "\(request.operation): empty key in s3://\(request.bucket ?? "")/")
+        }
+    }
+
+    /// Builds the URL and headers for one attempt, signed with the current (offset-corrected) time.
+    func sign(_ request: S3Request, payloadHash: String) -> HTTPRequest {
+        var host = endpoint.host
+        var path = "/"
+        if let bucket = request.bucket {
+            switch configuration.addressing {
+            case .path: path = "/" + bucket + (request.key.map { "/" + $0 } ?? "")
+            case .virtual:
+                host = bucket + "." + endpoint.host
+                path = "/" + (request.key ?? "")
+            }
+        }
+        let authority = endpoint.authority(host: host)
+        var headers = request.headers
+        headers.append(("Host", authority))
+        headers.append(("x-amz-content-sha256", payloadHash))
+        let signer = SigV4Signer(credentials: configuration.credentials.sigV4, region: configuration.region)
+        let date = Date().addingTimeInterval(clockOffset.withLock { $0 })
+        let signed = signer.sign(
+            SigV4Request(
+                method: request.method, path: path, query: request.query, headers: headers, payloadHash: payloadHash),
+            date: date)
+        let query = signed.encodedQuery.isEmpty ? "" : "?" + signed.encodedQuery
+        return HTTPRequest(
+            method: request.method, url: "\(endpoint.scheme)://\(authority)\(signed.encodedPath)\(query)",
+            headers: signed.headers, body: request.body)
+    }
+
+    // MARK: - Answers
+
+    private func objectHead(_ response: HTTPResponse, _ request: S3Request) throws -> ObjectHead {
+        var size = UInt64(response.header("Content-Length") ?? "") ?? 0
+        if let range = response.header("Content-Range"), let slash = range.lastIndex(of: "/"),
+            let total = UInt64(range[range.index(after: slash)...])
+        {
+            size = total
+        }
+        var metadata: [String: String] = [:]
+        for (name, value) in response.headers {
+            let lower = name.lowercased()
+            if lower.hasPrefix("x-amz-meta-") { metadata[String(lower.dropFirst("x-amz-meta-".count))] = value }
+        }
+        return ObjectHead(
+            size: size, etag: Self.unquote(response.header("ETag") ?? ""),
+            lastModified: response.header("Last-Modified").flatMap(S3Date.parseHTTP),
+            contentType: response.header("Content-Type"), metadata: metadata)
+    }
+
+    private func error(fromBody body: [UInt8], response: HTTPResponse, request: S3Request) -> S3Error {
+        if let root = XMLTree.parse(body), root.name == "Error" {
+            return error(from: root, status: response.status, response: response, request: request)
+        }
+        let code = S3Error.Code.from(awsCode: nil, status: response.status)
+        var error = S3Error(
+            code: code, message: "\(request.operation) \(request.resource): HTTP \(response.status)",
+            httpStatus: response.status, requestID: response.header("x-amz-request-id"))
+        error.serverDate = response.header("Date").flatMap(S3Date.parseHTTP)
+        return error
+    }
+
+    private func error(from root: XMLTree, status: Int, response: HTTPResponse, request: S3Request) -> S3Error {
+        let awsCode = root.value("Code")
+        let message = root.value("Message").map { ": " + $0 } ?? ""
+        var error = S3Error(
+            code: .from(awsCode: awsCode, status: status),
+            message: "\(request.operation) \(request.resource)\(message)", awsCode: awsCode, httpStatus: status,
+            requestID: root.value("RequestId") ?? response.header("x-amz-request-id"))
+        error.serverDate = response.header("Date").flatMap(S3Date.parseHTTP)
+            ?? root.value("ServerTime").flatMap(S3Date.parseISO8601)
+        return error
+    }
+
+    private func invalidResponse(_ request: S3Request, _ what: String) -> S3Error {
+        S3Error(code: .invalidResponse, message: "\(request.operation) \(request.resource): \(what)")
+    }
+
+    // MARK: - Helpers
+
+    static func metadataHeaders(_ metadata: [String: String]) -> [(name: String, value: String)] {
+        metadata.sorted { $0.key < $1.key }.map { ("x-amz-meta-" + $0.key.lowercased(), $0.value) }
+    }
+
+    /// Removes surrounding quotes from an ETag (SeaweedFS sometimes sends none).
+    static func unquote(_ etag: String) -> String {
+        var text = etag.trimmingCharacters(in: .whitespaces)
+        if text.hasPrefix("W/") { text.removeFirst(2) }
+        if text.count >= 2 && text.hasPrefix("\"") && text.hasSuffix("\"") { text = String(text.dropFirst().dropLast()) }
+        return text
+    }
+
+    static func quote(_ etag: String) -> String {
+        etag.hasPrefix("\"") ? etag : "\"" + etag + "\""
+    }
+
+    /// Decodes `encoding-type=url` values: `+` is a space, `%XX` a byte (UTF-8).
+    static func urlDecode(_ text: String) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count)
+        var iterator = Array(text.utf8)[...]
+        while let byte = iterator.popFirst() {
+            if byte == UInt8(ascii: "+") {
+                bytes.append(UInt8(ascii: " "))
+            } else if byte == UInt8(ascii: "%"), iterator.count >= 2,
+                let value = UInt8(String(decoding: iterator.prefix(2), as: UTF8.self), radix: 16)
+            {
+                bytes.append(value)
+                iterator = iterator.dropFirst(2)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

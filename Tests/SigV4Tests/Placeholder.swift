@@ -1,5 +1,0 @@
-import Testing
-
-@Suite struct SigV4Placeholder {
-    @Test func builds() {}
-}
