@@ -226,7 +226,9 @@ public struct QCOW2Reader: DiskReader {
             throw DiskImageError(
                 .corruptImage, "qcow2 data cluster for guest offset \(guestOffset) overlaps the header (host offset 0)")
         }
-        guard hostCluster < source.size, source.size - hostCluster >= h.clusterSize else {
+        // Only the start must lie inside the file: qemu writes a partial last cluster (extended L2 images
+        // allocate a cluster but write only the subclusters in use) and reads the missing tail as zeros.
+        guard hostCluster < source.size else {
             throw DiskImageError(
                 .truncatedImage,
                 "qcow2 data cluster for guest offset \(guestOffset) at host offset \(hostCluster) lies past the end of the file (\(source.size) bytes)")
@@ -273,7 +275,9 @@ public struct QCOW2Reader: DiskReader {
     private func flush(_ run: inout (host: UInt64, length: UInt64)?, into buffer: inout [UInt8]) throws {
         guard let r = run else { return }
         run = nil
-        let bytes = try source.readExactly(at: r.host, count: Int(r.length), what: "qcow2 data cluster")
+        // Bytes past the end of the file read as zeros, as in qemu (see `checkDataCluster`).
+        var bytes = try source.read(at: r.host, count: Int(r.length))
+        if bytes.count < Int(r.length) { bytes += [UInt8](repeating: 0, count: Int(r.length) - bytes.count) }
         if buffer.isEmpty { buffer = bytes } else { buffer += bytes }
     }
 

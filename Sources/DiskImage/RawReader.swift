@@ -1,5 +1,6 @@
 /// Reads a raw disk (or an ISO 9660 image, whose content is raw): the virtual disk is the file.
 ///
+/// The virtual size is the file size rounded up to whole 512-byte sectors, as qemu reports it.
 /// Chunks of `chunkSize` bytes are read in order; a chunk that is entirely zero is emitted as `.zero`
 /// so sparse outputs stay sparse.
 public struct RawReader: DiskReader {
@@ -24,13 +25,23 @@ public struct RawReader: DiskReader {
         self.source = source
         self.chunkSize = max(512, chunkSize)
         let bootable = format == .iso ? try RawReader.hasElTorito(source) : false
-        info = ImageInfo(format: format, virtualSize: source.size, allocatedBytes: source.size, bootable: bootable)
+        // qemu counts whole 512-byte sectors: a file whose length is not a multiple of 512 reads as if
+        // padded with zeros to the next sector, and `qemu-img convert` writes that padding.
+        let virtualSize = (source.size + 511) / 512 * 512
+        info = ImageInfo(format: format, virtualSize: virtualSize, allocatedBytes: source.size, bootable: bootable)
     }
 
     public mutating func next() throws -> Extent? {
         guard position < info.virtualSize else { return nil }
         let count = Int(min(UInt64(chunkSize), info.virtualSize - position))
-        let bytes = try source.readExactly(at: position, count: count, what: "raw data")
+        var bytes = try source.read(at: position, count: count)
+        if bytes.count < count {
+            // The sector padding past the end of the file (see `init`); anything else is a short read.
+            guard UInt64(bytes.count) == source.size - min(source.size, position) else {
+                throw DiskImageError(.truncatedImage, "raw data at \(position): short read (\(bytes.count) of \(count))")
+            }
+            bytes += [UInt8](repeating: 0, count: count - bytes.count)
+        }
         defer { position += UInt64(count) }
         if FieldReader.isAllZero(bytes) { return .zero(offset: position, length: UInt64(count)) }
         return .data(offset: position, bytes: bytes)

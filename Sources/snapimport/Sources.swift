@@ -1,0 +1,28 @@
+import ArgumentParser
+import DiskImage
+
+/// Opens the byte source an image `SOURCE` argument names: a local path, or `s3://bucket/key`.
+///
+/// The importer extends this with an S3-backed `ByteSource` (ranged GETs); until then an `s3://` source
+/// is a usage error that says so.
+///
+/// - Parameters:
+///   - string: the SOURCE argument as given (an `s3://` key is taken literally).
+///   - global: the shared options (configuration path) an S3 source needs.
+/// - Throws: `DiskImageError` (`NotFound`, `IOError`) for a local file, `ValidationError` for a source kind
+///   that is not available.
+func openSource(_ string: String, global: GlobalOptions) throws -> any ByteSource {
+    if string.hasPrefix("s3://") {
+        throw ValidationError("S3 sources (\(string)) arrive with the importer; give a local path for now")
+    }
+    return try FileByteSource(path: string)
+}
+
+/// Parses a `--format` value: snapimport's names plus qemu's aliases (`vpc` for VHD).
+func parseImageFormat(_ text: String) throws -> ImageFormat {
+    let lowered = text.lowercased()
+    if let format = ImageFormat(rawValue: lowered) { return format }
+    if lowered == "vpc" { return .vhd }
+    let names = ImageFormat.allCases.map(\.rawValue).joined(separator: ", ")
+    throw ValidationError("unknown format '\(text)' (expected one of: \(names), or vpc)")
+}

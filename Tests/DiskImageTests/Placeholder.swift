@@ -1,5 +1,0 @@
-import Testing
-
-@Suite struct DiskImagePlaceholder {
-    @Test func builds() {}
-}
