@@ -169,6 +169,13 @@ public struct QCOW2Reader: DiskReader {
         let inCluster = offset & (h.clusterSize - 1)
         let toClusterEnd = min(h.clusterSize - inCluster, remaining)
         let entry = entries[clusterIndex * (h.extendedL2 ? 2 : 1)]
+        if entry == 0 && !h.extendedL2 {
+            // A run of unallocated entries is one piece, however long (it costs one scan of the table).
+            var last = clusterIndex
+            while last + 1 < h.l2Entries && entries[last + 1] == 0 { last += 1 }
+            let runEnd = (offset - inCluster) + UInt64(last - clusterIndex + 1) * h.clusterSize
+            return .zero(length: min(runEnd - offset, remaining))
+        }
 
         if entry & Header.compressedFlag != 0 {
             let hostOffset = entry & h.compressedOffsetMask
