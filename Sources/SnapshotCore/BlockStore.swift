@@ -56,4 +56,13 @@ public protocol BlockStore: Sendable {
     /// Removes the block unless it was put or freshened at or after `cutoff` (pass `.distantFuture`
     /// to remove unconditionally). - Returns: true when removed.
     func remove(_ hash: BlockHash, unlessModifiedSince cutoff: Date) async throws -> Bool
+
+    /// Removes leftovers of crashed writers (temporary files) older than `cutoff`.
+    /// - Returns: how many were removed.
+    func removeStaleTemporaries(olderThan cutoff: Date) async throws -> Int
+}
+
+extension BlockStore {
+    /// Stores without temporary files have nothing to clean.
+    public func removeStaleTemporaries(olderThan cutoff: Date) async throws -> Int { 0 }
 }

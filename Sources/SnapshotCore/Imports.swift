@@ -1,0 +1,125 @@
+public import Foundation
+import Logging
+
+/// Import claims: exactly one snapshot per (bucket, key, ETag), with leases (issue 5).
+///
+/// The import row's primary key is (bucket, key, etag). A claim is a conditional insert (first
+/// claim) or a versioned update (re-claim after the lease expired or a transient failure); the
+/// completion is part of the snapshot's commit batch (``SnapshotWriter/commit(now:)`` of a writer
+/// begun with the claim), so an object can never yield two available snapshots.
+extension SnapshotService {
+    /// Claims an object for import.
+    ///
+    /// - Parameters:
+    ///   - owner: the project text from the key (kept verbatim, even when malformed).
+    ///   - worker: a token unique to this worker and attempt (e.g. `host:pid:uuid`).
+    ///   - leaseSeconds: how long the claim holds without ``renewLease(_:leaseSeconds:now:)``.
+    /// - Returns: the claim, or nil when the object was already imported, failed for good, or is
+    ///   leased by another worker whose lease has not expired. Every successful claim increments
+    ///   `attempts` (so a claim on an expired lease counts the lost attempt).
+    public func claimImport(
+        bucket: String, key: String, etag: String, owner: String, worker: String, leaseSeconds: TimeInterval,
+        now: Date = Date()
+    ) async throws -> ImportClaim? {
+        let importKey = ImportKey(bucket: bucket, key: key, etag: etag)
+        let stamp = Self.stamp(now)
+        let expires = Self.stamp(now.addingTimeInterval(leaseSeconds))
+        return try await retrying("claim") { () -> ImportClaim? in
+            guard var row = try await catalog.importRecord(importKey) else {
+                let row = ImportRecord(
+                    key: importKey, owner: owner, state: .claimed, worker: worker, leaseExpiresAt: expires,
+                    attempts: 1, snapshotID: nil, errorCode: nil, errorMessage: nil, createdAt: stamp,
+                    updatedAt: stamp, version: 1)
+                try await catalog.apply([.insertImport(row)])
+                return ImportClaim(key: importKey, owner: owner, worker: worker, attempts: 1, leaseExpiresAt: expires)
+            }
+            switch row.state {
+            case .imported, .failed:
+                return nil
+            case .claimed:
+                if let lease = row.leaseExpiresAt, lease > now, row.worker != worker { return nil }
+            case .retry:
+                break
+            }
+            row.state = .claimed
+            row.worker = worker
+            row.leaseExpiresAt = expires
+            row.attempts += 1
+            row.snapshotID = nil
+            row.updatedAt = stamp
+            try await catalog.apply([.updateImport(row)])
+            return ImportClaim(key: importKey, owner: row.owner, worker: worker, attempts: row.attempts, leaseExpiresAt: expires)
+        }
+    }
+
+    /// The import row, if `claim` still holds it. - Throws: `.leaseLost`, `.notFound`.
+    func heldImport(_ claim: ImportClaim) async throws -> ImportRecord {
+        guard let row = try await catalog.importRecord(claim.key) else {
+            throw SnapshotError.notFound("import of \(claim.key)")
+        }
+        guard row.state == .claimed, row.worker == claim.worker else {
+            throw SnapshotError(.leaseLost, "the claim on \(claim.key) is no longer held by \(claim.worker)")
+        }
+        return row
+    }
+
+    /// Extends a claim's lease (and its pending snapshot's, if one was begun).
+    /// - Throws: `.leaseLost` when another worker took it over or it was completed/failed.
+    public func renewLease(_ claim: ImportClaim, leaseSeconds: TimeInterval, now: Date = Date()) async throws -> ImportClaim {
+        let expires = Self.stamp(now.addingTimeInterval(leaseSeconds))
+        try await retrying("renew claim") {
+            var row = try await heldImport(claim)
+            row.leaseExpiresAt = expires
+            row.updatedAt = Self.stamp(now)
+            var writes: [CatalogWrite] = [.updateImport(row)]
+            if let id = row.snapshotID, var snapshot = try await catalog.snapshot(id), snapshot.state == .pending,
+                snapshot.writer == claim.worker
+            {
+                snapshot.leaseExpiresAt = expires
+                writes.append(.updateSnapshot(snapshot))
+            }
+            try await catalog.apply(writes)
+        }
+        var renewed = claim
+        renewed.leaseExpiresAt = expires
+        return renewed
+    }
+
+    /// Records a failure. A transient one (`permanent: false`) leaves the object claimable by the
+    /// next pass; a permanent one (rejected image, or too many attempts) ends it. A pending snapshot
+    /// begun under the claim is removed in the same transaction.
+    public func failImport(
+        _ claim: ImportClaim, code: String, message: String, permanent: Bool, now: Date = Date()
+    ) async throws {
+        try await retrying("fail import") {
+            var row = try await heldImport(claim)
+            var writes: [CatalogWrite] = []
+            if let id = row.snapshotID, let snapshot = try await catalog.snapshot(id), snapshot.state == .pending,
+                snapshot.writer == claim.worker
+            {
+                writes.append(.deleteSnapshot(id, version: snapshot.version))
+                row.snapshotID = nil
+            }
+            row.state = permanent ? .failed : .retry
+            row.worker = nil
+            row.leaseExpiresAt = nil
+            row.errorCode = code
+            row.errorMessage = String(message.prefix(2000))
+            row.updatedAt = Self.stamp(now)
+            writes.insert(.updateImport(row), at: 0)
+            try await catalog.apply(writes)
+        }
+        logger.info(
+            "import failed", metadata: ["key": "\(claim.key.key)", "code": "\(code)", "permanent": "\(permanent)"])
+    }
+
+    /// Every import, oldest first (`snapimport imports list`).
+    public func listImports() async throws -> [ImportRecord] {
+        try await catalog.imports()
+    }
+
+    /// One import row.
+    public func importRecord(bucket: String, key: String, etag: String) async throws -> ImportRecord? {
+        try await catalog.importRecord(ImportKey(bucket: bucket, key: key, etag: etag))
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Thin, throwing wrappers over the POSIX calls the block store and volumes need
+/// (`pread`/`pwrite` at offsets, `fsync`, `rename`, sparse files). Errors become `.storage` with
+/// the path and `errno` text.
+enum POSIX {
+    static func error(_ what: String, _ path: String, _ code: Int32 = errno) -> SnapshotError {
+        SnapshotError(.storage, "\(what) \(path): \(String(cString: strerror(code)))")
+    }
+
+    static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0o644) throws -> Int32 {
+        while true {
+            let fd = Glibc_open(path, flags | O_CLOEXEC, mode)
+            if fd >= 0 { return fd }
+            if errno == EINTR { continue }
+            throw error("cannot open", path)
+        }
+    }
+
+    static func close(_ fd: Int32) { _ = Glibc_close(fd) }
+
+    /// Writes all of `bytes` at `offset`.
+    static func pwriteAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc_pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw error("cannot write", path)
+            }
+            done += n
+        }
+    }
+
+    static func pwriteAll(_ fd: Int32, _ bytes: [UInt8], at offset: UInt64, path: String) throws {
+        guard !bytes.isEmpty else { return }
+        try bytes.withUnsafeBytes { try pwriteAll(fd, $0, at: offset, path: path) }
+    }
+
+    /// Reads exactly `count` bytes at `offset`; bytes past the end of the file read as zeros.
+    static func preadFull(_ fd: Int32, count: Int, at offset: UInt64, path: String) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var done = 0
+        try buffer.withUnsafeMutableBytes { raw in
+            while done < count {
+                let n = Glibc_pread(fd, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw error("cannot read", path)
+                }
+                if n == 0 { break }
+                done += n
+            }
+        }
+        return buffer
+    }
+
+    static func fsync(_ fd: Int32, path: String) throws {
+        if Glibc_fsync(fd) != 0 { throw error("cannot fsync", path) }
+    }
+
+    /// fsync of a file or directory by path.
+    static func fsync(path: String, directory: Bool = false) throws {
+        let fd = try open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY)
+        defer { close(fd) }
+        try fsync(fd, path: path)
+    }
+
+    static func ftruncate(_ fd: Int32, _ size: UInt64, path: String) throws {
+        if Glibc_ftruncate(fd, off_t(size)) != 0 { throw error("cannot set the size of", path) }
+    }
+
+    /// - Returns: false when `from` does not exist.
+    @discardableResult
+    static func rename(_ from: String, _ to: String) throws -> Bool {
+        if Glibc_rename(from, to) == 0 { return true }
+        if errno == ENOENT { return false }
+        throw error("cannot rename", from)
+    }
+
+    /// - Returns: false when the file does not exist.
+    @discardableResult
+    static func unlink(_ path: String) throws -> Bool {
+        if Glibc_unlink(path) == 0 { return true }
+        if errno == ENOENT { return false }
+        throw error("cannot remove", path)
+    }
+
+    /// Sets the modification time to now. - Returns: false when the file does not exist.
+    static func touch(_ path: String) throws -> Bool {
+        if Glibc_utimensat(AT_FDCWD, path, nil, 0) == 0 { return true }
+        if errno == ENOENT { return false }
+        throw error("cannot freshen", path)
+    }
+
+    /// Size and modification time, or nil when absent.
+    static func stat(_ path: String) throws -> (size: Int, modified: Date)? {
+        var info = Glibc_stat_t()
+        if Glibc_stat(path, &info) != 0 {
+            if errno == ENOENT { return nil }
+            throw error("cannot stat", path)
+        }
+        #if canImport(Darwin)
+        let ts = info.st_mtimespec
+        #else
+        let ts = info.st_mtim
+        #endif
+        return (Int(info.st_size), Date(timeIntervalSince1970: Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9))
+    }
+
+    static func makeDirectory(_ path: String) throws {
+        if Glibc_mkdir(path, 0o755) == 0 || errno == EEXIST { return }
+        throw error("cannot create directory", path)
+    }
+}
+
+// Unambiguous names for the C functions (the enum's own static members shadow them).
+private func Glibc_open(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 { open(path, flags, mode) }
+private func Glibc_close(_ fd: Int32) -> Int32 { close(fd) }
+private func Glibc_pwrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int, _ o: off_t) -> Int { pwrite(fd, p, n, o) }
+private func Glibc_pread(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int, _ o: off_t) -> Int { pread(fd, p, n, o) }
+private func Glibc_fsync(_ fd: Int32) -> Int32 { fsync(fd) }
+private func Glibc_ftruncate(_ fd: Int32, _ size: off_t) -> Int32 { ftruncate(fd, size) }
+private func Glibc_rename(_ a: String, _ b: String) -> Int32 { rename(a, b) }
+private func Glibc_unlink(_ path: String) -> Int32 { unlink(path) }
+private func Glibc_mkdir(_ path: String, _ mode: mode_t) -> Int32 { mkdir(path, mode) }
+private func Glibc_utimensat(_ fd: Int32, _ path: String, _ times: UnsafePointer<timespec>?, _ flags: Int32) -> Int32 {
+    utimensat(fd, path, times, flags)
+}
+private typealias Glibc_stat_t = stat
+private func Glibc_stat(_ path: String, _ info: UnsafeMutablePointer<stat>) -> Int32 { stat(path, info) }
