@@ -1,4 +1,105 @@
-/// The catalog's tables, as numbered migrations (see `Migrations`).
+/// The catalog's tables, as numbered migrations (see `Migrations`). Never edit a released migration; append one.
+///
+/// The layout follows SnapshotCore's reference schema (`SQLiteCatalog.migrator`) with PostgreSQL types:
+/// `timestamptz` for dates (read back rounded to whole milliseconds, as the SQLite catalog stores them),
+/// `text[]` for lists, `bytea` for manifests, and CHECK constraints on every enumerated column. Extra
+/// constraints that make the rules hold in the database itself, whatever the caller does:
+/// - `snapshots_object_source`: at most one *available* snapshot per (bucket, key, ETag) — exactly-once import;
+/// - `manifests.snapshot_id` references `snapshots` (ON DELETE CASCADE): no manifest outlives its snapshot;
+/// - `imports` primary key (bucket, key, etag): one claim row per object version.
 enum CatalogSchema {
-    static let migrations: [Migrations.Migration] = []
+    static let migrations: [Migrations.Migration] = [
+        Migrations.Migration(
+            version: 1, name: "v1 snapshots, manifests, volumes, instances, templates, imports",
+            sql: [
+                """
+                CREATE TABLE snapshots (
+                    id text PRIMARY KEY,
+                    owner text NOT NULL,
+                    description text NOT NULL,
+                    state text NOT NULL CHECK (state IN ('pending', 'available', 'error', 'deleting')),
+                    visibility text NOT NULL CHECK (visibility IN ('private', 'public')),
+                    shared_with text[] NOT NULL DEFAULT '{}',
+                    virtual_size bigint NOT NULL CHECK (virtual_size >= 0),
+                    stored_bytes bigint NOT NULL CHECK (stored_bytes >= 0),
+                    format text NOT NULL,
+                    bootable boolean NOT NULL,
+                    source_kind text NOT NULL CHECK (source_kind IN ('object', 'file', 'volume', 'template')),
+                    source_bucket text, source_key text, source_etag text,
+                    source_path text, source_volume text, source_template text,
+                    checksum text,
+                    block_size bigint NOT NULL CHECK (block_size > 0),
+                    created_at timestamptz NOT NULL,
+                    writer text,
+                    lease_expires_at timestamptz,
+                    failure text,
+                    version bigint NOT NULL
+                )
+                """,
+                """
+                CREATE UNIQUE INDEX snapshots_object_source ON snapshots (source_bucket, source_key, source_etag)
+                    WHERE state = 'available' AND source_kind = 'object'
+                """,
+                "CREATE INDEX snapshots_state ON snapshots (state)",
+                "CREATE INDEX snapshots_created ON snapshots (created_at, id)",
+                """
+                CREATE TABLE manifests (
+                    snapshot_id text PRIMARY KEY REFERENCES snapshots (id) ON DELETE CASCADE,
+                    data bytea NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE volumes (
+                    id text PRIMARY KEY,
+                    owner text NOT NULL,
+                    snapshot_id text,
+                    size bigint NOT NULL CHECK (size >= 0),
+                    file_name text NOT NULL,
+                    attached_to text,
+                    snapshot_in_progress text,
+                    created_at timestamptz NOT NULL,
+                    version bigint NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE instances (
+                    id text PRIMARY KEY,
+                    owner text NOT NULL,
+                    state text NOT NULL CHECK (state IN ('running', 'stopped')),
+                    created_at timestamptz NOT NULL,
+                    version bigint NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE templates (
+                    id text PRIMARY KEY,
+                    owner text NOT NULL,
+                    instance_id text NOT NULL,
+                    snapshots text[] NOT NULL,
+                    created_at timestamptz NOT NULL,
+                    version bigint NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE imports (
+                    bucket text NOT NULL,
+                    "key" text NOT NULL,
+                    etag text NOT NULL,
+                    owner text NOT NULL,
+                    state text NOT NULL CHECK (state IN ('claimed', 'retry', 'imported', 'failed')),
+                    worker text,
+                    lease_expires_at timestamptz,
+                    attempts bigint NOT NULL,
+                    snapshot_id text,
+                    error_code text,
+                    error_message text,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    version bigint NOT NULL,
+                    PRIMARY KEY (bucket, "key", etag)
+                )
+                """,
+                "CREATE INDEX imports_created ON imports (created_at, bucket, \"key\", etag)",
+            ]),
+    ]
 }

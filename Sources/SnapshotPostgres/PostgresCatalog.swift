@@ -85,3 +85,26 @@ public func withPostgresCatalog<Result: Sendable>(
         return try await body(catalog)
     }
 }
+
+extension PostgresCatalog {
+    /// Drops this catalog's schema with every table in it. Only for tests that made a throw-away schema.
+    func dropSchemaForTesting() async throws {
+        guard let schema = configuration.schema, schema.hasPrefix("test_") else {
+            throw PostgresCatalogError(.database, "refusing to drop a schema not named test_…")
+        }
+        try await client.withConnection { connection in
+            // Validated identifier (PostgresCatalogConfiguration.isValidSchemaName): safe to splice.
+            try await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE"), logger: logger)
+        }
+    }
+}
+
+extension PostgresCatalog {
+    /// Runs one statement and returns the first column of the first row as an integer. Only for tests.
+    @discardableResult
+    func scalarForTesting(_ sql: String) async throws -> Int64? {
+        try await client.withConnection { connection in
+            try await connection.rows(PostgresQuery(unsafeSQL: sql), logger: logger).first?.decode(Int64?.self)
+        }
+    }
+}

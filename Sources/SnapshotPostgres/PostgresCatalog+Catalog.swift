@@ -1,0 +1,403 @@
+public import Foundation
+import Logging
+import PostgresNIO
+public import SnapshotCore
+
+/// The `Catalog` protocol on PostgreSQL.
+///
+/// Reads are single autocommit statements (each sees committed data). ``apply(_:)`` is one READ COMMITTED
+/// transaction in which every update and delete is conditional on the version the caller read
+/// (`… WHERE id = $1 AND version = $2 RETURNING 1`: under READ COMMITTED a row changed by a concurrent
+/// transaction is re-checked against the WHERE clause after that transaction commits, so a lost race affects
+/// zero rows), every `expect…` takes the row lock (`SELECT version … FOR UPDATE`) so the precondition holds
+/// until COMMIT, and inserts rely on primary keys and the unique indexes. Any failed condition or integrity
+/// violation (SQLSTATE class 23) rolls the whole batch back and is reported as `SnapshotError(.conflict)`; a
+/// deadlock (40P01) re-runs the batch. Other failures are `SnapshotError(.catalog)`.
+extension PostgresCatalog: Catalog {
+    // MARK: Reads
+
+    public func snapshot(_ id: SnapshotID) async throws -> SnapshotRecord? {
+        try await read("snapshot \(id)", "SELECT \(unescaped: Self.snapshotColumns) FROM snapshots WHERE id = \(id.rawValue)", Self.snapshot(from:)).first
+    }
+
+    public func snapshots() async throws -> [SnapshotRecord] {
+        try await read("snapshots", "SELECT \(unescaped: Self.snapshotColumns) FROM snapshots ORDER BY created_at, id", Self.snapshot(from:))
+    }
+
+    public func manifest(_ id: SnapshotID) async throws -> Manifest? {
+        try await read("manifest of \(id)", "SELECT snapshot_id, data FROM manifests WHERE snapshot_id = \(id.rawValue)") {
+            try Self.manifest(from: $0).1
+        }.first
+    }
+
+    public func manifests() async throws -> [SnapshotID: Manifest] {
+        let pairs = try await read("manifests", "SELECT snapshot_id, data FROM manifests", Self.manifest(from:))
+        return Dictionary(pairs, uniquingKeysWith: { first, _ in first })
+    }
+
+    public func volume(_ id: VolumeID) async throws -> VolumeRecord? {
+        try await read("volume \(id)", "SELECT \(unescaped: Self.volumeColumns) FROM volumes WHERE id = \(id.rawValue)", Self.volume(from:)).first
+    }
+
+    public func volumes() async throws -> [VolumeRecord] {
+        try await read("volumes", "SELECT \(unescaped: Self.volumeColumns) FROM volumes ORDER BY created_at, id", Self.volume(from:))
+    }
+
+    public func instance(_ id: InstanceID) async throws -> InstanceRecord? {
+        try await read("instance \(id)", "SELECT \(unescaped: Self.instanceColumns) FROM instances WHERE id = \(id.rawValue)", Self.instance(from:)).first
+    }
+
+    public func instances() async throws -> [InstanceRecord] {
+        try await read("instances", "SELECT \(unescaped: Self.instanceColumns) FROM instances ORDER BY created_at, id", Self.instance(from:))
+    }
+
+    public func template(_ id: TemplateID) async throws -> TemplateRecord? {
+        try await read("template \(id)", "SELECT \(unescaped: Self.templateColumns) FROM templates WHERE id = \(id.rawValue)", Self.template(from:)).first
+    }
+
+    public func templates() async throws -> [TemplateRecord] {
+        try await read("templates", "SELECT \(unescaped: Self.templateColumns) FROM templates ORDER BY created_at, id", Self.template(from:))
+    }
+
+    public func importRecord(_ key: ImportKey) async throws -> ImportRecord? {
+        try await read(
+            "import \(key)",
+            """
+            SELECT \(unescaped: Self.importColumns) FROM imports
+            WHERE bucket = \(key.bucket) AND "key" = \(key.key) AND etag = \(key.etag)
+            """, Self.importRecord(from:)
+        ).first
+    }
+
+    public func imports() async throws -> [ImportRecord] {
+        try await read(
+            "imports", "SELECT \(unescaped: Self.importColumns) FROM imports ORDER BY created_at, bucket, \"key\", etag",
+            Self.importRecord(from:))
+    }
+
+    /// Shuts nothing down by itself: the pool lives as long as ``run()`` runs (cancel that task, or leave
+    /// ``withPostgresCatalog(url:logger:_:)``). Present for the protocol; further calls remain valid while
+    /// `run()` runs.
+    public func close() async throws {}
+
+    // MARK: Writes
+
+    public func apply(_ writes: [CatalogWrite]) async throws {
+        guard !writes.isEmpty else { return }
+        do {
+            try await transaction(.readCommitted) { connection in
+                for write in writes {
+                    try await Self.apply(write, connection, logger)
+                }
+            }
+        } catch let error as SnapshotError {
+            throw error
+        } catch let error where error.postgresSQLState?.hasPrefix("23") == true {
+            // Integrity constraint violation: a duplicate ID, a second available snapshot of one object
+            // version, a manifest without its snapshot…
+            let constraint = error.postgresConstraint.map { " (\($0))" } ?? ""
+            throw SnapshotError(.conflict, "a catalog constraint refused the write\(constraint)")
+        } catch let error as PostgresCatalogError where error.code == .retriesExhausted {
+            throw SnapshotError(.conflict, "the catalog write kept conflicting with concurrent writers")
+        } catch {
+            throw Self.catalogError("catalog write failed", error)
+        }
+    }
+
+    private static func apply(_ write: CatalogWrite, _ db: PostgresConnection, _ logger: Logger) async throws {
+        switch write {
+        case .insertSnapshot(let s):
+            let v = SnapshotValues(s)
+            try await db.rows(
+                """
+                INSERT INTO snapshots (id, owner, description, state, visibility, shared_with, virtual_size,
+                    stored_bytes, format, bootable, source_kind, source_bucket, source_key, source_etag,
+                    source_path, source_volume, source_template, checksum, block_size, created_at, writer,
+                    lease_expires_at, failure, version)
+                VALUES (\(s.id.rawValue), \(s.owner.description), \(s.description), \(s.state.rawValue),
+                    \(s.visibility.rawValue), \(v.sharedWith), \(v.virtualSize), \(v.storedBytes), \(s.format),
+                    \(s.bootable), \(v.kind), \(v.bucket), \(v.key), \(v.etag), \(v.path), \(v.volume), \(v.template),
+                    \(s.checksum), \(s.blockSize), \(millis(s.createdAt)), \(s.writer), \(s.leaseExpiresAt.map(millis)),
+                    \(s.failure), 1)
+                """, logger: logger)
+        case .updateSnapshot(let s):
+            let v = SnapshotValues(s)
+            let changed = try await db.rows(
+                """
+                UPDATE snapshots SET owner = \(s.owner.description), description = \(s.description),
+                    state = \(s.state.rawValue), visibility = \(s.visibility.rawValue), shared_with = \(v.sharedWith),
+                    virtual_size = \(v.virtualSize), stored_bytes = \(v.storedBytes), format = \(s.format),
+                    bootable = \(s.bootable), source_kind = \(v.kind), source_bucket = \(v.bucket),
+                    source_key = \(v.key), source_etag = \(v.etag), source_path = \(v.path),
+                    source_volume = \(v.volume), source_template = \(v.template), checksum = \(s.checksum),
+                    block_size = \(s.blockSize), created_at = \(millis(s.createdAt)), writer = \(s.writer),
+                    lease_expires_at = \(s.leaseExpiresAt.map(millis)), failure = \(s.failure),
+                    version = version + 1
+                WHERE id = \(s.id.rawValue) AND version = \(s.version)
+                RETURNING 1
+                """, logger: logger)
+            try expectChange(changed, "snapshot \(s.id)")
+        case .deleteSnapshot(let id, let version):
+            // The manifest goes with it (ON DELETE CASCADE), in the same transaction.
+            let changed = try await db.rows(
+                "DELETE FROM snapshots WHERE id = \(id.rawValue) AND version = \(version) RETURNING 1", logger: logger)
+            try expectChange(changed, "snapshot \(id)")
+        case .expectSnapshot(let id, let version):
+            try await expectRow(db, logger, "snapshot \(id)", "SELECT version FROM snapshots WHERE id = \(id.rawValue) FOR UPDATE", version)
+        case .insertManifest(let id, let manifest):
+            try await db.rows(
+                "INSERT INTO manifests (snapshot_id, data) VALUES (\(id.rawValue), \(Data(manifest.encoded())))",
+                logger: logger)
+
+        case .insertVolume(let v):
+            try await db.rows(
+                """
+                INSERT INTO volumes (id, owner, snapshot_id, size, file_name, attached_to, snapshot_in_progress,
+                    created_at, version)
+                VALUES (\(v.id.rawValue), \(v.owner.description), \(v.snapshotID?.rawValue), \(Int64(clamping: v.size)),
+                    \(v.fileName), \(v.attachedTo?.rawValue), \(v.snapshotInProgress?.rawValue), \(millis(v.createdAt)), 1)
+                """, logger: logger)
+        case .updateVolume(let v):
+            let changed = try await db.rows(
+                """
+                UPDATE volumes SET owner = \(v.owner.description), snapshot_id = \(v.snapshotID?.rawValue),
+                    size = \(Int64(clamping: v.size)), file_name = \(v.fileName), attached_to = \(v.attachedTo?.rawValue),
+                    snapshot_in_progress = \(v.snapshotInProgress?.rawValue), created_at = \(millis(v.createdAt)),
+                    version = version + 1
+                WHERE id = \(v.id.rawValue) AND version = \(v.version)
+                RETURNING 1
+                """, logger: logger)
+            try expectChange(changed, "volume \(v.id)")
+        case .deleteVolume(let id, let version):
+            let changed = try await db.rows(
+                "DELETE FROM volumes WHERE id = \(id.rawValue) AND version = \(version) RETURNING 1", logger: logger)
+            try expectChange(changed, "volume \(id)")
+        case .expectVolume(let id, let version):
+            try await expectRow(db, logger, "volume \(id)", "SELECT version FROM volumes WHERE id = \(id.rawValue) FOR UPDATE", version)
+
+        case .insertInstance(let i):
+            try await db.rows(
+                """
+                INSERT INTO instances (id, owner, state, created_at, version)
+                VALUES (\(i.id.rawValue), \(i.owner.description), \(i.state.rawValue), \(millis(i.createdAt)), 1)
+                """, logger: logger)
+        case .updateInstance(let i):
+            let changed = try await db.rows(
+                """
+                UPDATE instances SET owner = \(i.owner.description), state = \(i.state.rawValue),
+                    created_at = \(millis(i.createdAt)), version = version + 1
+                WHERE id = \(i.id.rawValue) AND version = \(i.version)
+                RETURNING 1
+                """, logger: logger)
+            try expectChange(changed, "instance \(i.id)")
+        case .expectInstance(let id, let version):
+            try await expectRow(db, logger, "instance \(id)", "SELECT version FROM instances WHERE id = \(id.rawValue) FOR UPDATE", version)
+
+        case .insertTemplate(let t):
+            try await db.rows(
+                """
+                INSERT INTO templates (id, owner, instance_id, snapshots, created_at, version)
+                VALUES (\(t.id.rawValue), \(t.owner.description), \(t.instanceID.rawValue),
+                    \(t.snapshots.map(\.rawValue)), \(millis(t.createdAt)), 1)
+                """, logger: logger)
+
+        case .insertImport(let r):
+            try await db.rows(
+                """
+                INSERT INTO imports (bucket, "key", etag, owner, state, worker, lease_expires_at, attempts, snapshot_id,
+                    error_code, error_message, created_at, updated_at, version)
+                VALUES (\(r.key.bucket), \(r.key.key), \(r.key.etag), \(r.owner), \(r.state.rawValue), \(r.worker),
+                    \(r.leaseExpiresAt.map(millis)), \(r.attempts), \(r.snapshotID?.rawValue), \(r.errorCode),
+                    \(r.errorMessage), \(millis(r.createdAt)), \(millis(r.updatedAt)), 1)
+                """, logger: logger)
+        case .updateImport(let r):
+            let changed = try await db.rows(
+                """
+                UPDATE imports SET owner = \(r.owner), state = \(r.state.rawValue), worker = \(r.worker),
+                    lease_expires_at = \(r.leaseExpiresAt.map(millis)), attempts = \(r.attempts),
+                    snapshot_id = \(r.snapshotID?.rawValue), error_code = \(r.errorCode),
+                    error_message = \(r.errorMessage), created_at = \(millis(r.createdAt)),
+                    updated_at = \(millis(r.updatedAt)), version = version + 1
+                WHERE bucket = \(r.key.bucket) AND "key" = \(r.key.key) AND etag = \(r.key.etag)
+                    AND version = \(r.version)
+                RETURNING 1
+                """, logger: logger)
+            try expectChange(changed, "import \(r.key)")
+        }
+    }
+
+    private static func expectChange(_ rows: [PostgresRow], _ what: String) throws {
+        guard rows.count == 1 else { throw SnapshotError(.conflict, "\(what) changed or vanished meanwhile") }
+    }
+
+    private static func expectRow(
+        _ db: PostgresConnection, _ logger: Logger, _ what: String, _ query: PostgresQuery, _ version: Int64
+    ) async throws {
+        let found = try await db.rows(query, logger: logger).first.map { try $0.decode(Int64.self) }
+        guard found == version else { throw SnapshotError(.conflict, "\(what) changed or vanished meanwhile") }
+    }
+
+    // MARK: Errors and reads
+
+    /// A `.catalog` error whose underlying error tells SQLSTATE and server message (never bind values).
+    static func catalogError(_ message: String, _ error: any Error) -> SnapshotError {
+        if let error = error as? SnapshotError { return error }
+        if let error = error as? PostgresCatalogError { return SnapshotError(.catalog, message, underlying: error) }
+        let code: PostgresCatalogError.Code = error.postgresSQLState == nil ? .connectionFailed : .database
+        return SnapshotError(.catalog, message, underlying: PostgresCatalogError(code, message, underlying: error))
+    }
+
+    private func read<T>(
+        _ what: String, _ query: PostgresQuery, _ transform: (PostgresRandomAccessRow) throws -> T
+    ) async throws -> [T] {
+        let rows: [PostgresRow]
+        do {
+            rows = try await execute(query)
+        } catch {
+            throw Self.catalogError("reading \(what) from the catalog failed", error)
+        }
+        do {
+            return try rows.map { try transform($0.makeRandomAccess()) }
+        } catch let error as SnapshotError {
+            throw error
+        } catch {
+            throw SnapshotError(
+                .catalog, "reading \(what): a catalog row has an unexpected type",
+                underlying: PostgresCatalogError(.corruptRow, "undecodable column", underlying: error))
+        }
+    }
+
+    // MARK: Row mapping
+
+    /// Dates are kept to whole milliseconds, like the SQLite catalog (`Date(timeIntervalSince1970: ms / 1000)`),
+    /// so a record reads back equal to what the service wrote.
+    static func millis(_ date: Date) -> Date {
+        Date(timeIntervalSince1970: (date.timeIntervalSince1970 * 1000).rounded() / 1000)
+    }
+
+    static let snapshotColumns = """
+        id, owner, description, state, visibility, shared_with, virtual_size, stored_bytes, format, bootable,
+        source_kind, source_bucket, source_key, source_etag, source_path, source_volume, source_template, checksum,
+        block_size, created_at, writer, lease_expires_at, failure, version
+        """
+
+    /// The snapshot columns whose Swift value needs converting.
+    private struct SnapshotValues {
+        var sharedWith: [String]
+        var virtualSize: Int64
+        var storedBytes: Int64
+        var kind: String
+        var bucket: String?, key: String?, etag: String?, path: String?, volume: String?, template: String?
+
+        init(_ s: SnapshotRecord) {
+            sharedWith = s.sharedWith.map(\.description)
+            virtualSize = Int64(clamping: s.virtualSize)
+            storedBytes = Int64(clamping: s.storedBytes)
+            switch s.source {
+            case .object(let b, let k, let e): (kind, bucket, key, etag) = ("object", b, k, e)
+            case .file(let p): (kind, path) = ("file", p)
+            case .volume(let v): (kind, volume) = ("volume", v.rawValue)
+            case .template(let t): (kind, template) = ("template", t.rawValue)
+            }
+        }
+    }
+
+    static func snapshot(from row: PostgresRandomAccessRow) throws -> SnapshotRecord {
+        let kind = try row["source_kind"].decode(String.self)
+        func required(_ column: String) throws -> String {
+            guard let value = try row[column].decode(String?.self) else {
+                throw SnapshotError(.catalog, "snapshot source of kind \(kind) lacks \(column) in the catalog")
+            }
+            return value
+        }
+        let source: SnapshotSource
+        switch kind {
+        case "object":
+            source = .object(bucket: try required("source_bucket"), key: try required("source_key"), etag: try required("source_etag"))
+        case "file": source = .file(path: try required("source_path"))
+        case "volume": source = .volume(try VolumeID(parsing: try required("source_volume")))
+        case "template": source = .template(try TemplateID(parsing: try required("source_template")))
+        default: throw SnapshotError(.catalog, "unknown source kind \(kind) in the catalog")
+        }
+        guard let state = SnapshotState(rawValue: try row["state"].decode(String.self)),
+            let visibility = Visibility(rawValue: try row["visibility"].decode(String.self))
+        else { throw SnapshotError(.catalog, "unknown snapshot state or visibility in the catalog") }
+        return SnapshotRecord(
+            id: try SnapshotID(parsing: try row["id"].decode(String.self)),
+            owner: try ProjectRef(parsing: try row["owner"].decode(String.self)),
+            description: try row["description"].decode(String.self), state: state, visibility: visibility,
+            sharedWith: try row["shared_with"].decode([String].self).map(ProjectRef.init(parsing:)),
+            virtualSize: UInt64(max(0, try row["virtual_size"].decode(Int64.self))),
+            storedBytes: UInt64(max(0, try row["stored_bytes"].decode(Int64.self))),
+            format: try row["format"].decode(String.self), bootable: try row["bootable"].decode(Bool.self),
+            source: source, checksum: try row["checksum"].decode(String?.self),
+            blockSize: try row["block_size"].decode(Int.self),
+            createdAt: millis(try row["created_at"].decode(Date.self)), writer: try row["writer"].decode(String?.self),
+            leaseExpiresAt: try row["lease_expires_at"].decode(Date?.self).map(millis),
+            failure: try row["failure"].decode(String?.self), version: try row["version"].decode(Int64.self))
+    }
+
+    static func manifest(from row: PostgresRandomAccessRow) throws -> (SnapshotID, Manifest) {
+        let id = try SnapshotID(parsing: try row["snapshot_id"].decode(String.self))
+        return (id, try Manifest(decoding: try row["data"].decode(Data.self)))
+    }
+
+    static let volumeColumns =
+        "id, owner, snapshot_id, size, file_name, attached_to, snapshot_in_progress, created_at, version"
+
+    static func volume(from row: PostgresRandomAccessRow) throws -> VolumeRecord {
+        VolumeRecord(
+            id: try VolumeID(parsing: try row["id"].decode(String.self)),
+            owner: try ProjectRef(parsing: try row["owner"].decode(String.self)),
+            snapshotID: try row["snapshot_id"].decode(String?.self).map(SnapshotID.init(parsing:)),
+            size: UInt64(max(0, try row["size"].decode(Int64.self))), fileName: try row["file_name"].decode(String.self),
+            attachedTo: try row["attached_to"].decode(String?.self).map(InstanceID.init(parsing:)),
+            snapshotInProgress: try row["snapshot_in_progress"].decode(String?.self).map(SnapshotID.init(parsing:)),
+            createdAt: millis(try row["created_at"].decode(Date.self)), version: try row["version"].decode(Int64.self))
+    }
+
+    static let instanceColumns = "id, owner, state, created_at, version"
+
+    static func instance(from row: PostgresRandomAccessRow) throws -> InstanceRecord {
+        guard let state = InstanceState(rawValue: try row["state"].decode(String.self)) else {
+            throw SnapshotError(.catalog, "unknown instance state in the catalog")
+        }
+        return InstanceRecord(
+            id: try InstanceID(parsing: try row["id"].decode(String.self)),
+            owner: try ProjectRef(parsing: try row["owner"].decode(String.self)), state: state,
+            createdAt: millis(try row["created_at"].decode(Date.self)), version: try row["version"].decode(Int64.self))
+    }
+
+    static let templateColumns = "id, owner, instance_id, snapshots, created_at, version"
+
+    static func template(from row: PostgresRandomAccessRow) throws -> TemplateRecord {
+        TemplateRecord(
+            id: try TemplateID(parsing: try row["id"].decode(String.self)),
+            owner: try ProjectRef(parsing: try row["owner"].decode(String.self)),
+            instanceID: try InstanceID(parsing: try row["instance_id"].decode(String.self)),
+            snapshots: try row["snapshots"].decode([String].self).map(SnapshotID.init(parsing:)),
+            createdAt: millis(try row["created_at"].decode(Date.self)), version: try row["version"].decode(Int64.self))
+    }
+
+    static let importColumns = """
+        bucket, "key", etag, owner, state, worker, lease_expires_at, attempts, snapshot_id, error_code, error_message,
+        created_at, updated_at, version
+        """
+
+    static func importRecord(from row: PostgresRandomAccessRow) throws -> ImportRecord {
+        guard let state = ImportState(rawValue: try row["state"].decode(String.self)) else {
+            throw SnapshotError(.catalog, "unknown import state in the catalog")
+        }
+        return ImportRecord(
+            key: ImportKey(
+                bucket: try row["bucket"].decode(String.self), key: try row["key"].decode(String.self),
+                etag: try row["etag"].decode(String.self)),
+            owner: try row["owner"].decode(String.self), state: state, worker: try row["worker"].decode(String?.self),
+            leaseExpiresAt: try row["lease_expires_at"].decode(Date?.self).map(millis),
+            attempts: try row["attempts"].decode(Int.self),
+            snapshotID: try row["snapshot_id"].decode(String?.self).map(SnapshotID.init(parsing:)),
+            errorCode: try row["error_code"].decode(String?.self), errorMessage: try row["error_message"].decode(String?.self),
+            createdAt: millis(try row["created_at"].decode(Date.self)), updatedAt: millis(try row["updated_at"].decode(Date.self)),
+            version: try row["version"].decode(Int64.self))
+    }
+}
