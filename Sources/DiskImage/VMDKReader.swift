@@ -30,6 +30,12 @@ public struct VMDKReader: DiskReader {
         }
         try SparseMath.checkVirtualSize(virtualSize, limits, field: "VMDK capacity")
 
+        // Grain directory: one 32-bit entry (a sector offset of a grain table) per numGTEsPerGT grains.
+        let gtCoverage = UInt64(header.numGTEsPerGT) * header.grainSize  // sectors per grain table
+        let gdEntries = (header.capacity + gtCoverage - 1) / gtCoverage
+        let gdBytes = gdEntries * 4
+        try SparseMath.checkBudget(gdBytes, limits, what: "VMDK grain directory (\(gdEntries) entries)")
+
         var ranges = MetadataRanges()
         ranges.add(0, length: 512, "VMDK header")
         let (descOffset, descLength) = try header.descriptorRange(what: "header")
@@ -44,11 +50,6 @@ public struct VMDKReader: DiskReader {
                     + "\(header.capacity)")
         }
 
-        // Grain directory: one 32-bit entry (a sector offset of a grain table) per numGTEsPerGT grains.
-        let gtCoverage = UInt64(header.numGTEsPerGT) * header.grainSize  // sectors per grain table
-        let gdEntries = (header.capacity + gtCoverage - 1) / gtCoverage
-        let gdBytes = gdEntries * 4
-        try SparseMath.checkBudget(gdBytes, limits, what: "VMDK grain directory (\(gdEntries) entries)")
         guard let gdStart = SparseMath.multiply(header.gdOffset, 512) else {
             throw DiskImageError(.corruptImage, "VMDK gdOffset \(header.gdOffset) overflows")
         }
