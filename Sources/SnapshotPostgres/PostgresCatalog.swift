@@ -22,6 +22,8 @@ public final class PostgresCatalog: Sendable {
     let logger: Logger
     /// Set once the migrations have been applied by this instance; further operations skip the check.
     private let migrated = Atomic<Bool>(false)
+    /// Set by ``run()`` just before the pool starts, so the first operation can wait for it.
+    private let running = Atomic<Bool>(false)
 
     /// Creates a catalog for `configuration`. No connection is made until ``run()`` runs and an operation needs one.
     /// - Parameters:
@@ -44,6 +46,7 @@ public final class PostgresCatalog: Sendable {
     /// Runs the connection pool until the surrounding task is cancelled (or, under swift-service-lifecycle, until
     /// graceful shutdown). Call exactly once per instance. Operations made while it is not running wait.
     public func run() async throws {
+        running.store(true, ordering: .releasing)
         await client.run()
     }
 
@@ -51,8 +54,27 @@ public final class PostgresCatalog: Sendable {
     /// Operations call it implicitly the first time; call it directly to fail fast on a bad URL or server.
     public func migrate() async throws {
         if migrated.load(ordering: .acquiring) { return }
+        // The pool's task may not have started yet (a task group schedules it concurrently); give it a moment
+        // rather than leasing from a pool that is not running.
+        for _ in 0..<200 where !running.load(ordering: .acquiring) {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        try await probe()
         try await Migrations.apply(client: client, schema: configuration.schema, logger: logger)
         migrated.store(true, ordering: .releasing)
+    }
+
+    /// Opens one connection outside the pool and closes it: a wrong host, port, password or database fails
+    /// here at once with the server's reason, where the pool would retry with back-off for about a minute.
+    private func probe() async throws {
+        do {
+            let connection = try await PostgresConnection.connect(
+                configuration: try configuration.connectionConfiguration(), id: 0, logger: logger)
+            try? await connection.close()
+        } catch {
+            throw PostgresCatalogError(
+                .connectionFailed, "cannot connect to the catalog \(configuration.redactedURL)", underlying: error)
+        }
     }
 }
 

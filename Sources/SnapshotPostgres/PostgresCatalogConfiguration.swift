@@ -132,38 +132,63 @@ public struct PostgresCatalogConfiguration: Sendable {
         host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 
-    /// The postgres-nio client configuration.
-    var clientConfiguration: PostgresClient.Configuration {
-        let tls: PostgresClient.Configuration.TLS
-        switch self.tls {
+    /// The TLS settings of `sslmode` (nil: no TLS).
+    private var tlsSettings: (configuration: TLSConfiguration, required: Bool)? {
+        switch tls {
         case .disable:
-            tls = .disable
-        case .prefer:
+            return nil
+        case .prefer, .require:
+            // libpq semantics: `prefer`/`require` encrypt but do not check the certificate.
             var config = TLSConfiguration.makeClientConfiguration()
             config.certificateVerification = .none
-            tls = .prefer(config)
-        case .require:
-            var config = TLSConfiguration.makeClientConfiguration()
-            config.certificateVerification = .none
-            tls = .require(config)
+            return (config, tls == .require)
         case .verifyCA:
             var config = TLSConfiguration.makeClientConfiguration()
             config.certificateVerification = .noHostnameVerification
-            tls = .require(config)
+            return (config, true)
         case .verifyFull:
-            tls = .require(.makeClientConfiguration())
+            return (.makeClientConfiguration(), true)
+        }
+    }
+
+    /// Startup parameters sent on every connection: the application name and, with a schema, the search path
+    /// (a startup parameter sets the GUC for every pooled connection; the name was validated by the parser).
+    private var startupParameters: [(String, String)] {
+        var startup: [(String, String)] = [("application_name", applicationName)]
+        if let schema { startup.append(("search_path", schema)) }
+        return startup
+    }
+
+    /// The postgres-nio pool configuration.
+    var clientConfiguration: PostgresClient.Configuration {
+        let tls: PostgresClient.Configuration.TLS
+        switch tlsSettings {
+        case nil: tls = .disable
+        case let (config, required)?: tls = required ? .require(config) : .prefer(config)
         }
         var configuration = PostgresClient.Configuration(
             host: host, port: port, username: username, password: password, database: database, tls: tls)
         configuration.options.connectTimeout = connectTimeout
         configuration.options.maximumConnections = maximumConnections
         configuration.options.connectionIdleTimeout = .seconds(60)
-        var startup: [(String, String)] = [("application_name", applicationName)]
-        if let schema {
-            // A startup parameter sets the GUC for every pooled connection; the name was validated above.
-            startup.append(("search_path", schema))
+        configuration.options.additionalStartupParameters = startupParameters
+        return configuration
+    }
+
+    /// A single-connection configuration with the same settings, for the connection probe.
+    func connectionConfiguration() throws -> PostgresConnection.Configuration {
+        let tls: PostgresConnection.Configuration.TLS
+        switch tlsSettings {
+        case nil: tls = .disable
+        case let (config, required)?:
+            let context = try NIOSSLContext(configuration: config)
+            tls = required ? .require(context) : .prefer(context)
         }
-        configuration.options.additionalStartupParameters = startup
+        var configuration = PostgresConnection.Configuration(
+            host: host, port: port, username: username, password: password, database: database, tls: tls)
+        let (seconds, attoseconds) = connectTimeout.components
+        configuration.options.connectTimeout = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        configuration.options.additionalStartupParameters = startupParameters
         return configuration
     }
 }

@@ -1,3 +1,5 @@
+import PostgresNIO
+
 /// Why the PostgreSQL catalog could not be opened or used: a bad URL, an unreachable server, a schema newer
 /// than this build, or a database error that is not a catalog rule. Rule violations (`NotFound`, `InUse`, …) are
 /// reported with SnapshotCore's own error type, exactly as the SQLite catalog reports them.
@@ -53,10 +55,16 @@ public struct PostgresCatalogError: Error, CustomStringConvertible, Sendable {
         return "\(code): \(message) (\(Self.describe(underlying)))"
     }
 
-    /// A short description of a database error: SQLSTATE and the server's message, never bind values.
+    /// A short description of a database error: SQLSTATE and the server's message, or the connection
+    /// failure's cause; never bind values or the password.
     static func describe(_ error: any Error) -> String {
         if let sqlState = error.postgresSQLState {
             return "SQLSTATE \(sqlState): \(error.postgresServerMessage ?? "")"
+        }
+        if let error = error as? PSQLError {
+            // PSQLError's own description is deliberately generic; its code and cause are safe to show.
+            guard let cause = error.underlying else { return "PostgreSQL client error \(error.code)" }
+            return "PostgreSQL client error \(error.code): \(describe(cause))"
         }
         return String(describing: error)
     }
