@@ -146,13 +146,19 @@ public enum DiskImage {
     @discardableResult
     public static func convert(_ reader: inout any DiskReader, toRawFile path: String) throws -> ConversionResult {
         let writer = try SparseRawWriter(path: path, size: reader.info.virtualSize)
-        var written: UInt64 = 0
-        while let extent = try reader.next() {
-            if case .data(let offset, let bytes) = extent, !FieldReader.isAllZero(bytes) {
-                try writer.write(bytes, at: offset)
-                written += UInt64(bytes.count)
+        // Reading (and inflating) runs on this thread while a second thread checks for zeros and writes, so
+        // both cores work on a conversion; at most `depth` extents (a few MiB each) are in flight.
+        let pipe = WriterPipe(writer: writer, depth: 4)
+        do {
+            while let extent = try reader.next() {
+                guard case .data(let offset, let bytes) = extent else { continue }
+                guard pipe.send(bytes, at: offset) else { break }
             }
+        } catch {
+            _ = try? pipe.finish()
+            throw error
         }
+        let written = try pipe.finish()
         try writer.finish()
         return ConversionResult(virtualSize: reader.info.virtualSize, dataBytesWritten: written)
     }
