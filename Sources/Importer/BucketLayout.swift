@@ -1,4 +1,5 @@
 public import Foundation
+import SnapshotCore
 
 /// Where objects live in the bucket and where they go (architecture.md, "Bucket layout").
 ///
@@ -213,7 +214,7 @@ public struct ErrorReport: Sendable, Equatable, Codable {
         self.message = message
         self.key = key
         self.etag = etag
-        self.at = RFC3339.format(at)
+        self.at = RFC3339.string(at)
     }
 
     /// The JSON document (keys sorted, one line, trailing newline).
@@ -226,11 +227,3 @@ public struct ErrorReport: Sendable, Equatable, Codable {
     }
 }
 
-/// RFC 3339 timestamps in UTC with second precision.
-enum RFC3339 {
-    static func format(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: date)
-    }
-}

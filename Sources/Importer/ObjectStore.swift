@@ -15,7 +15,7 @@ public struct ObjectSummary: Sendable, Equatable {
 }
 
 /// What a HEAD returns that the importer uses.
-public struct ObjectHead: Sendable, Equatable {
+public struct ObjectMetadata: Sendable, Equatable {
     public var etag: String
     public var size: UInt64
     /// User metadata (`x-amz-meta-*`), names lowercased without the prefix.
@@ -37,7 +37,7 @@ public struct ObjectHead: Sendable, Equatable {
 public protocol ObjectStore: Sendable {
     /// Every object under `prefix`, all pages, in key order.
     func list(prefix: String) throws -> [ObjectSummary]
-    func head(key: String) throws -> ObjectHead
+    func head(key: String) throws -> ObjectMetadata
     /// The bytes of `range` (the whole object when nil), only if the ETag still is `ifMatch`.
     func get(key: String, range: Range<UInt64>?, ifMatch: String?) throws -> [UInt8]
     func put(key: String, body: [UInt8], contentType: String) throws
@@ -105,11 +105,11 @@ public final class MemoryObjectStore: ObjectStore {
         }
     }
 
-    public func head(key: String) throws -> ObjectHead {
+    public func head(key: String) throws -> ObjectMetadata {
         try record("head \(key)")
         return try state.withLock { state in
             guard let object = state.objects[key] else { throw ImporterError(.notFound, "no object \(key)") }
-            return ObjectHead(etag: object.etag, size: UInt64(object.body.count), metadata: object.metadata)
+            return ObjectMetadata(etag: object.etag, size: UInt64(object.body.count), metadata: object.metadata)
         }
     }
 

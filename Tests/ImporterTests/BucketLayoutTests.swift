@@ -91,7 +91,7 @@ struct DocumentTests {
         #expect(
             object == [
                 "code": "BackingFileNotAllowed", "message": "backing file /etc/passwd", "key": "incoming/p@c/x",
-                "etag": "abc", "at": "2023-11-14T22:13:20Z",
+                "etag": "abc", "at": "2023-11-14T22:13:20.000Z",
             ])
     }
 }

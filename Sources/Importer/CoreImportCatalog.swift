@@ -1,0 +1,120 @@
+public import DiskImage
+public import Foundation
+public import SnapshotCore
+
+/// ``ImportCatalog`` over SnapshotCore's `SnapshotService` (SQLite or PostgreSQL catalog, any block
+/// store): claims, leases, pending snapshots, commits and sharing all go through the core's rules.
+public struct CoreImportCatalog: ImportCatalog {
+    public let service: SnapshotService
+
+    public init(service: SnapshotService) {
+        self.service = service
+    }
+
+    public func recoverAbandoned() async throws {
+        _ = try await service.recover()
+    }
+
+    public func claim(_ key: ImportKey, owner: String, worker: String, leaseDuration: Duration) async throws
+        -> ClaimOutcome
+    {
+        if let claim = try await service.claimImport(
+            bucket: key.bucket, key: key.key, etag: key.etag, owner: owner, worker: worker,
+            leaseSeconds: leaseDuration.seconds)
+        {
+            return .claimed(claim)
+        }
+        guard let row = try await service.importRecord(bucket: key.bucket, key: key.key, etag: key.etag) else {
+            return .busy(worker: nil)
+        }
+        switch row.state {
+        case .imported:
+            guard let id = row.snapshotID else { return .busy(worker: row.worker) }
+            return .imported(id)
+        case .failed:
+            return .failed(code: row.errorCode ?? "Failed", message: row.errorMessage ?? "")
+        case .claimed, .retry:
+            return .busy(worker: row.worker)
+        }
+    }
+
+    public func renew(_ claim: ImportClaim, leaseDuration: Duration) async throws -> ImportClaim {
+        try await service.renewLease(claim, leaseSeconds: leaseDuration.seconds)
+    }
+
+    public func fail(_ claim: ImportClaim, code: String, message: String, permanent: Bool) async throws {
+        try await service.failImport(claim, code: code, message: message, permanent: permanent)
+    }
+
+    public func beginSnapshot(
+        claim: ImportClaim?, owner: ProjectRef, description: String, source: SnapshotSource, format: String,
+        bootable: Bool, virtualSize: UInt64
+    ) async throws -> any SnapshotWriting {
+        let request = NewSnapshot(
+            owner: owner, description: description, source: source, format: format, bootable: bootable,
+            virtualSize: virtualSize, claim: claim, writer: claim?.worker)
+        let writer = try await service.beginSnapshot(request, caller: .operator)
+        return CoreSnapshotWriter(writer: writer)
+    }
+
+    public func share(_ id: SnapshotID, owner: ProjectRef, with projects: [ProjectRef], makePublic: Bool) async throws
+        -> SnapshotRecord
+    {
+        var record = try await service.snapshot(id, caller: .project(owner))
+        for project in projects where !record.sharedWith.contains(project) {
+            record = try await service.share(id, with: project.description, caller: .project(owner))
+        }
+        if makePublic && record.visibility != .public {
+            // The sidecar's `public: true` is the operator's written confirmation (see Sidecar).
+            record = try await service.publish(id, confirmBootable: true, caller: .project(owner))
+        }
+        return record
+    }
+
+    public func snapshot(_ id: SnapshotID) async throws -> SnapshotRecord? {
+        try await service.catalog.snapshot(id)
+    }
+
+    public func document(_ snapshot: SnapshotRecord) -> [UInt8] {
+        SnapshotDocument.encoded(snapshot)
+    }
+}
+
+/// Feeds a core `SnapshotWriter` from extents through an ``ExtentBlocker``.
+final class CoreSnapshotWriter: SnapshotWriting, @unchecked Sendable {
+    // Safe: `blocker` is mutated only by `write`, which the pipeline calls from one task, awaiting
+    // each call before the next; the core writer itself is Sendable.
+    private let writer: SnapshotWriter
+    private var blocker: ExtentBlocker
+
+    init(writer: SnapshotWriter) {
+        self.writer = writer
+        self.blocker = ExtentBlocker(blockSize: writer.blockSize, virtualSize: writer.virtualSize)
+    }
+
+    var id: SnapshotID { writer.id }
+
+    func write(_ extent: Extent) async throws {
+        let writer = writer
+        try await blocker.feed(extent) { index, bytes in
+            try await writer.writeBlock(index: index, bytes: bytes)
+        }
+    }
+
+    func commit() async throws -> SnapshotRecord {
+        try blocker.finish()
+        return try await writer.commit()
+    }
+
+    func abort() async {
+        await writer.abort(reason: "import abandoned")
+    }
+}
+
+extension Duration {
+    /// Seconds as a `TimeInterval`.
+    var seconds: TimeInterval {
+        let (s, atto) = components
+        return TimeInterval(s) + TimeInterval(atto) / 1e18
+    }
+}

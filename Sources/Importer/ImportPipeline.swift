@@ -1,0 +1,439 @@
+public import DiskImage
+public import Foundation
+public import Logging
+public import SnapshotCore
+
+/// The per-object import: claim → read (ranged GETs pinned to the ETag) → validate → blocks →
+/// commit → receipt → copy to processed/ → delete from incoming/ (architecture.md, "Data flow").
+///
+/// Nothing is lost: the source leaves incoming/ only after the snapshot is committed and its copy
+/// succeeded. A crash between commit and move is repaired by the next pass (the catalog answers
+/// `imported`, the move is finished, nothing is imported twice).
+public struct ImportPipeline: ObjectImporting {
+    public struct Settings: Sendable {
+        public var bucket: String
+        public var layout: BucketLayout
+        public var limits: InspectionLimits
+        /// Failed passes after which a transiently failing object goes to failed/.
+        public var maxAttempts: Int
+        public var leaseDuration: Duration
+        /// Identifies this worker in claims (`host:pid` by default).
+        public var workerID: String
+        /// How often a long import logs its progress.
+        public var progressInterval: Duration
+        /// Bytes per ranged GET and chunks kept by the byte source.
+        public var chunkSize: Int
+        public var cachedChunks: Int
+
+        public init(
+            bucket: String, layout: BucketLayout = BucketLayout(), limits: InspectionLimits = InspectionLimits(),
+            maxAttempts: Int = 5, leaseDuration: Duration = .seconds(60), workerID: String,
+            progressInterval: Duration = .seconds(10), chunkSize: Int = 8 << 20, cachedChunks: Int = 4
+        ) {
+            self.bucket = bucket
+            self.layout = layout
+            self.limits = limits
+            self.maxAttempts = max(1, maxAttempts)
+            self.leaseDuration = leaseDuration
+            self.workerID = workerID
+            self.progressInterval = progressInterval
+            self.chunkSize = chunkSize
+            self.cachedChunks = cachedChunks
+        }
+    }
+
+    public let store: any ObjectStore
+    public let catalog: any ImportCatalog
+    public let settings: Settings
+    public let logger: Logger
+
+    public init(store: any ObjectStore, catalog: any ImportCatalog, settings: Settings, logger: Logger) {
+        self.store = store
+        self.catalog = catalog
+        self.settings = settings
+        self.logger = logger
+    }
+
+    private var layout: BucketLayout { settings.layout }
+
+    // MARK: - ObjectImporting
+
+    public func preparePass() async {
+        do {
+            try await catalog.recoverAbandoned()
+        } catch {
+            logger.warning("recovering abandoned imports failed: \(error)")
+        }
+    }
+
+    public func listCandidates() async throws -> [BucketLayout.Candidate] {
+        let store = store
+        let prefix = layout.incoming
+        let objects = try await offload { try store.list(prefix: prefix) }
+        return layout.candidates(from: objects.map { (key: $0.key, etag: $0.etag, size: $0.size) })
+    }
+
+    public func ownerText(of candidate: BucketLayout.Candidate) -> String? {
+        try? layout.ownerText(of: candidate.key)
+    }
+
+    public func importObject(_ candidate: BucketLayout.Candidate, cancellation: CancellationFlag) async -> ImportResult {
+        let ownerText = ownerText(of: candidate)
+        var logger = logger
+        logger[metadataKey: "key"] = "\(candidate.key)"
+        logger[metadataKey: "etag"] = "\(candidate.etag)"
+        if let ownerText { logger[metadataKey: "project"] = "\(ownerText)" }
+        let outcome = await importObject(candidate, ownerText: ownerText, cancellation: cancellation, logger: &logger)
+        switch outcome {
+        case .imported(let id): logger.info("imported", metadata: ["snapshot": "\(id)"])
+        case .alreadyImported(let id): logger.info("already imported", metadata: ["snapshot": "\(id)"])
+        case .rejected(let code, let message): logger.warning("rejected: \(code): \(message)")
+        case .retried(let code, let message, let attempts):
+            logger.warning("transient failure (attempt \(attempts) of \(settings.maxAttempts)): \(code): \(message)")
+        case .skipped(let reason): logger.debug("skipped: \(reason)")
+        }
+        return ImportResult(key: candidate.key, etag: candidate.etag, owner: ownerText ?? "", outcome: outcome)
+    }
+
+    private func importObject(
+        _ candidate: BucketLayout.Candidate, ownerText: String?, cancellation: CancellationFlag,
+        logger: inout Logger
+    ) async -> ImportOutcome {
+        let key = ImportKey(bucket: settings.bucket, key: candidate.key, etag: candidate.etag)
+        let claimOutcome: ClaimOutcome
+        do {
+            claimOutcome = try await catalog.claim(
+                key, owner: ownerText ?? "", worker: settings.workerID, leaseDuration: settings.leaseDuration)
+        } catch {
+            let failure = Self.importerError(error)
+            return .retried(code: failure.code.name, message: "claim failed: \(failure.message)", attempts: 0)
+        }
+        switch claimOutcome {
+        case .busy(let worker):
+            return .skipped(reason: "being imported by \(worker ?? "another worker")")
+        case .imported(let id):
+            logger[metadataKey: "snapshot"] = "\(id)"
+            do {
+                guard let record = try await catalog.snapshot(id) else {
+                    return .alreadyImported(snapshotID: id.rawValue)
+                }
+                try await moveToProcessed(candidate, record: record, logger: logger)
+                return .alreadyImported(snapshotID: id.rawValue)
+            } catch {
+                let failure = Self.importerError(error)
+                if failure.code == .notFound || failure.code == .objectChanged {
+                    return .alreadyImported(snapshotID: id.rawValue)  // someone else finished the move
+                }
+                return .retried(code: failure.code.name, message: "finishing the move: \(failure.message)", attempts: 0)
+            }
+        case .failed(let code, let message):
+            do {
+                try await moveToFailed(candidate, code: code, message: message)
+            } catch {
+                let failure = Self.importerError(error)
+                if failure.code != .notFound && failure.code != .objectChanged {
+                    return .retried(code: failure.code.name, message: "moving to failed/: \(failure.message)", attempts: 0)
+                }
+            }
+            return .rejected(code: code, message: message)
+        case .claimed(let claim):
+            return await runClaimed(candidate, claim: claim, ownerText: ownerText, cancellation: cancellation, logger: &logger)
+        }
+    }
+
+    private func runClaimed(
+        _ candidate: BucketLayout.Candidate, claim: ImportClaim, ownerText: String?, cancellation: CancellationFlag,
+        logger: inout Logger
+    ) async -> ImportOutcome {
+        let renewal = Task { [catalog, settings] in
+            var current = claim
+            while !Task.isCancelled {
+                try? await Task.sleep(for: settings.leaseDuration / 3)
+                if Task.isCancelled { break }
+                do {
+                    current = try await catalog.renew(current, leaseDuration: settings.leaseDuration)
+                } catch {
+                    cancellation.cancel(ImporterError(.leaseLost, "lease renewal failed: \(error)"))
+                    break
+                }
+            }
+        }
+        defer { renewal.cancel() }
+        var record: SnapshotRecord
+        do {
+            record = try await importClaimed(candidate, claim: claim, ownerText: ownerText, cancellation: cancellation, logger: &logger)
+        } catch {
+            let failure = cancellation.error ?? Self.importerError(error)
+            renewal.cancel()
+            return await settle(candidate, claim: claim, failure: failure, rejection: Self.isRejection(error), logger: logger)
+        }
+        renewal.cancel()
+        // Committed: from here on nothing may undo the snapshot. Sharing and the move are finished
+        // by a later pass when they fail now.
+        do {
+            record = try await applySidecarSharing(candidate, record: record, logger: logger)
+        } catch {
+            logger.warning("applying the sidecar's sharing failed: \(error)")
+        }
+        do {
+            try await moveToProcessed(candidate, record: record, logger: logger)
+        } catch {
+            logger.warning("moving to processed/ failed (the next pass finishes it): \(error)")
+        }
+        return .imported(snapshotID: record.id.rawValue)
+    }
+
+    /// Records a failed attempt and moves rejected objects to failed/.
+    private func settle(
+        _ candidate: BucketLayout.Candidate, claim: ImportClaim, failure: ImporterError, rejection: Bool,
+        logger: Logger
+    ) async -> ImportOutcome {
+        let code = failure.code.name
+        let message = failure.message
+        let permanent = rejection || claim.attempts >= settings.maxAttempts
+        if !permanent || failure.code == .cancelled || failure.code == .leaseLost {
+            // Cancelled or taken over: leave it (a lost lease belongs to someone else now).
+            if failure.code != .leaseLost {
+                do {
+                    try await catalog.fail(claim, code: code, message: message, permanent: false)
+                } catch {
+                    logger.warning("recording the failed attempt failed (its lease will expire): \(error)")
+                }
+            }
+            return .retried(code: code, message: message, attempts: claim.attempts)
+        }
+        let finalMessage = rejection ? message : "gave up after \(claim.attempts) attempts: \(message)"
+        do {
+            try await catalog.fail(claim, code: code, message: finalMessage, permanent: true)
+        } catch {
+            return .retried(code: code, message: "\(message) (recording the rejection failed: \(error))", attempts: claim.attempts)
+        }
+        do {
+            try await moveToFailed(candidate, code: code, message: finalMessage)
+        } catch {
+            logger.warning("moving to failed/ failed (the next pass finishes it): \(error)")
+        }
+        return .rejected(code: code, message: finalMessage)
+    }
+
+    private func importClaimed(
+        _ candidate: BucketLayout.Candidate, claim: ImportClaim, ownerText: String?, cancellation: CancellationFlag,
+        logger: inout Logger
+    ) async throws -> SnapshotRecord {
+        guard let ownerText else {
+            _ = try layout.ownerText(of: candidate.key)  // throws the precise InvalidProject
+            throw ImporterError(.invalidProject, "key \(candidate.key) has no project")
+        }
+        let owner: ProjectRef
+        do {
+            owner = try ProjectRef(parsing: ownerText)
+        } catch {
+            throw ImporterError(.invalidProject, "folder of key \(candidate.key): \(error)", underlying: error)
+        }
+        let store = store
+        let sidecar = try await readSidecar(candidate)
+        let head = try await offload { try store.head(key: candidate.key) }
+        guard head.etag == candidate.etag else {
+            throw ImporterError(
+                .objectChanged, "\(candidate.key) was replaced since the listing (ETag \(head.etag), not \(candidate.etag))")
+        }
+        let claimedFormat = try Self.format(sidecar?.format, key: candidate.key)
+        _ = try Self.shareTargets(sidecar, key: candidate.key)
+        let description = sidecar?.description ?? head.metadata["description"] ?? Self.defaultDescription(candidate.key)
+        let source = S3ObjectByteSource(
+            store: store, key: candidate.key, etag: candidate.etag, size: head.size, chunkSize: settings.chunkSize,
+            cachedChunks: settings.cachedChunks, cancellation: cancellation)
+        return try await importImage(
+            source: source, claim: claim, owner: owner, description: description, claimedFormat: claimedFormat,
+            snapshotSource: .object(bucket: settings.bucket, key: candidate.key, etag: candidate.etag),
+            cancellation: cancellation, logger: &logger, progress: { _, _ in })
+    }
+
+    // MARK: - One image (also used by `snapimport import`)
+
+    /// Validates `source`, writes its blocks into a pending snapshot and commits it.
+    ///
+    /// - Parameters:
+    ///   - claim: the import claim (nil for a local file).
+    ///   - progress: called with (virtual bytes done, virtual size) after each extent.
+    /// - Returns: the committed snapshot.
+    /// - Throws: `DiskImageError` (rejection), `ImporterError`, or the core's errors.
+    public func importImage(
+        source: any ByteSource, claim: ImportClaim?, owner: ProjectRef, description: String,
+        claimedFormat: ImageFormat?, snapshotSource: SnapshotSource, cancellation: CancellationFlag,
+        logger: inout Logger, progress: @escaping @Sendable (UInt64, UInt64) -> Void
+    ) async throws -> SnapshotRecord {
+        let limits = settings.limits
+        let reader = try await offload {
+            ReaderBox(try DiskImage.open(source, claimedFormat: claimedFormat, limits: limits))
+        }
+        let info = reader.reader.info
+        try cancellation.check()
+        let writer = try await catalog.beginSnapshot(
+            claim: claim, owner: owner, description: description, source: snapshotSource,
+            format: info.format.rawValue, bootable: info.bootable, virtualSize: info.virtualSize)
+        logger[metadataKey: "snapshot"] = "\(writer.id)"
+        logger.info(
+            "importing",
+            metadata: ["format": "\(info.format)", "virtualSize": "\(info.virtualSize)", "bootable": "\(info.bootable)"])
+        let clock = ContinuousClock()
+        var lastReport = clock.now
+        let started = clock.now
+        do {
+            while let extent = try await offload({ try reader.next() }) {
+                try cancellation.check()
+                try await writer.write(extent)
+                let done = extent.offset + extent.length
+                progress(done, info.virtualSize)
+                if clock.now - lastReport >= settings.progressInterval {
+                    lastReport = clock.now
+                    logger.info("progress", metadata: ["done": "\(done)", "of": "\(info.virtualSize)"])
+                }
+            }
+            try cancellation.check()
+            let record = try await writer.commit()
+            logger.debug("committed", metadata: ["seconds": "\(clock.now - started)"])
+            return record
+        } catch {
+            await writer.abort()
+            throw error
+        }
+    }
+
+    // MARK: - Sidecar, sharing, moves
+
+    private func readSidecar(_ candidate: BucketLayout.Candidate) async throws -> Sidecar? {
+        guard let sidecarKey = candidate.sidecarKey else { return nil }
+        let store = store
+        let bytes: [UInt8]
+        do {
+            bytes = try await offload { try store.get(key: sidecarKey, range: 0..<UInt64(Sidecar.maxSize + 1), ifMatch: nil) }
+        } catch let error as ImporterError where error.code == .notFound {
+            return nil  // removed since the listing
+        }
+        return try Sidecar.parse(bytes, key: sidecarKey)
+    }
+
+    /// A sidecar/flag format name as an ImageFormat (`vpc` is qemu's name for VHD).
+    public static func format(_ name: String?, key: String) throws -> ImageFormat? {
+        guard let name else { return nil }
+        let normalized = name.lowercased() == "vpc" ? "vhd" : name.lowercased()
+        guard let format = ImageFormat(rawValue: normalized) else {
+            throw ImporterError(
+                .invalidSidecar,
+                "format '\(name)' for \(key) is not one of \(ImageFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return format
+    }
+
+    private static func shareTargets(_ sidecar: Sidecar?, key: String) throws -> [ProjectRef] {
+        try (sidecar?.shareWith ?? []).map { text in
+            do {
+                return try ProjectRef(parsing: text)
+            } catch {
+                throw ImporterError(.invalidSidecar, "shareWith '\(text)' in the sidecar of \(key): \(error)")
+            }
+        }
+    }
+
+    private func applySidecarSharing(
+        _ candidate: BucketLayout.Candidate, record: SnapshotRecord, logger: Logger
+    ) async throws -> SnapshotRecord {
+        guard let sidecar = try await readSidecar(candidate) else { return record }
+        let targets = try Self.shareTargets(sidecar, key: candidate.key)
+        let makePublic = sidecar.public ?? false
+        guard !targets.isEmpty || makePublic else { return record }
+        let updated = try await catalog.share(record.id, owner: record.owner, with: targets, makePublic: makePublic)
+        logger.info(
+            "sharing applied from the sidecar",
+            metadata: ["sharedWith": "\(targets.map(\.description))", "public": "\(makePublic)"])
+        return updated
+    }
+
+    static func defaultDescription(_ key: String) -> String {
+        String(key.split(separator: "/").last ?? Substring(key))
+    }
+
+    /// Receipt, copies to processed/ (image, then sidecar), deletes from incoming/ (sidecar, then
+    /// image last, so that an interrupted move is found and finished by the next pass).
+    func moveToProcessed(_ candidate: BucketLayout.Candidate, record: SnapshotRecord, logger: Logger) async throws {
+        let store = store
+        let layout = layout
+        let receipt = catalog.document(record)
+        try await offload {
+            let destination = layout.processedKey(for: candidate.key)
+            try store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag)
+            try store.put(key: BucketLayout.receiptKey(for: destination), body: receipt, contentType: "application/json")
+            try Self.moveSidecar(store: store, layout: layout, candidate: candidate, toProcessed: true)
+            try Self.deleteIfUnchanged(store: store, key: candidate.key, etag: candidate.etag)
+        }
+    }
+
+    /// Copies a rejected object to failed/ with its `.error.json`, then deletes it from incoming/.
+    func moveToFailed(_ candidate: BucketLayout.Candidate, code: String, message: String) async throws {
+        let store = store
+        let layout = layout
+        let report = ErrorReport(code: code, message: message, key: candidate.key, etag: candidate.etag, at: Date())
+        try await offload {
+            let destination = layout.failedKey(for: candidate.key)
+            try store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag)
+            try store.put(
+                key: BucketLayout.errorReportKey(for: destination), body: report.encoded(),
+                contentType: "application/json")
+            try Self.moveSidecar(store: store, layout: layout, candidate: candidate, toProcessed: false)
+            try Self.deleteIfUnchanged(store: store, key: candidate.key, etag: candidate.etag)
+        }
+    }
+
+    private static func moveSidecar(
+        store: any ObjectStore, layout: BucketLayout, candidate: BucketLayout.Candidate, toProcessed: Bool
+    ) throws {
+        let sidecarKey = BucketLayout.sidecarKey(for: candidate.key)
+        let destination = BucketLayout.sidecarKey(
+            for: toProcessed ? layout.processedKey(for: candidate.key) : layout.failedKey(for: candidate.key))
+        do {
+            try store.copy(from: sidecarKey, to: destination, ifMatch: nil)
+        } catch let error as ImporterError where error.code == .notFound {
+            return  // no sidecar, or already moved
+        }
+        try store.delete(key: sidecarKey)
+    }
+
+    /// S3 has no conditional delete: check the ETag just before deleting so that an object
+    /// replaced after the import is (in all but a tiny window) kept for the next pass.
+    private static func deleteIfUnchanged(store: any ObjectStore, key: String, etag: String) throws {
+        let head: ObjectMetadata
+        do {
+            head = try store.head(key: key)
+        } catch let error as ImporterError where error.code == .notFound {
+            return
+        }
+        guard head.etag == etag else { return }
+        try store.delete(key: key)
+    }
+
+    // MARK: - Error classification
+
+    /// True for errors that are properties of the object: it will never import.
+    static func isRejection(_ error: any Error) -> Bool {
+        if let error = error as? DiskImageError { return error.code != .ioError && error.code != .notFound }
+        if let error = error as? ImporterError {
+            return [.invalidProject, .formatMismatch, .invalidSidecar].contains(error.code)
+        }
+        return false
+    }
+
+    static func importerError(_ error: any Error) -> ImporterError {
+        switch error {
+        case let error as ImporterError: return error
+        case let error as DiskImageError:
+            if error.code == .ioError { return ImporterError(.storageUnavailable, error.message, underlying: error) }
+            return ImporterError(.internalError, error.message, underlying: error)
+        case let error as SnapshotError:
+            if error.code == .leaseLost { return ImporterError(.leaseLost, "\(error)", underlying: error) }
+            return ImporterError(.internalError, "\(error)", underlying: error)
+        default:
+            return ImporterError(.internalError, "\(error)", underlying: error)
+        }
+    }
+}

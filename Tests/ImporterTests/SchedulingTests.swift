@@ -1,0 +1,137 @@
+import Importer
+import Logging
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+/// A worker whose imports take `delay` and record how many ran at once per customer.
+final class FakeWorker: ObjectImporting {
+    struct State {
+        var candidates: [BucketLayout.Candidate] = []
+        var running: [String: Int] = [:]
+        var total = 0
+        var peak = 0
+        var peakPerCustomer = 0
+        var started = 0
+        var cancelled = 0
+        var lists = 0
+    }
+    let state = Mutex(State())
+    let delay: Duration
+    let honourCancellation: Bool
+
+    init(keys: [String], delay: Duration, honourCancellation: Bool = true) {
+        self.delay = delay
+        self.honourCancellation = honourCancellation
+        state.withLock { $0.candidates = keys.map { .init(key: $0, etag: "e", size: 1) } }
+    }
+
+    func preparePass() async {}
+    func listCandidates() async throws -> [BucketLayout.Candidate] {
+        state.withLock { $0.lists += 1; return $0.candidates }
+    }
+    func ownerText(of candidate: BucketLayout.Candidate) -> String? { try? BucketLayout().ownerText(of: candidate.key) }
+
+    func importObject(_ candidate: BucketLayout.Candidate, cancellation: CancellationFlag) async -> ImportResult {
+        let customer = BucketLayout.customer(ofOwner: ownerText(of: candidate) ?? "")
+        state.withLock { s in
+            s.started += 1
+            s.total += 1
+            s.running[customer, default: 0] += 1
+            s.peak = max(s.peak, s.total)
+            s.peakPerCustomer = max(s.peakPerCustomer, s.running[customer, default: 0])
+        }
+        let clock = ContinuousClock()
+        let end = clock.now + delay
+        var outcome = ImportOutcome.imported(snapshotID: "snap-00000000")
+        while clock.now < end {
+            if honourCancellation, let error = cancellation.error {
+                state.withLock { $0.cancelled += 1 }
+                outcome = .retried(code: error.code.name, message: error.message, attempts: 1)
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        state.withLock { s in
+            s.total -= 1
+            s.running[customer, default: 0] -= 1
+            // Imported objects leave incoming/.
+            if case .imported = outcome { s.candidates.removeAll { $0.key == candidate.key } }
+        }
+        return ImportResult(key: candidate.key, etag: "e", owner: "", outcome: outcome)
+    }
+}
+
+@Suite("Importer service scheduling")
+struct SchedulingTests {
+    let logger = Logger(label: "test")
+
+    @Test("concurrency is bounded overall and per customer")
+    func bounds() async throws {
+        let keys = (0..<6).map { "incoming/p@big/\($0)" } + (0..<3).map { "incoming/p@small/\($0)" }
+        let worker = FakeWorker(keys: keys, delay: .milliseconds(50))
+        let importer = Importer(
+            worker: worker, options: .init(concurrentImports: 3, concurrentImportsPerCustomer: 2, once: true),
+            clock: ContinuousClock(), logger: logger)
+        let summary = await importer.runPass()
+        #expect(summary.imported.count == 9)
+        let state = worker.state.withLock { $0 }
+        #expect(state.peak == 3)
+        #expect(state.peakPerCustomer == 2)
+    }
+
+    @Test("the cron pass is one pass, then the group shuts down")
+    func once() async throws {
+        let worker = FakeWorker(keys: ["incoming/a@b/x"], delay: .milliseconds(1))
+        let importer = Importer(
+            worker: worker, options: .init(interval: .milliseconds(1), once: true), clock: ContinuousClock(),
+            logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: importer, successTerminationBehavior: .gracefullyShutdownGroup)],
+                logger: logger))
+        try await group.run()
+        #expect(importer.summaries.count == 1)
+        #expect(worker.state.withLock { $0.lists } == 1)
+    }
+
+    @Test("watch mode polls every interval: one LIST per idle pass")
+    func polls() async throws {
+        let worker = FakeWorker(keys: [], delay: .zero)
+        let importer = Importer(
+            worker: worker, options: .init(interval: .milliseconds(20)), clock: ContinuousClock(), logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await importer.run() }
+            try await Task.sleep(for: .milliseconds(150))
+            group.cancelAll()
+        }
+        let lists = worker.state.withLock { $0.lists }
+        #expect(lists >= 3 && lists <= 10)
+    }
+
+    @Test("graceful shutdown takes no new work and abandons in-flight imports after the grace period")
+    func gracefulShutdown() async throws {
+        let keys = (0..<4).map { "incoming/p@c/\($0)" }
+        let worker = FakeWorker(keys: keys, delay: .seconds(30))
+        let importer = Importer(
+            worker: worker,
+            options: .init(concurrentImports: 2, interval: .seconds(60), shutdownGracePeriod: .milliseconds(100)),
+            clock: ContinuousClock(), logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [.init(service: importer)], logger: logger))
+        let clock = ContinuousClock()
+        let started = clock.now
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            try await Task.sleep(for: .milliseconds(100))
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        #expect(clock.now - started < .seconds(5))
+        let state = worker.state.withLock { $0 }
+        #expect(state.started == 2)
+        #expect(state.cancelled == 2)
+        let summary = try #require(importer.summaries.last)
+        #expect(summary.retried.count == 2)
+        #expect(summary.skipped.count == 2)
+    }
+}
