@@ -1,8 +1,100 @@
 import ArgumentParser
+import Foundation
+import SnapshotCore
 
-// Placeholder: replaced by the issue that builds this command.
+/// `snapimport instance create|start|stop|list` (architecture.md): instances exist to hold volumes,
+/// so that the running/stopped rules of snapshots and templates can be exercised.
 struct InstanceCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "instance", abstract: "Not built yet.")
-    @OptionGroup var global: GlobalOptions
-    func run() async throws { throw ValidationError("'instance' is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "instance",
+        abstract: "Create, start, stop and list instances.",
+        subcommands: [Create.self, Start.self, Stop.self, List.self]
+    )
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a stopped instance owned by --project (the operator names it with --owner).")
+        @OptionGroup var common: SnapshotCommand.Common
+        @Option(name: .long, help: "Owner project (P@C) when acting as the operator.") var owner: String?
+
+        func run() async throws {
+            let json = common.global.json
+            let caller = CoreContext.caller(common.project, json: json)
+            let ownerRef: ProjectRef
+            switch (caller, owner) {
+            case (.project(let project), nil): ownerRef = project
+            case (_, let text?):
+                guard case .project(let project) = CoreContext.caller(text, json: json) else { fatalError() }
+                ownerRef = project
+            case (.operator, nil):
+                CommandOutput.fail(
+                    code: "InvalidArgument", message: "instance create needs --project P@C (or --owner P@C)",
+                    json: json, exit: 2)
+            }
+            let view = await CoreContext.run(common.global) { service in
+                InstanceView(try await service.createInstance(owner: ownerRef, caller: caller), volumes: [])
+            }
+            output(view, json: json)
+        }
+    }
+
+    struct Start: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Start an instance.")
+        @OptionGroup var common: SnapshotCommand.Common
+        @Argument(help: "The instance (i-…).") var instance: String
+
+        func run() async throws {
+            let caller = CoreContext.caller(common.project, json: common.global.json)
+            let id: InstanceID = CoreContext.id(instance, json: common.global.json)
+            let view = await CoreContext.run(common.global) { service in
+                let instance = try await service.startInstance(id, caller: caller)
+                return InstanceView(instance, volumes: try await service.attachedVolumes(id).map(\.id))
+            }
+            output(view, json: common.global.json)
+        }
+    }
+
+    struct Stop: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop an instance.")
+        @OptionGroup var common: SnapshotCommand.Common
+        @Argument(help: "The instance (i-…).") var instance: String
+
+        func run() async throws {
+            let caller = CoreContext.caller(common.project, json: common.global.json)
+            let id: InstanceID = CoreContext.id(instance, json: common.global.json)
+            let view = await CoreContext.run(common.global) { service in
+                let instance = try await service.stopInstance(id, caller: caller)
+                return InstanceView(instance, volumes: try await service.attachedVolumes(id).map(\.id))
+            }
+            output(view, json: common.global.json)
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Instances you own.")
+        @OptionGroup var common: SnapshotCommand.Common
+
+        func run() async throws {
+            let caller = CoreContext.caller(common.project, json: common.global.json)
+            let views = await CoreContext.run(common.global) { service in
+                let volumes = try await service.listVolumes(caller: .operator)
+                return try await service.listInstances(caller: caller).map { instance in
+                    InstanceView(instance, volumes: volumes.filter { $0.attachedTo == instance.id }.map(\.id).sorted())
+                }
+            }
+            if common.global.json {
+                CoreContext.printJSON(views)
+            } else {
+                for view in views { print(line(view)) }
+            }
+        }
+    }
+}
+
+private func line(_ i: InstanceView) -> String {
+    "\(i.id)  \(i.project)  \(i.state)  volumes: \(i.volumes.isEmpty ? "-" : i.volumes.joined(separator: ","))"
+}
+
+private func output(_ view: InstanceView, json: Bool) {
+    if json { CoreContext.printJSON(view) } else { print(line(view)) }
 }

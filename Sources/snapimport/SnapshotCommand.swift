@@ -1,8 +1,199 @@
 import ArgumentParser
+import Foundation
+import SnapshotCore
 
-// Placeholder: replaced by the issue that builds this command.
+/// `snapimport snapshot …` (architecture.md, "Command-line contract"). The rules live in SnapshotCore;
+/// these commands parse, call the service as the caller (`--project`, else the operator), and print.
 struct SnapshotCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "snapshot", abstract: "Not built yet.")
-    @OptionGroup var global: GlobalOptions
-    func run() async throws { throw ValidationError("'snapshot' is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot",
+        abstract: "List, show, share, publish and delete snapshots.",
+        subcommands: [
+            List.self, Create.self, Show.self, SetDescription.self, Share.self, Unshare.self, Publish.self,
+            Unpublish.self, Delete.self,
+        ]
+    )
+
+    /// Options every snapshot subcommand takes.
+    struct Common: ParsableArguments {
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .long, help: "Act as this project (P@C); without it, act as the operator.")
+        var project: String?
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Snapshots you own, shared with you, or public.")
+        @OptionGroup var common: Common
+
+        func run() async throws {
+            let caller = CoreContext.caller(common.project, json: common.global.json)
+            let snapshots = await CoreContext.run(common.global) { try await $0.listSnapshots(caller: caller) }
+            if common.global.json {
+                CoreContext.printJSON(snapshots.map(SnapshotView.init))
+            } else {
+                for snapshot in snapshots { print(CoreContext.line(snapshot)) }
+            }
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Snapshot a volume (not attached to a running instance).")
+        @OptionGroup var common: Common
+        @Option(name: .long, help: "The volume (vol-…).") var volume: String
+        @Option(name: .long, help: "A brief description.") var description: String = ""
+
+        func run() async throws {
+            let caller = CoreContext.caller(common.project, json: common.global.json)
+            let id: VolumeID = CoreContext.id(volume, json: common.global.json)
+            let snapshot = await CoreContext.run(common.global) {
+                try await $0.snapshotVolume(id, description: description, caller: caller)
+            }
+            output(snapshot, json: common.global.json)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show every property of a snapshot.")
+        @OptionGroup var common: Common
+        @Argument(help: "The snapshot (snap-…).") var snapshot: String
+
+        func run() async throws {
+            let caller = CoreContext.caller(common.project, json: common.global.json)
+            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
+            let record = await CoreContext.run(common.global) { try await $0.snapshot(id, caller: caller) }
+            if common.global.json {
+                CoreContext.printJSON(SnapshotView(record))
+            } else {
+                let view = SnapshotView(record)
+                var source = ""
+                switch record.source {
+                case .object(let bucket, let key, let etag): source = "object s3://\(bucket)/\(key) etag \(etag)"
+                case .file(let path): source = "file \(path)"
+                case .volume(let volume): source = "volume \(volume)"
+                case .template(let template): source = "template \(template)"
+                }
+                print("""
+                    id:           \(view.id)
+                    project:      \(view.project)
+                    description:  \(view.description)
+                    state:        \(view.state)
+                    visibility:   \(view.visibility)
+                    sharedWith:   \(view.sharedWith.joined(separator: ", "))
+                    virtualSize:  \(view.virtualSize)
+                    storedBytes:  \(view.storedBytes)
+                    format:       \(view.format)
+                    bootable:     \(view.bootable)
+                    source:       \(source)
+                    checksum:     \(view.checksum ?? "-")
+                    createdAt:    \(view.createdAt)
+                    """)
+            }
+        }
+    }
+
+    struct SetDescription: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-description", abstract: "Change a snapshot's description (owner only).")
+        @OptionGroup var common: Common
+        @Argument(help: "The snapshot (snap-…).") var snapshot: String
+        @Argument(help: "The new description.") var text: String
+
+        func run() async throws {
+            let caller = CoreContext.caller(common.project, json: common.global.json)
+            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
+            let record = await CoreContext.run(common.global) { try await $0.setDescription(id, text, caller: caller) }
+            output(record, json: common.global.json)
+        }
+    }
+
+    struct Share: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Grant a project use of a snapshot (owner only).")
+        @OptionGroup var common: Common
+        @Argument(help: "The snapshot (snap-…).") var snapshot: String
+        @Option(name: .long, help: "The project to grant (P@C).") var with: String
+
+        func run() async throws {
+            let caller = CoreContext.caller(common.project, json: common.global.json)
+            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
+            let record = await CoreContext.run(common.global) { try await $0.share(id, with: with, caller: caller) }
+            output(record, json: common.global.json)
+        }
+    }
+
+    struct Unshare: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a project's access (owner only).")
+        @OptionGroup var common: Common
+        @Argument(help: "The snapshot (snap-…).") var snapshot: String
+        @Option(name: .long, help: "The project to revoke (P@C).") var with: String
+
+        func run() async throws {
+            let caller = CoreContext.caller(common.project, json: common.global.json)
+            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
+            let record = await CoreContext.run(common.global) { try await $0.unshare(id, with: with, caller: caller) }
+            output(record, json: common.global.json)
+        }
+    }
+
+    struct Publish: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make a snapshot public (owner only).")
+        @OptionGroup var common: Common
+        @Argument(help: "The snapshot (snap-…).") var snapshot: String
+        @Flag(name: .long, help: "Confirm that a bootable snapshot was checked (no preset administrator password).")
+        var confirmBootable = false
+
+        func run() async throws {
+            let caller = CoreContext.caller(common.project, json: common.global.json)
+            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
+            let record = await CoreContext.run(common.global) {
+                try await $0.publish(id, confirmBootable: confirmBootable, caller: caller)
+            }
+            output(record, json: common.global.json)
+        }
+    }
+
+    struct Unpublish: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make a snapshot private again (owner only).")
+        @OptionGroup var common: Common
+        @Argument(help: "The snapshot (snap-…).") var snapshot: String
+
+        func run() async throws {
+            let caller = CoreContext.caller(common.project, json: common.global.json)
+            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
+            let record = await CoreContext.run(common.global) { try await $0.unpublish(id, caller: caller) }
+            output(record, json: common.global.json)
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete a snapshot (owner only; refused while a template uses it).")
+        @OptionGroup var common: Common
+        @Argument(help: "The snapshot (snap-…).") var snapshot: String
+
+        func run() async throws {
+            let caller = CoreContext.caller(common.project, json: common.global.json)
+            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
+            let report = await CoreContext.run(common.global) { try await $0.deleteSnapshot(id, caller: caller) }
+            if common.global.json {
+                CoreContext.printJSON(DeleteResult(id: id.rawValue, deleted: true, blocksFreed: report.removed))
+            } else {
+                print("deleted \(id) (\(report.removed) blocks freed)")
+            }
+        }
+    }
+
+    struct DeleteResult: Encodable {
+        var id: String
+        var deleted: Bool
+        var blocksFreed: Int
+    }
+}
+
+/// Prints a snapshot: the document with --json, else one line.
+private func output(_ snapshot: SnapshotRecord, json: Bool) {
+    if json {
+        CoreContext.printJSON(SnapshotView(snapshot))
+    } else {
+        print(CoreContext.line(snapshot))
+    }
 }
