@@ -1,7 +1,8 @@
-public import Foundation
+import Foundation
 import Logging
 import PostgresNIO
 public import SnapshotCore
+import Synchronization
 
 /// The `Catalog` protocol on PostgreSQL.
 ///
@@ -75,10 +76,16 @@ extension PostgresCatalog: Catalog {
             Self.importRecord(from:))
     }
 
-    /// Shuts nothing down by itself: the pool lives as long as ``run()`` runs (cancel that task, or leave
-    /// ``withPostgresCatalog(url:logger:_:)``). Present for the protocol; further calls remain valid while
-    /// `run()` runs.
-    public func close() async throws {}
+    /// For a catalog made by ``PostgresCatalog/open(url:logger:)``: stops its pool and waits for every
+    /// connection to close. Otherwise nothing: the pool lives as long as the caller's ``PostgresCatalog/run()``
+    /// runs (cancel that task, or leave ``withPostgresCatalog(url:logger:_:)``).
+    public func close() async throws {
+        guard let task = ownedRun.withLock({ task -> Task<Void, Never>? in defer { task = nil }; return task }) else {
+            return
+        }
+        task.cancel()
+        await task.value
+    }
 
     // MARK: Writes
 

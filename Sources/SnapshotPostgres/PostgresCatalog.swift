@@ -24,6 +24,8 @@ public final class PostgresCatalog: Sendable {
     private let migrated = Atomic<Bool>(false)
     /// Set by ``run()`` just before the pool starts, so the first operation can wait for it.
     private let running = Atomic<Bool>(false)
+    /// The pool task started by ``open(url:logger:)``, cancelled by ``close()``; nil otherwise.
+    let ownedRun = Mutex<Task<Void, Never>?>(nil)
 
     /// Creates a catalog for `configuration`. No connection is made until ``run()`` runs and an operation needs one.
     /// - Parameters:
@@ -78,6 +80,31 @@ public final class PostgresCatalog: Sendable {
     }
 }
 
+extension PostgresCatalog {
+    /// Opens the catalog at `url` as a drop-in for `SQLiteCatalog(path:)`: starts the pool in a task the catalog
+    /// owns, creates/upgrades the tables, and returns; ``close()`` stops the pool. For code that holds an
+    /// `any Catalog` and closes it when done (the CLI's context). Prefer ``withPostgresCatalog(url:logger:_:)``
+    /// or ``run()`` under a service group where structured lifetimes fit.
+    ///
+    /// - Parameters:
+    ///   - url: `postgres://user[:password]@host[:port]/database[?sslmode=…&schema=…]`.
+    ///   - logger: Receives connection and migration messages (never the password).
+    /// - Throws: ``PostgresCatalogError`` (`.invalidURL`, `.connectionFailed`, `.schemaTooNew`, `.migrationFailed`).
+    public static func open(url: String, logger: Logger) async throws -> PostgresCatalog {
+        let catalog = try PostgresCatalog(url: url, logger: logger)
+        // An unstructured task because the caller's lifetime is not a scope: close() cancels and awaits it.
+        let task = Task<Void, Never> { _ = try? await catalog.run() }
+        catalog.ownedRun.withLock { $0 = task }
+        do {
+            try await catalog.migrate()
+        } catch {
+            try? await catalog.close()
+            throw error
+        }
+        return catalog
+    }
+}
+
 /// Opens the PostgreSQL catalog at `url` for the duration of `body`: starts the connection pool, creates or
 /// upgrades the tables, runs `body`, then closes every connection. For CLI commands and other short-lived work.
 ///
@@ -114,7 +141,7 @@ extension PostgresCatalog {
         guard let schema = configuration.schema, schema.hasPrefix("test_") else {
             throw PostgresCatalogError(.database, "refusing to drop a schema not named test_…")
         }
-        try await client.withConnection { connection in
+        _ = try await client.withConnection { connection in
             // Validated identifier (PostgresCatalogConfiguration.isValidSchemaName): safe to splice.
             try await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE"), logger: logger)
         }

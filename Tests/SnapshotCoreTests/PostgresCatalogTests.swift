@@ -52,8 +52,41 @@ struct PostgresCatalogTests {
         var configuration = try PostgresCatalogConfiguration(url: "postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
         configuration.schema = "test_unreachable"
         let catalog = PostgresCatalog(configuration: configuration, logger: PostgresTestDatabase.logger)
+        let started = ContinuousClock.now
         await #expect(throws: PostgresCatalogError(.connectionFailed, "")) {
             try await withPostgresCatalog(catalog) { _ in }
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+
+    @Test("a database that does not exist fails at once with the server's reason")
+    func unknownDatabase() async throws {
+        var configuration = try PostgresCatalogConfiguration(url: try #require(PostgresTestDatabase.url))
+        configuration.database = "no_such_database_\(UInt32.random(in: 0...UInt32.max))"
+        let catalog = PostgresCatalog(configuration: configuration, logger: PostgresTestDatabase.logger)
+        let started = ContinuousClock.now
+        do {
+            try await withPostgresCatalog(catalog) { _ in }
+            Issue.record("expected a connection failure")
+        } catch let error as PostgresCatalogError {
+            #expect(error.code == .connectionFailed)
+            #expect(String(describing: error).contains("3D000"))
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+
+    @Test("open(url:logger:) is a drop-in catalog: usable at once, close() stops its pool")
+    func openAndClose() async throws {
+        let base = try #require(PostgresTestDatabase.url)
+        let schema = PostgresTestDatabase.freshSchemaName()
+        let url = base + (base.contains("?") ? "&" : "?") + "schema=\(schema)"
+        let catalog = try await PostgresCatalog.open(url: url, logger: PostgresTestDatabase.logger)
+        let snapshot = F.snapshot()
+        try await catalog.apply([.insertSnapshot(snapshot)])
+        try await catalog.close()
+        try await withPostgresCatalog(url: url, logger: PostgresTestDatabase.logger) { other in
+            #expect(try await other.snapshot(snapshot.id) == snapshot)
+            try await other.dropSchemaForTesting()
         }
     }
 
