@@ -125,7 +125,7 @@ extension PostgresCatalog: Catalog {
                     \(s.visibility.rawValue), \(v.sharedWith), \(v.virtualSize), \(v.storedBytes), \(s.format),
                     \(s.bootable), \(v.kind), \(v.bucket), \(v.key), \(v.etag), \(v.path), \(v.volume), \(v.template),
                     \(s.checksum), \(s.blockSize), \(millis(s.createdAt)), \(s.writer), \(s.leaseExpiresAt.map(millis)),
-                    \(s.failure), 1)
+                    \(s.failure.map(diagnostic)), 1)
                 """, logger: logger)
         case .updateSnapshot(let s):
             let v = SnapshotValues(s)
@@ -138,7 +138,7 @@ extension PostgresCatalog: Catalog {
                     source_key = \(v.key), source_etag = \(v.etag), source_path = \(v.path),
                     source_volume = \(v.volume), source_template = \(v.template), checksum = \(s.checksum),
                     block_size = \(s.blockSize), created_at = \(millis(s.createdAt)), writer = \(s.writer),
-                    lease_expires_at = \(s.leaseExpiresAt.map(millis)), failure = \(s.failure),
+                    lease_expires_at = \(s.leaseExpiresAt.map(millis)), failure = \(s.failure.map(diagnostic)),
                     version = version + 1
                 WHERE id = \(s.id.rawValue) AND version = \(s.version)
                 RETURNING 1
@@ -215,7 +215,7 @@ extension PostgresCatalog: Catalog {
                     error_code, error_message, created_at, updated_at, version)
                 VALUES (\(r.key.bucket), \(r.key.key), \(r.key.etag), \(r.owner), \(r.state.rawValue), \(r.worker),
                     \(r.leaseExpiresAt.map(millis)), \(r.attempts), \(r.snapshotID?.rawValue), \(r.errorCode),
-                    \(r.errorMessage), \(millis(r.createdAt)), \(millis(r.updatedAt)), 1)
+                    \(r.errorMessage.map(diagnostic)), \(millis(r.createdAt)), \(millis(r.updatedAt)), 1)
                 """, logger: logger)
         case .updateImport(let r):
             let changed = try await db.rows(
@@ -223,7 +223,7 @@ extension PostgresCatalog: Catalog {
                 UPDATE imports SET owner = \(r.owner), state = \(r.state.rawValue), worker = \(r.worker),
                     lease_expires_at = \(r.leaseExpiresAt.map(millis)), attempts = \(r.attempts),
                     snapshot_id = \(r.snapshotID?.rawValue), error_code = \(r.errorCode),
-                    error_message = \(r.errorMessage), created_at = \(millis(r.createdAt)),
+                    error_message = \(r.errorMessage.map(diagnostic)), created_at = \(millis(r.createdAt)),
                     updated_at = \(millis(r.updatedAt)), version = version + 1
                 WHERE bucket = \(r.key.bucket) AND "key" = \(r.key.key) AND etag = \(r.key.etag)
                     AND version = \(r.version)
@@ -280,6 +280,14 @@ extension PostgresCatalog: Catalog {
     /// so a record reads back equal to what the service wrote.
     static func millis(_ date: Date) -> Date {
         Date(timeIntervalSince1970: (date.timeIntervalSince1970 * 1000).rounded() / 1000)
+    }
+
+    /// Free-text diagnostics (an import's error message, a snapshot's failure) may quote bytes of an untrusted
+    /// image; PostgreSQL `text` cannot hold U+0000, which would make recording the failure itself fail (and the
+    /// import be retried forever). NULs become U+FFFD; nothing else changes.
+    static func diagnostic(_ text: String) -> String {
+        guard text.unicodeScalars.contains("\u{0}") else { return text }
+        return String(String.UnicodeScalarView(text.unicodeScalars.map { $0 == "\u{0}" ? "\u{FFFD}" : $0 }))
     }
 
     static let snapshotColumns = """

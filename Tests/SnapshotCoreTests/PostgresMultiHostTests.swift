@@ -114,6 +114,17 @@ struct PostgresMultiHostTests {
         }
     }
 
+    @Test("a failure message quoting a NUL byte from an image is recorded (PostgreSQL text cannot hold U+0000)")
+    func nulInFailureMessage() async throws {
+        try await withHosts(1) { hosts in
+            let claim = try #require(try await claim(hosts[0], worker: "w"))
+            try await hosts[0].failImport(claim, code: "CorruptImage", message: "bad magic \u{0}QFI", permanent: true)
+            let row = try #require(try await hosts[0].importRecord(bucket: Self.key.bucket, key: Self.key.key, etag: Self.key.etag))
+            #expect(row.state == .failed)
+            #expect(row.errorMessage == "bad magic \u{FFFD}QFI")
+        }
+    }
+
     @Test("concurrent snapshot ID allocation on two hosts: every snapshot gets its own ID")
     func concurrentIDs() async throws {
         try await withHosts(2) { hosts in
