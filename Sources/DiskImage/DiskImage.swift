@@ -192,6 +192,21 @@ public struct Inspection: Sendable, Equatable, Codable {
     public var bootable: Bool
     public var verdict: Verdict
     public var reasons: [Reason]
+
+    private enum CodingKeys: String, CodingKey {
+        case format, virtualSize, allocatedBytes, bootable, verdict, reasons
+    }
+
+    /// Encodes every field of `inspect --json`, with `"format": null` when detection failed.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(format, forKey: .format)
+        try container.encode(virtualSize, forKey: .virtualSize)
+        try container.encode(allocatedBytes, forKey: .allocatedBytes)
+        try container.encode(bootable, forKey: .bootable)
+        try container.encode(verdict, forKey: .verdict)
+        try container.encode(reasons, forKey: .reasons)
+    }
 }
 
 /// Magic numbers of the formats detection knows.

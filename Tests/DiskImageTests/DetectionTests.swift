@@ -1,4 +1,5 @@
 import DiskImage
+import Foundation
 import Testing
 
 /// Detection from content only, the claimed-format check, and the raw/ISO readers.
@@ -165,6 +166,16 @@ import Testing
         #expect(result.verdict == .rejected)
         #expect(result.format == .qcow2)
         #expect(!result.reasons.isEmpty)
+    }
+
+    @Test func inspectionJSONHasEveryField() throws {
+        let result = DiskImage.inspect(MemoryByteSource([]))
+        let json = String(decoding: try JSONEncoder().encode(result), as: UTF8.self)
+        for key in ["\"format\":null", "\"virtualSize\":0", "\"allocatedBytes\":0", "\"bootable\":false",
+            "\"verdict\":\"rejected\"", "\"code\":\"EmptyImage\""]
+        {
+            #expect(json.contains(key), "\(json)")
+        }
     }
 
     @Test(.enabled(if: Oracle.available, Oracle.skipReason))

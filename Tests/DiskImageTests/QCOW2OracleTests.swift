@@ -74,6 +74,27 @@ struct QCOW2OracleTests {
         try Oracle.assertMatchesReference(image, qemuFormat: "qcow2", expected: .qcow2)
     }
 
+    @Test(arguments: [512, 4096, 65536])
+    func manyScatteredWrites(clusterSize: Int) throws {
+        // Hundreds of small writes in a pseudo-random order: L2 tables, refcount blocks and data clusters
+        // end up interleaved all over the file, and host order differs from guest order.
+        let dir = try TempDir()
+        let image = dir.path("scattered.qcow2")
+        let size: UInt64 = 6 * 1024 * 1024 + 3 * 512
+        try Oracle.qemuImg("create", "-f", "qcow2", "-o", "cluster_size=\(clusterSize)", image, "\(size)")
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var commands: [String] = []
+        for i in 0..<300 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            let sector = (state >> 33) % (size / 512 - 16)
+            let length = 512 * (1 + (state >> 20) % 16)
+            let verb = i % 7 == 6 ? "write -z" : "write -P \(i % 250 + 1)"
+            commands.append("\(verb) \(sector * 512) \(length)")
+        }
+        try Oracle.qemuIO(image, format: "qcow2", commands)
+        try Oracle.assertMatchesReference(image, qemuFormat: "qcow2", expected: .qcow2)
+    }
+
     @Test func internalSnapshotThenWrites() throws {
         let dir = try TempDir()
         let image = dir.path("snap.qcow2")
