@@ -1,0 +1,235 @@
+import Foundation
+import SnapshotCore
+import Testing
+
+/// Import claims, recovery, garbage collection and concurrency, against every catalog.
+@Suite("Imports, recovery, GC and concurrency (contract, every catalog)")
+struct ImportsAndConcurrencyContractTests {
+    static let owner = ProjectRef.make("web@acme")
+    static let key = ImportKey(bucket: "images", key: "incoming/web@acme/disk +1 ?#.qcow2", etag: "\"abc123\"")
+
+    static func begin(_ h: Harness, claim: ImportClaim, size: Int = 3 * 4096) async throws -> SnapshotWriter {
+        try await h.service.beginSnapshot(
+            NewSnapshot(
+                owner: owner, source: .object(bucket: key.bucket, key: key.key, etag: key.etag), format: "qcow2",
+                virtualSize: UInt64(size), claim: claim),
+            caller: .operator)
+    }
+
+    @Test("8 workers claim one object at once: exactly one gets it; a completed import is never claimed again",
+          arguments: CatalogFactory.all)
+    func exactlyOnceClaim(_ factory: CatalogFactory) async throws {
+        try await Harness.with(factory) { h in
+            let s = h.service
+            let claims = try await withThrowingTaskGroup(of: ImportClaim?.self) { group in
+                for worker in 0..<8 {
+                    group.addTask {
+                        try await s.claimImport(
+                            bucket: Self.key.bucket, key: Self.key.key, etag: Self.key.etag, owner: "web@acme",
+                            worker: "w\(worker)", leaseSeconds: 60)
+                    }
+                }
+                return try await group.reduce(into: [ImportClaim]()) { if let c = $1 { $0.append(c) } }
+            }
+            #expect(claims.count == 1)
+            let claim = try #require(claims.first)
+            #expect(claim.attempts == 1)
+            let writer = try await Self.begin(h, claim: claim)
+            try await writer.write(offset: 0, bytes: Disks.make(blocks: 3))
+            let snapshot = try await writer.commit()
+            #expect(snapshot.state == .available)
+            let row = try #require(try await s.importRecord(bucket: Self.key.bucket, key: Self.key.key, etag: Self.key.etag))
+            #expect(row.state == .imported)
+            #expect(row.snapshotID == snapshot.id)
+            for worker in ["w0", "later"] {
+                let again = try await s.claimImport(
+                    bucket: Self.key.bucket, key: Self.key.key, etag: Self.key.etag, owner: "web@acme", worker: worker,
+                    leaseSeconds: 60, now: Date().addingTimeInterval(3600))
+                #expect(again == nil)
+            }
+            // A new ETag is a new object.
+            #expect(
+                try await s.claimImport(
+                    bucket: Self.key.bucket, key: Self.key.key, etag: "\"new\"", owner: "web@acme", worker: "w9",
+                    leaseSeconds: 60) != nil)
+            #expect(try await s.listImports().count == 2)
+        }
+    }
+
+    @Test("an expired lease is taken over (attempts counted); the old worker's commit fails and nothing is duplicated",
+          arguments: CatalogFactory.all)
+    func leaseTakeover(_ factory: CatalogFactory) async throws {
+        try await Harness.with(factory) { h in
+            let s = h.service
+            let t0 = Date()
+            let first = try #require(
+                try await s.claimImport(
+                    bucket: Self.key.bucket, key: Self.key.key, etag: Self.key.etag, owner: "web@acme", worker: "A",
+                    leaseSeconds: 30, now: t0))
+            let slow = try await Self.begin(h, claim: first)
+            try await slow.write(offset: 0, bytes: Disks.make(blocks: 3, seed: 3))
+            #expect(
+                try await s.claimImport(
+                    bucket: Self.key.bucket, key: Self.key.key, etag: Self.key.etag, owner: "web@acme", worker: "B",
+                    leaseSeconds: 30, now: t0.addingTimeInterval(10)) == nil, "lease still valid")
+            let second = try #require(
+                try await s.claimImport(
+                    bucket: Self.key.bucket, key: Self.key.key, etag: Self.key.etag, owner: "web@acme", worker: "B",
+                    leaseSeconds: 30, now: t0.addingTimeInterval(31)))
+            #expect(second.attempts == 2)
+            await expectCode(.leaseLost) { try await s.renewLease(first, leaseSeconds: 30) }
+            let fast = try await Self.begin(h, claim: second)
+            try await fast.write(offset: 0, bytes: Disks.make(blocks: 3, seed: 3))
+            let committed = try await fast.commit()
+            await expectCode(.leaseLost) { try await slow.commit() }
+            let available = try await s.listSnapshots(caller: .operator).filter { $0.state == .available }
+            #expect(available.map(\.id) == [committed.id])
+        }
+    }
+
+    @Test("transient failures keep the object claimable and count attempts; permanent ones end it",
+          arguments: CatalogFactory.all)
+    func failures(_ factory: CatalogFactory) async throws {
+        try await Harness.with(factory) { h in
+            let s = h.service
+            func claim(_ worker: String) async throws -> ImportClaim? {
+                try await s.claimImport(
+                    bucket: Self.key.bucket, key: Self.key.key, etag: Self.key.etag, owner: "web@acme", worker: worker,
+                    leaseSeconds: 60)
+            }
+            let c1 = try #require(try await claim("A"))
+            let writer = try await Self.begin(h, claim: c1)
+            try await s.failImport(c1, code: "NetworkError", message: "connection reset", permanent: false)
+            #expect(try await s.catalog.snapshot(writer.id) == nil, "the pending snapshot went with the failure")
+            let c2 = try #require(try await claim("B"))
+            #expect(c2.attempts == 2)
+            let renewed = try await s.renewLease(c2, leaseSeconds: 120)
+            #expect(renewed.leaseExpiresAt > c2.leaseExpiresAt)
+            try await s.failImport(c2, code: "CorruptImage", message: "bad L2 table", permanent: true)
+            #expect(try await claim("C") == nil)
+            let row = try #require(try await s.listImports().first)
+            #expect(row.state == .failed)
+            #expect(row.errorCode == "CorruptImage")
+            #expect(row.attempts == 2)
+        }
+    }
+
+    @Test("recovery turns a vanished writer's pending snapshot into error and releases its volume",
+          arguments: CatalogFactory.all)
+    func recovery(_ factory: CatalogFactory) async throws {
+        try await Harness.with(factory) { h in
+            let s = h.service
+            let writer = try await s.beginSnapshot(
+                NewSnapshot(owner: Self.owner, source: .file(path: "/x"), format: "raw", virtualSize: 4096, lease: 30),
+                caller: .operator)
+            let snapshot = try await h.snapshot(owner: Self.owner, disk: Disks.make(blocks: 2))
+            let volume = try await s.createVolume(from: snapshot.id, caller: .operator)
+            var busy = try #require(try await s.catalog.volume(volume.id))
+            let ghost = try await s.beginSnapshot(
+                NewSnapshot(owner: Self.owner, source: .file(path: "/y"), format: "raw", virtualSize: 4096, lease: 30),
+                caller: .operator)
+            // Pretend the ghost was a volume snapshot holding the volume.
+            var ghostRecord = try #require(try await s.catalog.snapshot(ghost.id))
+            ghostRecord.source = .volume(volume.id)
+            busy.snapshotInProgress = ghost.id
+            try await s.catalog.apply([.updateSnapshot(ghostRecord), .updateVolume(busy)])
+
+            #expect(try await s.recover(now: Date()).failedSnapshots.isEmpty, "leases still valid")
+            let report = try await s.recover(now: Date().addingTimeInterval(31))
+            #expect(Set(report.failedSnapshots) == [writer.id, ghost.id])
+            #expect(try await s.catalog.snapshot(writer.id)?.state == .error)
+            #expect(try await s.catalog.volume(volume.id)?.snapshotInProgress == nil)
+            await expectCode(.leaseLost) { try await writer.commit() }
+            try await s.deleteSnapshot(writer.id, caller: .project(Self.owner))
+            #expect(try await s.catalog.snapshot(writer.id) == nil)
+        }
+    }
+
+    @Test("GC never collects a block a pending writer put (even a deduplicated one), and collects orphans",
+          arguments: CatalogFactory.all)
+    func collectionSparesPendingWriters(_ factory: CatalogFactory) async throws {
+        let options = SnapshotServiceOptions(blockSize: Harness.blockSize, gcSafetyMargin: 0.5)
+        try await Harness.with(factory, options: options) { h in
+            let s = h.service
+            let disk = Disks.make(blocks: 3, seed: 11)
+            let old = try await h.snapshot(owner: Self.owner, disk: disk)
+            // Age every stored block so only freshening can protect it.
+            for block in try await h.store.list() {
+                let path = "\(h.store.root)/\(block.hash.hex.prefix(2))/\(block.hash.hex)"
+                try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-3600)], ofItemAtPath: path)
+            }
+            let writer = try await s.beginSnapshot(
+                NewSnapshot(owner: Self.owner, source: .file(path: "/x"), format: "raw", virtualSize: UInt64(disk.count)),
+                caller: .operator)
+            try await writer.write(offset: 0, bytes: disk)  // all deduplicated: freshens
+            #expect(writer.statistics.newBlocks == 0)
+            try await s.deleteSnapshot(old.id, caller: .operator, now: Date().addingTimeInterval(3600))
+            _ = try await s.collectGarbage(now: Date().addingTimeInterval(3600))
+            let committed = try await writer.commit()
+            #expect(try await h.verifyAllManifests() == 2)
+            let volume = try await s.createVolume(from: committed.id, caller: .operator)
+            #expect(try h.fileBytes(s.volumePath(volume)) == disk)
+
+            // An orphan (a crashed writer's block) goes at the next collection once no writer is older.
+            let orphan = [UInt8](repeating: 0x77, count: 4096)
+            _ = try await h.store.put(Blocks.hash(orphan), orphan)
+            try await h.store.sync()
+            let report = try await s.collectGarbage(now: Date().addingTimeInterval(10))
+            #expect(report.removed == 1)
+            #expect(try await !h.store.contains(Blocks.hash(orphan)))
+            #expect(try await h.verifyAllManifests() == 2)
+        }
+    }
+
+    @Test("8 tasks creating and deleting snapshots that share blocks never lose a block another snapshot needs",
+          arguments: CatalogFactory.all)
+    func concurrentCreateDelete(_ factory: CatalogFactory) async throws {
+        let options = SnapshotServiceOptions(blockSize: Harness.blockSize, gcSafetyMargin: 0.05)
+        try await Harness.with(factory, options: options) { h in
+            // A pool of 6 shared blocks; every disk is 4 of them in some order plus one unique block.
+            var generator = SplitMix(seed: 99)
+            let pool: [[UInt8]] = (0..<6).map { _ in (0..<4096).map { _ in UInt8(truncatingIfNeeded: generator.next()) } }
+            let deletedTotal = try await withThrowingTaskGroup(of: Int.self) { group in
+                for task in 0..<8 {
+                    group.addTask {
+                        var kept: [SnapshotRecord] = []
+                        var deleted = 0
+                        for round in 0..<8 {
+                            var disk: [UInt8] = []
+                            for i in 0..<4 { disk += pool[(task + round + i * 2) % pool.count] }
+                            disk += [UInt8](repeating: UInt8(task * 8 + round + 1), count: 4096)
+                            let snapshot = try await h.snapshot(owner: Self.owner, disk: disk)
+                            kept.append(snapshot)
+                            if round % 2 == 1 {
+                                let victim = kept.removeFirst()
+                                try await h.service.deleteSnapshot(victim.id, caller: .operator)
+                                deleted += 1
+                            }
+                            if round == 5 { _ = try await h.service.collectGarbage() }
+                        }
+                        return deleted
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(deletedTotal == 32)
+            let remaining = try await h.service.listSnapshots(caller: .operator)
+            #expect(remaining.count == 32)
+            #expect(remaining.allSatisfy { $0.state == .available })
+            #expect(try await h.verifyAllManifests() == 32 * 5)
+            for snapshot in remaining.prefix(4) {
+                let volume = try await h.service.createVolume(from: snapshot.id, caller: .operator)
+                let bytes = try h.fileBytes(h.service.volumePath(volume))
+                #expect(Blocks.hash(bytes.flatMap { [$0] }).hex.count == 64)
+                #expect(bytes.count == 5 * 4096)
+            }
+            // Later, with nothing pending, a collection frees exactly the blocks nobody uses.
+            let report = try await h.service.collectGarbage(now: Date().addingTimeInterval(3600))
+            #expect(try await h.verifyAllManifests() == 32 * 5)
+            let stored = try await h.store.list().count
+            var referenced = Set<BlockHash>()
+            for (_, manifest) in try await h.service.catalog.manifests() { referenced.formUnion(manifest.entries.map(\.hash)) }
+            #expect(stored == referenced.count, "after \(report.removed) removals only referenced blocks remain")
+        }
+    }
+}

@@ -1,5 +1,0 @@
-import Testing
-
-@Suite struct SnapshotCorePlaceholder {
-    @Test func builds() {}
-}
