@@ -103,7 +103,7 @@ public struct ImportPipeline: ObjectImporting {
         let claimOutcome: ClaimOutcome
         do {
             claimOutcome = try await catalog.claim(
-                key, owner: ownerText ?? "", worker: settings.workerID, leaseDuration: settings.leaseDuration)
+                key, owner: ownerText ?? "", worker: attemptToken(), leaseDuration: settings.leaseDuration)
         } catch {
             let failure = Self.importerError(error)
             return .retried(code: failure.code.name, message: "claim failed: \(failure.message)", attempts: 0)
@@ -114,8 +114,12 @@ public struct ImportPipeline: ObjectImporting {
         case .imported(let id):
             logger[metadataKey: "snapshot"] = "\(id)"
             do {
-                guard let record = try await catalog.snapshot(id) else {
+                guard var record = try await catalog.snapshot(id) else {
                     return .alreadyImported(snapshotID: id.rawValue)
+                }
+                // Sharing is idempotent: re-apply it in case the earlier pass died before it.
+                if let shared = try? await applySidecarSharing(candidate, record: record, logger: logger) {
+                    record = shared
                 }
                 try await moveToProcessed(candidate, record: record, logger: logger)
                 return .alreadyImported(snapshotID: id.rawValue)
@@ -165,7 +169,10 @@ public struct ImportPipeline: ObjectImporting {
         } catch {
             let failure = cancellation.error ?? Self.importerError(error)
             renewal.cancel()
-            return await settle(candidate, claim: claim, failure: failure, rejection: Self.isRejection(error), logger: logger)
+            let rejection = cancellation.error == nil && Self.isRejection(error)
+            let code = rejection ? Self.codeName(error) : failure.code.name
+            return await settle(
+                candidate, claim: claim, failure: failure, code: code, rejection: rejection, logger: logger)
         }
         renewal.cancel()
         // Committed: from here on nothing may undo the snapshot. Sharing and the move are finished
@@ -185,10 +192,9 @@ public struct ImportPipeline: ObjectImporting {
 
     /// Records a failed attempt and moves rejected objects to failed/.
     private func settle(
-        _ candidate: BucketLayout.Candidate, claim: ImportClaim, failure: ImporterError, rejection: Bool,
-        logger: Logger
+        _ candidate: BucketLayout.Candidate, claim: ImportClaim, failure: ImporterError, code: String,
+        rejection: Bool, logger: Logger
     ) async -> ImportOutcome {
-        let code = failure.code.name
         let message = failure.message
         let permanent = rejection || claim.attempts >= settings.maxAttempts
         if !permanent || failure.code == .cancelled || failure.code == .leaseLost {
@@ -247,6 +253,67 @@ public struct ImportPipeline: ObjectImporting {
             source: source, claim: claim, owner: owner, description: description, claimedFormat: claimedFormat,
             snapshotSource: .object(bucket: settings.bucket, key: candidate.key, etag: candidate.etag),
             cancellation: cancellation, logger: &logger, progress: { _, _ in })
+    }
+
+    /// A claim token unique to this worker and attempt (`host:pid:random`).
+    func attemptToken() -> String {
+        "\(settings.workerID):\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+    }
+
+    // MARK: - Manual import of one object (`snapimport import s3://…`)
+
+    /// What a manual import of an object produced.
+    public enum ManualResult: Sendable {
+        case imported(SnapshotRecord)
+        /// The same object (key and ETag) was imported before: no second snapshot.
+        case alreadyImported(SnapshotRecord)
+    }
+
+    /// Imports one object of `settings.bucket` by hand, exactly once like the pass does (the same
+    /// claim), without moving it. Rejections are recorded as failed imports.
+    ///
+    /// - Throws: `DiskImageError` or `ImporterError` (rejection or transient trouble), `SnapshotError`.
+    public func importObjectManually(
+        key: String, owner: ProjectRef, description: String?, claimedFormat: ImageFormat?,
+        cancellation: CancellationFlag, progress: @escaping @Sendable (UInt64, UInt64) -> Void
+    ) async throws -> ManualResult {
+        let store = store
+        var logger = logger
+        logger[metadataKey: "key"] = "\(key)"
+        logger[metadataKey: "project"] = "\(owner)"
+        let head = try await offload { try store.head(key: key) }
+        let importKey = ImportKey(bucket: settings.bucket, key: key, etag: head.etag)
+        switch try await catalog.claim(
+            importKey, owner: owner.description, worker: attemptToken(), leaseDuration: settings.leaseDuration)
+        {
+        case .imported(let id):
+            guard let record = try await catalog.snapshot(id) else {
+                throw ImporterError(.notFound, "snapshot \(id) of \(key) is gone")
+            }
+            return .alreadyImported(record)
+        case .failed(let code, let message):
+            throw ImporterError(.internalError, "\(key) (ETag \(head.etag)) was rejected before: \(code): \(message)")
+        case .busy(let worker):
+            throw ImporterError(.storageUnavailable, "\(key) is being imported by \(worker ?? "another worker")")
+        case .claimed(let claim):
+            do {
+                let source = S3ObjectByteSource(
+                    store: store, key: key, etag: head.etag, size: head.size, chunkSize: settings.chunkSize,
+                    cachedChunks: settings.cachedChunks, cancellation: cancellation)
+                let record = try await importImage(
+                    source: source, claim: claim, owner: owner,
+                    description: description ?? head.metadata["description"] ?? Self.defaultDescription(key),
+                    claimedFormat: claimedFormat,
+                    snapshotSource: .object(bucket: settings.bucket, key: key, etag: head.etag),
+                    cancellation: cancellation, logger: &logger, progress: progress)
+                return .imported(record)
+            } catch {
+                let rejection = Self.isRejection(error)
+                try? await catalog.fail(
+                    claim, code: Self.codeName(error), message: "\(error)", permanent: rejection)
+                throw error
+            }
+        }
     }
 
     // MARK: - One image (also used by `snapimport import`)
@@ -420,7 +487,21 @@ public struct ImportPipeline: ObjectImporting {
         if let error = error as? ImporterError {
             return [.invalidProject, .formatMismatch, .invalidSidecar].contains(error.code)
         }
+        if let error = error as? SnapshotError {
+            // A description over the limit, a malformed owner: properties of the object and its sidecar.
+            return error.code == .invalidArgument || error.code == .invalidProject
+        }
         return false
+    }
+
+    /// The stable code of any error the pipeline meets (a rejection keeps its DiskImage code).
+    static func codeName(_ error: any Error) -> String {
+        switch error {
+        case let error as ImporterError: error.code.name
+        case let error as DiskImageError: error.code.name
+        case let error as SnapshotError: error.code.description
+        default: importerError(error).code.name
+        }
     }
 
     static func importerError(_ error: any Error) -> ImporterError {

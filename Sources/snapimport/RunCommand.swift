@@ -1,8 +1,45 @@
 import ArgumentParser
+import Foundation
+import Importer
+import Logging
+import ServiceLifecycle
+import UnixSignals
 
-// Placeholder: replaced by the issue that builds this command.
+/// `snapimport run [--json]`: one pass over incoming/, for cron. Quiet on success unless `--json`
+/// or `--verbose`; exit 0 when every image was imported (now or before), 1 when any was rejected or
+/// failed, 2 on bad configuration.
 struct RunCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "run", abstract: "Not built yet.")
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Import every image in incoming/ once, then exit (for cron).")
+
     @OptionGroup var global: GlobalOptions
-    func run() async throws { throw ValidationError("'run' is not built yet") }
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let config = ImporterContext.configuration(global, environment: environment)
+        let bucket = ImporterContext.bucket(config, json: global.json)
+        let client = ImporterContext.s3Client(config, global: global, environment: environment)
+        let logger = ImporterContext.logger("snapimport.run", level: global.verbose ? .debug : .warning)
+        let settings = ImporterContext.settings(config, bucket: bucket, environment: environment)
+        let summary = try await ImporterContext.withService(config, s3: client, json: global.json, logger: logger) {
+            service in
+            let pipeline = ImportPipeline(
+                store: S3ObjectStore(client: client, bucket: bucket), catalog: CoreImportCatalog(service: service),
+                settings: settings, logger: logger)
+            let importer = Importer(
+                worker: pipeline,
+                options: .init(
+                    concurrentImports: config.limits.concurrentImports,
+                    concurrentImportsPerCustomer: config.limits.concurrentImportsPerCustomer, once: true),
+                clock: ContinuousClock(), logger: logger)
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [.init(service: importer, successTerminationBehavior: .gracefullyShutdownGroup)],
+                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+            return importer.summaries.last ?? PassSummary()
+        }
+        ImporterContext.report(summary, json: global.json, verbose: global.verbose)
+        if !summary.succeeded { throw ExitCode(1) }
+    }
 }

@@ -3,8 +3,7 @@ import DiskImage
 
 /// Opens the byte source an image `SOURCE` argument names: a local path, or `s3://bucket/key`.
 ///
-/// The importer extends this with an S3-backed `ByteSource` (ranged GETs); until then an `s3://` source
-/// is a usage error that says so.
+/// An `s3://` source is read with ranged GETs pinned to the object's ETag (`S3ObjectByteSource`).
 ///
 /// - Parameters:
 ///   - string: the SOURCE argument as given (an `s3://` key is taken literally).
@@ -13,7 +12,7 @@ import DiskImage
 ///   that is not available.
 func openSource(_ string: String, global: GlobalOptions) throws -> any ByteSource {
     if string.hasPrefix("s3://") {
-        throw ValidationError("S3 sources (\(string)) arrive with the importer; give a local path for now")
+        return try ImporterContext.openS3Source(string, global: global)
     }
     return try FileByteSource(path: string)
 }

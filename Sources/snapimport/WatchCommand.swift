@@ -1,8 +1,59 @@
 import ArgumentParser
+import Foundation
+import Importer
+import Logging
+import ServiceLifecycle
+import UnixSignals
 
-// Placeholder: replaced by the issue that builds this command.
+/// `snapimport watch [--interval S]`: the daemon. Polls incoming/ every interval (one LIST per idle
+/// pass), imports with bounded concurrency, logs progress, and on SIGTERM/SIGINT stops taking work
+/// and finishes (or, after a grace period, cleanly abandons) the imports in flight.
 struct WatchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "watch", abstract: "Not built yet.")
+    static let configuration = CommandConfiguration(
+        commandName: "watch", abstract: "Import images from incoming/ continuously until SIGTERM/SIGINT.")
+
     @OptionGroup var global: GlobalOptions
-    func run() async throws { throw ValidationError("'watch' is not built yet") }
+
+    @Option(name: .long, help: "Seconds between passes over incoming/.")
+    var interval: Double = 30
+
+    @Option(name: .long, help: "Seconds in-flight imports get to finish after SIGTERM/SIGINT.")
+    var shutdownGrace: Double = 20
+
+    func validate() throws {
+        guard interval > 0, interval <= 86_400 else { throw ValidationError("--interval must be 0 < S <= 86400") }
+        guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be >= 0") }
+    }
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let config = ImporterContext.configuration(global, environment: environment)
+        let bucket = ImporterContext.bucket(config, json: global.json)
+        let client = ImporterContext.s3Client(config, global: global, environment: environment)
+        let logger = ImporterContext.logger("snapimport.watch", level: global.verbose ? .debug : .info)
+        let settings = ImporterContext.settings(config, bucket: bucket, environment: environment)
+        let interval = interval
+        let grace = shutdownGrace
+        try await ImporterContext.withService(config, s3: client, json: global.json, logger: logger) { service in
+            let pipeline = ImportPipeline(
+                store: S3ObjectStore(client: client, bucket: bucket), catalog: CoreImportCatalog(service: service),
+                settings: settings, logger: logger)
+            let importer = Importer(
+                worker: pipeline,
+                options: .init(
+                    concurrentImports: config.limits.concurrentImports,
+                    concurrentImportsPerCustomer: config.limits.concurrentImportsPerCustomer,
+                    interval: .milliseconds(Int64(interval * 1000)),
+                    shutdownGracePeriod: .milliseconds(Int64(grace * 1000))),
+                clock: ContinuousClock(), logger: logger)
+            logger.info(
+                "watching s3://\(bucket)/\(settings.layout.incoming)",
+                metadata: ["interval": "\(interval)s", "worker": "\(settings.workerID)"])
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [.init(service: importer)], gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger))
+            try await group.run()
+        }
+    }
 }
