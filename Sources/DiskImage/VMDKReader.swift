@@ -164,7 +164,9 @@ struct VMDKMap: RunMapper {
         let gtRange = (UInt64(gd[tableIndex]) * 512, UInt64(header.numGTEsPerGT) * 4)
         if header.compressed {
             let bytes = try readCompressedGrain(at: host, grain: grain, gtRange: gtRange)
-            return MappedRun(kind: .bytes(Array(bytes[Int(inGrain)...])), length: toEnd)
+            guard inGrain < UInt64(bytes.count) else { return MappedRun(kind: .zero, length: toEnd) }
+            let tail = Array(bytes[Int(inGrain)...])
+            return MappedRun(kind: .bytes(tail), length: UInt64(tail.count))
         }
         try ranges.check(host, length: needed, fileSize: source.size, what: "VMDK grain \(grain) (grain table entry \(entry))")
         if host < gtRange.0 + gtRange.1 && gtRange.0 < host + needed {
@@ -192,8 +194,11 @@ struct VMDKMap: RunMapper {
             throw DiskImageError(.corruptImage, "VMDK grain \(grain) at offset \(host) overlaps its grain table")
         }
         let data = try source.readExactly(at: host + 12, count: Int(size), what: "VMDK compressed grain \(grain)")
+        // The last grain of a disk whose size is not a multiple of the grain may hold only the part inside
+        // the disk (qemu writes it so, and reads it back).
+        let needed = min(header.grainBytes, virtualSize - grain * header.grainBytes)
         do {
-            return try Decompression.inflateZlib(data, exactly: Int(header.grainBytes))
+            return try Decompression.inflateZlib(data, exactly: Int(needed))
         } catch let error as DiskImageError {
             throw DiskImageError(
                 .decompressionFailed, "VMDK compressed grain \(grain) at offset \(host): \(error.message)")
@@ -307,13 +312,9 @@ public struct VMDKStreamReader<Stream: ForwardByteStream>: DiskReader {
                         .corruptImage,
                         "VMDK end-of-stream marker at offset \(start) without the footer the header's GD_AT_END promises")
                 }
-                // Nothing but padding may follow the end-of-stream marker.
-                while true {
-                    let tail = try cursor.stream.read(max: 1 << 16)
-                    if tail.isEmpty { break }
-                    guard FieldReader.isAllZero(tail) else {
-                        throw DiskImageError(.corruptImage, "VMDK data follows the end-of-stream marker at offset \(start)")
-                    }
+                // Nothing but zero padding may follow the end-of-stream marker.
+                guard try cursor.restIsZero() else {
+                    throw DiskImageError(.corruptImage, "VMDK data follows the end-of-stream marker at offset \(start)")
                 }
                 finished = true
             case VMDKMarker.grainTable, VMDKMarker.grainDirectory:
@@ -350,8 +351,9 @@ public struct VMDKStreamReader<Stream: ForwardByteStream>: DiskReader {
         let data = try cursor.read(Int(size), what: "VMDK compressed grain at LBA \(lba)")
         let padded = (12 + size + 511) / 512 * 512
         try cursor.skip(to: start + padded, what: "VMDK grain padding")
+        let needed = min(header.grainBytes, virtualSize - offset)
         do {
-            pending = (offset, try Decompression.inflateZlib(data, exactly: Int(header.grainBytes)))
+            pending = (offset, try Decompression.inflateZlib(data, exactly: Int(needed)))
         } catch let error as DiskImageError {
             throw DiskImageError(
                 .decompressionFailed, "VMDK compressed grain at offset \(start) (LBA \(lba)): \(error.message)")
@@ -387,6 +389,19 @@ struct ForwardCursor<Stream: ForwardByteStream> {
         }
         position += UInt64(count)
         return out
+    }
+
+    /// Reads the rest of the stream; true when it holds only zero bytes.
+    mutating func restIsZero() throws -> Bool {
+        var zero = FieldReader.isAllZero(Array(buffer[bufferStart...]))
+        bufferStart = buffer.count
+        while zero {
+            let chunk = try stream.read(max: 1 << 16)
+            if chunk.isEmpty { break }
+            position += UInt64(chunk.count)
+            zero = FieldReader.isAllZero(chunk)
+        }
+        return zero
     }
 
     /// Discards bytes up to the absolute offset `target` (which must not lie behind).
