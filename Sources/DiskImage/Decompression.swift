@@ -29,6 +29,9 @@ public enum Decompression {
         // Bound the window so a hostile frame cannot make the decoder allocate more than it must.
         ZSTD_DCtx_setParameter(stream, ZSTD_d_windowLogMax, 27)
         var produced = 0
+        var frameOpen = false
+        // As qemu's qcow2_zstd_decompress: the data may hold several frames; decode until the output is full,
+        // and the frame that fills it must end there (a cluster that would inflate to more is damaged).
         let output = try [UInt8](unsafeUninitializedCapacity: size) { out, initialized in
             try input.withUnsafeBytes { inBytes in
                 var inBuffer = ZSTD_inBuffer(src: inBytes.baseAddress, size: inBytes.count, pos: 0)
@@ -40,11 +43,15 @@ public enum Decompression {
                         throw DiskImageError(
                             .decompressionFailed, "zstd: \(String(cString: ZSTD_getErrorName(ret)))")
                     }
-                    if ret == 0 || (before.0 == inBuffer.pos && before.1 == outBuffer.pos) { break }
+                    frameOpen = ret != 0
+                    if before.0 == inBuffer.pos && before.1 == outBuffer.pos { break }
                 }
                 produced = outBuffer.pos
             }
             initialized = produced
+        }
+        if produced == size && frameOpen {
+            throw DiskImageError(.decompressionFailed, "zstd data inflates to more than \(size) bytes")
         }
         guard produced == size else {
             throw DiskImageError(
