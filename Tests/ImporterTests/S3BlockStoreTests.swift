@@ -17,7 +17,9 @@ struct S3BlockStoreTests {
         let env = ProcessInfo.processInfo.environment
         let configuration = S3Configuration(
             endpoint: env["SNAPIMPORT_TEST_S3_ENDPOINT"] ?? "", region: env["AWS_REGION"] ?? "us-east-1",
-            credentials: try S3Credentials.resolve(environment: env, homeDirectory: nil),
+            credentials: S3Credentials(
+                accessKeyID: env["AWS_ACCESS_KEY_ID"] ?? "AKIDEXAMPLE",
+                secretAccessKey: env["AWS_SECRET_ACCESS_KEY"] ?? "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
             retry: S3RetryPolicy(maxAttempts: 3))
         client = try S3Client(configuration: configuration, logger: Logger(label: "test"))
         bucket = "blocks-\(UInt32.random(in: 0...UInt32.max))"
