@@ -442,7 +442,9 @@ extension QCOW2Reader {
             }
             clusterBits = UInt64(cb)
             clusterSize = 1 << clusterBits
-            size = f.be64(24)
+            // qemu counts whole sectors (total_sectors = size / 512): a size that is not a multiple of 512
+            // reads, and converts, as the size rounded down.
+            size = f.be64(24) / 512 * 512
 
             var incompatible: UInt64 = 0
             var headerLength: UInt64 = 72
