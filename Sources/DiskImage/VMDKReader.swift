@@ -318,10 +318,12 @@ public struct VMDKStreamReader<Stream: ForwardByteStream>: DiskReader {
                 }
                 finished = true
             case VMDKMarker.grainTable, VMDKMarker.grainDirectory:
-                guard let skip = SparseMath.multiply(value, 512) else {
+                guard let skip = SparseMath.multiply(value, 512), case let (target, false) =
+                    cursor.position.addingReportingOverflow(skip)
+                else {
                     throw DiskImageError(.corruptImage, "VMDK metadata marker at offset \(start) size overflows")
                 }
-                try cursor.skip(to: cursor.position + skip, what: "VMDK metadata after marker at \(start)")
+                try cursor.skip(to: target, what: "VMDK metadata after marker at \(start)")
             case VMDKMarker.footer:
                 guard value == 1 else {
                     throw DiskImageError(.corruptImage, "VMDK footer marker at offset \(start) spans \(value) sectors, not 1")
