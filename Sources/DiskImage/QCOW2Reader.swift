@@ -115,7 +115,10 @@ public struct QCOW2Reader: DiskReader {
             case .raw(let host, let length):
                 let bytes = try readPlain(host: host, count: Int(length))
                 output.withUnsafeMutableBytes { out in
-                    bytes.withUnsafeBytes { out.baseAddress!.advanced(by: destination).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    bytes.withUnsafeBytes {
+                        out.baseAddress!.advanced(by: destination)
+                            .copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+                    }
                 }
             case .compressed(let host, let size, let skip, let length):
                 let available = UInt64(min(UInt64(size), source.size - host))
@@ -273,12 +276,14 @@ public struct QCOW2Reader: DiskReader {
             guard hostOffset >= h.clusterSize else {
                 throw DiskImageError(
                     .corruptImage,
-                    "qcow2 compressed cluster for guest offset \(offset) at host offset \(hostOffset) overlaps the header")
+                    "qcow2 compressed cluster for guest offset \(offset) at host offset \(hostOffset) "
+                        + "overlaps the header")
             }
             guard hostOffset < source.size else {
                 throw DiskImageError(
                     .truncatedImage,
-                    "qcow2 compressed cluster for guest offset \(offset) at host offset \(hostOffset) lies past the end of the file (\(source.size) bytes)")
+                    "qcow2 compressed cluster for guest offset \(offset) at host offset \(hostOffset) "
+                        + "lies past the end of the file (\(source.size) bytes)")
             }
             return .compressed(host: hostOffset, size: size, skip: Int(inCluster), length: toClusterEnd)
         }
@@ -327,7 +332,8 @@ public struct QCOW2Reader: DiskReader {
         guard hostCluster < source.size else {
             throw DiskImageError(
                 .truncatedImage,
-                "qcow2 data cluster for guest offset \(guestOffset) at host offset \(hostCluster) lies past the end of the file (\(source.size) bytes)")
+                "qcow2 data cluster for guest offset \(guestOffset) at host offset \(hostCluster) "
+                    + "lies past the end of the file (\(source.size) bytes)")
         }
     }
 
@@ -464,7 +470,8 @@ extension QCOW2Reader {
                 }
                 if headerLength > 104 {
                     guard head.count > 104 else {
-                        throw DiskImageError(.truncatedImage, "qcow2 header (header_length \(headerLength)) is cut short")
+                        throw DiskImageError(
+                            .truncatedImage, "qcow2 header (header_length \(headerLength)) is cut short")
                     }
                     compressionType = head[104]
                 }
@@ -491,7 +498,8 @@ extension QCOW2Reader {
             let crypt = f.be32(32)
             if crypt != 0 {
                 let kind = crypt == 1 ? "AES" : crypt == 2 ? "LUKS" : "unknown"
-                throw DiskImageError(.encryptedImage, "qcow2 crypt_method is \(crypt) (\(kind)): the image is encrypted")
+                throw DiskImageError(
+                    .encryptedImage, "qcow2 crypt_method is \(crypt) (\(kind)): the image is encrypted")
             }
             if extensions.hasEncryptionHeader {
                 throw DiskImageError(
@@ -541,7 +549,8 @@ extension QCOW2Reader {
             guard UInt64(l1Size) * 8 <= UInt64(limits.metadataBudget) else {
                 throw DiskImageError(
                     .metadataTooLarge,
-                    "qcow2 l1_size \(l1Size) needs \(UInt64(l1Size) * 8) bytes, over the metadata budget of \(limits.metadataBudget)")
+                    "qcow2 l1_size \(l1Size) needs \(UInt64(l1Size) * 8) bytes, "
+                        + "over the metadata budget of \(limits.metadataBudget)")
             }
             guard UInt64(l1Size) >= needed else {
                 throw DiskImageError(
@@ -559,7 +568,8 @@ extension QCOW2Reader {
                 guard !overflow, end <= fileSize else {
                     throw DiskImageError(
                         .truncatedImage,
-                        "qcow2 L1 table at l1_table_offset \(l1TableOffset) (\(l1Size) entries) lies past the end of the file (\(fileSize) bytes)")
+                        "qcow2 L1 table at l1_table_offset \(l1TableOffset) (\(l1Size) entries) "
+                            + "lies past the end of the file (\(fileSize) bytes)")
                 }
             }
             let x = 62 - (clusterBits - 8)
@@ -603,7 +613,9 @@ extension QCOW2Reader {
                 case Extension.featureNames:
                     var i = 0
                     while i + 48 <= data.count {
-                        if data[i] == 0 { result.incompatibleNames[Int(data[i + 1])] = printable(Array(data[i + 2..<i + 48])) }
+                        if data[i] == 0 {
+                            result.incompatibleNames[Int(data[i + 1])] = printable(Array(data[i + 2..<i + 48]))
+                        }
                         i += 48
                     }
                 default:

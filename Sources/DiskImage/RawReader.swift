@@ -38,7 +38,8 @@ public struct RawReader: DiskReader {
         if bytes.count < count {
             // The sector padding past the end of the file (see `init`); anything else is a short read.
             guard UInt64(bytes.count) == source.size - min(source.size, position) else {
-                throw DiskImageError(.truncatedImage, "raw data at \(position): short read (\(bytes.count) of \(count))")
+                throw DiskImageError(
+                    .truncatedImage, "raw data at \(position): short read (\(bytes.count) of \(count))")
             }
             bytes += [UInt8](repeating: 0, count: count - bytes.count)
         }

@@ -35,7 +35,8 @@ public final class SparseRawWriter {
                 let n = pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(offset) + off_t(done))
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw DiskImageError(.ioError, "write to \(path) at \(offset) failed: \(String(cString: strerror(errno)))")
+                    throw DiskImageError(
+                        .ioError, "write to \(path) at \(offset) failed: \(String(cString: strerror(errno)))")
                 }
                 done += n
             }

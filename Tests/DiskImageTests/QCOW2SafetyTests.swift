@@ -6,7 +6,9 @@ import Testing
 @Suite(.enabled(if: Oracle.available, Oracle.skipReason))
 struct QCOW2SafetyTests {
     /// A v3 qcow2 (64 KiB clusters) of 4 MiB holding a little data; returns its path.
-    static func makeImage(_ dir: TempDir, name: String = "disk.qcow2", options: String = "compat=1.1") throws -> String {
+    static func makeImage(_ dir: TempDir, name: String = "disk.qcow2", options: String = "compat=1.1") throws
+        -> String
+    {
         let image = dir.path(name)
         try Oracle.qemuImg("create", "-f", "qcow2", "-o", options, image, "4M")
         try Oracle.qemuIO(image, format: "qcow2", ["write -P 0x42 0 128k", "write -P 0x43 2m 64k"])
