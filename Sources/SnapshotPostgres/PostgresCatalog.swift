@@ -1,4 +1,5 @@
 public import Logging
+public import Foundation
 import PostgresNIO
 import Synchronization
 
@@ -154,6 +155,23 @@ extension PostgresCatalog {
     func scalarForTesting(_ sql: String) async throws -> Int64? {
         try await client.withConnection { connection in
             try await connection.rows(PostgresQuery(unsafeSQL: sql), logger: logger).first?.decode(Int64?.self)
+        }
+    }
+}
+
+extension PostgresCatalog {
+    /// The database server's clock (`clock_timestamp()`), rounded to milliseconds: one time source for every
+    /// host. Leases and GC cutoffs compare times written by different hosts; passing this as `now:` to the
+    /// service's lease and recovery calls removes host clock skew from those decisions.
+    public func databaseTime() async throws -> Date {
+        do {
+            let rows = try await execute("SELECT clock_timestamp()")
+            guard let date = try rows.first?.decode(Date.self) else {
+                throw PostgresCatalogError(.database, "clock_timestamp() returned no row")
+            }
+            return Self.millis(date)
+        } catch {
+            throw Self.catalogError("reading the database clock failed", error)
         }
     }
 }

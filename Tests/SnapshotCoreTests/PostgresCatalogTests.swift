@@ -90,6 +90,16 @@ struct PostgresCatalogTests {
         }
     }
 
+    @Test("databaseTime() is the server clock, in whole milliseconds")
+    func databaseTime() async throws {
+        try await PostgresTestDatabase.withCatalog { catalog in
+            let before = Date().addingTimeInterval(-5)
+            let time = try await catalog.databaseTime()
+            #expect(time > before && time < Date().addingTimeInterval(5))
+            #expect((time.timeIntervalSince1970 * 1000).rounded() == time.timeIntervalSince1970 * 1000)
+        }
+    }
+
     // MARK: Round trips
 
     @Test("every record type reads back equal, in every source kind")

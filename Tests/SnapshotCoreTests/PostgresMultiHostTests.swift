@@ -114,6 +114,38 @@ struct PostgresMultiHostTests {
         }
     }
 
+    @Test("throughput: 400 claims by 16 workers on two hosts, every object claimed exactly once (prints ops/s)")
+    func claimThroughput() async throws {
+        try await withHosts(2) { hosts in
+            let objects = 200
+            let started = ContinuousClock.now
+            let won = try await withThrowingTaskGroup(of: Int.self) { group in
+                for worker in 0..<16 {
+                    let host = hosts[worker % 2]
+                    group.addTask {
+                        var count = 0
+                        // Two workers try every object: 400 claim attempts in all.
+                        for object in stride(from: worker % 8, to: objects, by: 8) {
+                            if try await host.claimImport(
+                                bucket: "images", key: "incoming/web@acme/\(object)", etag: "e", owner: "web@acme",
+                                worker: "w\(worker)", leaseSeconds: 60, now: F.now) != nil
+                            {
+                                count += 1
+                            }
+                        }
+                        return count
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            print("PostgreSQL catalog: \(2 * objects) claim attempts in \(elapsed) (\(Int(Double(2 * objects) / seconds)) /s)")
+            #expect(won == objects)
+            #expect(try await hosts[0].listImports().count == objects)
+        }
+    }
+
     @Test("a failure message quoting a NUL byte from an image is recorded (PostgreSQL text cannot hold U+0000)")
     func nulInFailureMessage() async throws {
         try await withHosts(1) { hosts in

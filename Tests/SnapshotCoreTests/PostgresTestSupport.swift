@@ -35,7 +35,7 @@ enum PostgresTestDatabase {
         guard let url else { throw PostgresCatalogError(.invalidURL, "SNAPIMPORT_TEST_POSTGRES_URL is unset") }
         var configuration = try PostgresCatalogConfiguration(url: url)
         configuration.schema = schema
-        configuration.maximumConnections = 6
+        configuration.maximumConnections = 4
         return PostgresCatalog(configuration: configuration, logger: logger)
     }
 
