@@ -143,6 +143,13 @@ public struct QCOW2Reader: DiskReader {
 
         let clusterSize = Int(header.clusterSize)
         let zstd = header.compressionType == 1
+        @Sendable func inflate(_ input: UnsafeRawBufferPointer, _ output: UnsafeMutableRawBufferPointer) throws {
+            if zstd {
+                try Decompression.zstd(input, into: output)
+            } else {
+                try Decompression.inflateRaw(input, into: output)
+            }
+        }
         let errors = Mutex<[(Int, DiskImageError)]>([])
         output.withUnsafeMutableBytes { out in
             // Each job writes only its own [destination, destination + length) range of `out`, and `out`
@@ -156,13 +163,22 @@ public struct QCOW2Reader: DiskReader {
                     guard from + job.size <= job.input.count else {
                         throw DiskImageError(.truncatedImage, "short read of the compressed data")
                     }
-                    let input = Array(job.input[from..<from + job.size])
-                    let cluster = zstd
-                        ? try Decompression.zstd(input, exactly: clusterSize)
-                        : try Decompression.inflateRaw(input, exactly: clusterSize)
-                    cluster.withUnsafeBytes { c in
-                        target.value.baseAddress!.advanced(by: job.destination)
-                            .copyMemory(from: c.baseAddress!.advanced(by: job.skip), byteCount: job.length)
+                    try job.input.withUnsafeBytes { all in
+                        let input = UnsafeRawBufferPointer(rebasing: all[from..<from + job.size])
+                        let whole = job.skip == 0 && job.length == clusterSize
+                        if whole {
+                            // The common case: the cluster inflates straight into the extent.
+                            let slot = UnsafeMutableRawBufferPointer(
+                                rebasing: target.value[job.destination..<job.destination + clusterSize])
+                            try inflate(input, slot)
+                        } else {
+                            var cluster = [UInt8](repeating: 0, count: clusterSize)
+                            try cluster.withUnsafeMutableBytes { try inflate(input, $0) }
+                            cluster.withUnsafeBytes { c in
+                                target.value.baseAddress!.advanced(by: job.destination)
+                                    .copyMemory(from: c.baseAddress!.advanced(by: job.skip), byteCount: job.length)
+                            }
+                        }
                     }
                 } catch let error as DiskImageError {
                     errors.withLock { $0.append((index, error)) }
