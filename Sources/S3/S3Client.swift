@@ -31,6 +31,13 @@ public final class S3Client: Sendable {
         self.endpoint = try S3Endpoint(configuration.endpoint)
     }
 
+    /// Sets the clock correction (seconds added to local time when signing). For tests of the
+    /// RequestTimeTooSkewed path; the client learns the real value by itself.
+    func setClockOffset(_ seconds: Double) { clockOffset.withLock { $0 = seconds } }
+
+    /// The current clock correction in seconds.
+    public var clockCorrection: Double { clockOffset.withLock { $0 } }
+
     // MARK: - Listing
 
     /// One page of ListObjectsV2 (`encoding-type=url`; keys come back decoded).

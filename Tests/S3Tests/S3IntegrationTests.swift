@@ -1,0 +1,267 @@
+import Crypto
+import Foundation
+@testable import S3
+import Synchronization
+import Testing
+
+/// The S3 client against a real SeaweedFS with SigV4 enforced (scripts/test starts it).
+@Suite("S3 against SeaweedFS", .enabled(if: TestEnvironment.hasS3, TestEnvironment.skipReason))
+struct S3IntegrationTests {
+    static let bucket = TestEnvironment.uniqueBucket("s3it")
+    let client: S3Client
+    var bucket: String { Self.bucket }
+
+    init() throws {
+        client = try TestEnvironment.client()
+        try client.createBucket(Self.bucket)
+    }
+
+    @Test("keys that are hard to sign round-trip through put, head, list, get and delete")
+    func hardKeys() throws {
+        let keys = ["p@c/a b+c=d&e.qcow2", "ü/日本/x", "a//b", "%41", "~tilde", "q?x#y z", " lead and trail "]
+        for (index, key) in keys.enumerated() {
+            let body = Array("body of \(key) #\(index)".utf8)
+            let etag = try client.putObject(bucket: bucket, key: key, body: body)
+            #expect(!etag.isEmpty && !etag.contains("\""))
+            let head = try client.headObject(bucket: bucket, key: key)
+            #expect(head.size == UInt64(body.count))
+            #expect(head.etag == etag)
+            #expect(try client.getObject(bucket: bucket, key: key) == body, "key \(key)")
+            let listed = try client.listAllObjects(bucket: bucket, prefix: key)
+            #expect(listed.map(\.key).contains(key), "listing of \(key) gave \(listed.map(\.key))")
+            #expect(listed.first { $0.key == key }?.etag == etag)
+            try client.deleteObject(bucket: bucket, key: key)
+            let error = #expect(throws: S3Error.self) { try client.headObject(bucket: bucket, key: key) }
+            #expect(error?.code == .noSuchKey)
+        }
+        // `%41` is literal: "A" must not exist.
+        #expect(throws: S3Error.self) { try client.headObject(bucket: bucket, key: "A") }
+    }
+
+    @Test("2,500 keys list exactly once over pages of 1000")
+    func largeListing() throws {
+        let prefix = "many/"
+        let keys = (0..<2500).map { String(format: "\(prefix)k%05d/item", $0) }
+        let failures = Mutex(0)
+        let next = Mutex(0)
+        runThreads(16) { [client, bucket] in
+            while true {
+                let index: Int = next.withLock { n in
+                    defer { n += 1 }
+                    return n
+                }
+                guard index < keys.count else { return }
+                do {
+                    try client.putObject(bucket: bucket, key: keys[index], body: [UInt8(index & 0xFF)])
+                } catch {
+                    failures.withLock { $0 += 1 }
+                }
+            }
+        }
+        #expect(failures.withLock { $0 } == 0)
+
+        var pages: [ListPage] = []
+        var token: String?
+        repeat {
+            let page = try client.listObjects(bucket: bucket, prefix: prefix, continuationToken: token, maxKeys: 1000)
+            #expect(page.objects.count <= 1000)
+            pages.append(page)
+            token = page.nextContinuationToken
+        } while token != nil && pages.count < 10
+        let listed = pages.flatMap { $0.objects.map(\.key) }
+        #expect(pages.count == 3)
+        #expect(listed.count == 2500)
+        #expect(Set(listed).count == 2500)
+        #expect(Set(listed) == Set(keys))
+        #expect(try client.listAllObjects(bucket: bucket, prefix: prefix).count == 2500)
+
+        let delimited = try client.listObjects(bucket: bucket, prefix: prefix, delimiter: "/", maxKeys: 10)
+        #expect(delimited.objects.isEmpty)
+        #expect(delimited.commonPrefixes.first == "\(prefix)k00000/")
+        #expect(delimited.isTruncated)
+        let after = try client.listObjects(bucket: bucket, prefix: prefix, startAfter: keys[2497], maxKeys: 1000)
+        #expect(after.objects.map(\.key) == [keys[2498], keys[2499]])
+    }
+
+    @Test("a 40 MiB file goes up in parts and comes back with the same SHA-256")
+    func multipart() throws {
+        let size = 40 << 20
+        let data = TestEnvironment.bytes(count: size, seed: 40)
+        let path = NSTemporaryDirectory() + "s3-multipart-\(UUID().uuidString)"
+        try Data(data).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let progress = Mutex<[UInt64]>([])
+        let key = "multi/40MiB.raw"
+        let etag = try client.uploadFile(
+            path: path, bucket: bucket, key: key, metadata: ["description": "forty"], partSize: 5 << 20,
+            concurrency: 4, progress: { done, _ in progress.withLock { $0.append(done) } })
+        #expect(etag.hasSuffix("-8"), "a multipart ETag names its part count: \(etag)")
+        #expect(progress.withLock { $0.count } == 8)
+        #expect(progress.withLock { $0.max() } == UInt64(size))
+        let head = try client.headObject(bucket: bucket, key: key)
+        #expect(head.size == UInt64(size))
+        #expect(head.metadata["description"] == "forty")
+
+        var hasher = SHA256()
+        var received = 0
+        let streamedHead = try client.getObject(bucket: bucket, key: key, ifMatch: etag) { chunk in
+            hasher.update(bufferPointer: chunk)
+            received += chunk.count
+        }
+        #expect(received == size)
+        #expect(streamedHead?.size == UInt64(size))
+        #expect(Array(hasher.finalize()) == Array(SHA256.hash(data: data)))
+
+        // Parallel ranged download into a file.
+        let out = path + ".out"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        try client.downloadFile(bucket: bucket, key: key, path: out, concurrency: 3, chunkSize: 7 << 20)
+        let downloaded = try Data(contentsOf: URL(fileURLWithPath: out))
+        #expect(Array(SHA256.hash(data: downloaded)) == Array(SHA256.hash(data: data)))
+    }
+
+    @Test("list parts of an open upload, then abort it")
+    func listPartsAndAbort() throws {
+        let key = "multi/aborted"
+        let upload = try client.createMultipartUpload(bucket: bucket, key: key)
+        let part = TestEnvironment.bytes(count: 5 << 20, seed: 5)
+        let etag = try client.uploadPart(bucket: bucket, key: key, uploadID: upload, partNumber: 1, body: part)
+        let parts = try client.listParts(bucket: bucket, key: key, uploadID: upload)
+        #expect(parts.map(\.partNumber) == [1])
+        #expect(parts.first?.etag == etag)
+        try client.abortMultipartUpload(bucket: bucket, key: key, uploadID: upload)
+        #expect(throws: S3Error.self) { try client.headObject(bucket: bucket, key: key) }
+        #expect(throws: S3Error.self) {
+            try client.completeMultipartUpload(
+                bucket: bucket, key: key, uploadID: upload, parts: [UploadedPart(partNumber: 1, etag: etag)])
+        }
+    }
+
+    @Test("Range GET returns exactly the asked bytes; If-Match mismatch is a precondition failure")
+    func rangeAndIfMatch() throws {
+        let body = TestEnvironment.bytes(count: 100_000, seed: 7)
+        let key = "range/object"
+        let etag = try client.putObject(bucket: bucket, key: key, body: body)
+        #expect(try client.getObject(bucket: bucket, key: key, range: 10...19) == Array(body[10...19]))
+        #expect(try client.getObject(bucket: bucket, key: key, range: 99_990...99_999, ifMatch: etag)
+            == Array(body[99_990...]))
+        let error = #expect(throws: S3Error.self) {
+            try client.getObject(bucket: bucket, key: key, range: 0...9, ifMatch: "0123456789abcdef0123456789abcdef")
+        }
+        #expect(error?.code == .preconditionFailed)
+        #expect(error?.httpStatus == 412)
+        #expect(error?.isTransient == false)
+        let missing = #expect(throws: S3Error.self) { try client.getObject(bucket: bucket, key: "range/none") }
+        #expect(missing?.code == .noSuchKey)
+    }
+
+    @Test("user metadata round-trips; copy honours x-amz-copy-source-if-match and the metadata directive")
+    func metadataAndCopy() throws {
+        let key = "copy/src p@c.img"
+        let body = Array("copy me".utf8)
+        let metadata = ["description": "a test image", "owner": "p@c"]
+        let etag = try client.putObject(
+            bucket: bucket, key: key, body: body, metadata: metadata, contentType: "application/x-snapimport-test")
+        let head = try client.headObject(bucket: bucket, key: key)
+        #expect(head.metadata == metadata)
+        #expect(head.contentType == "application/x-snapimport-test")
+        #expect(head.lastModified.map { abs($0.timeIntervalSinceNow) < 600 } == true)
+
+        let copied = try client.copyObject(
+            sourceBucket: bucket, sourceKey: key, destinationBucket: bucket, destinationKey: "copy/dst ü.img",
+            ifMatch: etag)
+        #expect(!copied.isEmpty && !copied.contains("\""))
+        #expect(try client.getObject(bucket: bucket, key: "copy/dst ü.img") == body)
+        #expect(try client.headObject(bucket: bucket, key: "copy/dst ü.img").metadata == metadata)
+
+        let error = #expect(throws: S3Error.self) {
+            try client.copyObject(
+                sourceBucket: bucket, sourceKey: key, destinationBucket: bucket, destinationKey: "copy/never",
+                ifMatch: "ffffffffffffffffffffffffffffffff")
+        }
+        #expect(error?.code == .preconditionFailed)
+        #expect(throws: S3Error.self) { try client.headObject(bucket: bucket, key: "copy/never") }
+
+        try client.copyObject(
+            sourceBucket: bucket, sourceKey: key, destinationBucket: bucket, destinationKey: "copy/replaced",
+            ifMatch: etag, metadata: ["description": "new"])
+        #expect(try client.headObject(bucket: bucket, key: "copy/replaced").metadata == ["description": "new"])
+    }
+
+    @Test("a wrong secret fails clearly, once, without a retry storm and without the secret in the message")
+    func wrongSecret() throws {
+        let proxy = try FaultProxy(upstream: TestEnvironment.endpoint ?? "", faults: 0)
+        defer { proxy.stop() }
+        let secret = "WRONG-secret-value-0123456789"
+        let bad = try TestEnvironment.client(endpoint: proxy.endpoint, secret: secret)
+        let error = #expect(throws: S3Error.self) { try bad.getObject(bucket: bucket, key: "whatever") }
+        #expect(error?.code == .signatureDoesNotMatch || error?.code == .accessDenied)
+        #expect(error?.httpStatus == 403)
+        #expect(error?.isTransient == false)
+        #expect(error.map { !"\($0)".contains(secret) } == true)
+        #expect(try proxy.requests().count == 1)
+    }
+
+    @Test("503 SlowDown twice: retried with a fresh signature and the body sent again")
+    func slowDownRetried() throws {
+        let proxy = try FaultProxy(upstream: TestEnvironment.endpoint ?? "", faults: 2)
+        defer { proxy.stop() }
+        // Backoff of at least one second so that each attempt carries a different x-amz-date.
+        let policy = S3RetryPolicy(
+            maxAttempts: 5, baseDelay: .milliseconds(2000), maxDelay: .milliseconds(2000), maxTotalTime: .seconds(30))
+        let viaProxy = try TestEnvironment.client(endpoint: proxy.endpoint, retry: policy)
+        let body = Array("retried body".utf8)
+        try viaProxy.putObject(bucket: bucket, key: "retry/object", body: body)
+        let requests = try proxy.requests()
+        #expect(requests.count == 3)
+        #expect(Set(requests.map { $0["date"] ?? "" }).count == 3)
+        #expect(Set(requests.map { $0["authorization"] ?? "" }).count == 3)
+        #expect(requests.allSatisfy { $0["method"] == "PUT" })
+        #expect(try client.getObject(bucket: bucket, key: "retry/object") == body)
+    }
+
+    @Test("SlowDown beyond the attempt budget ends in a transient error after exactly maxAttempts")
+    func slowDownExhausted() throws {
+        let proxy = try FaultProxy(upstream: TestEnvironment.endpoint ?? "", faults: 100)
+        defer { proxy.stop() }
+        let policy = S3RetryPolicy(maxAttempts: 3, baseDelay: .milliseconds(10), maxDelay: .milliseconds(20))
+        let viaProxy = try TestEnvironment.client(endpoint: proxy.endpoint, retry: policy)
+        let error = #expect(throws: S3Error.self) { try viaProxy.headObject(bucket: bucket, key: "x") }
+        #expect(error?.code == .slowDown || error?.code == .serviceUnavailable)
+        #expect(error?.isTransient == true)
+        #expect(try proxy.requests().count == 3)
+    }
+
+    @Test("RequestTimeTooSkewed: the clock is corrected from the server's Date and the request retried")
+    func clockSkew() throws {
+        let skewed = try TestEnvironment.client()
+        skewed.setClockOffset(-3600)
+        try skewed.putObject(bucket: bucket, key: "skew/object", body: [1, 2, 3])
+        #expect(abs(skewed.clockCorrection) < 120)
+        #expect(try client.getObject(bucket: bucket, key: "skew/object") == [1, 2, 3])
+    }
+
+    @Test("virtual-hosted addressing reaches bucket.s3.localhost through CURLOPT_RESOLVE")
+    func virtualHosted() throws {
+        let base = try #require(TestEnvironment.endpoint)
+        let endpoint = try #require(URLComponents(string: base))
+        let port = try #require(endpoint.port)
+        let virtual = try TestEnvironment.client(
+            endpoint: "http://s3.localhost:\(port)", addressing: .virtual,
+            resolve: ["s3.localhost:\(port):127.0.0.1", "\(bucket).s3.localhost:\(port):127.0.0.1"])
+        let key = "virtual/a b+c.txt"
+        try virtual.putObject(bucket: bucket, key: key, body: Array("hosted".utf8))
+        #expect(try virtual.getObject(bucket: bucket, key: key) == Array("hosted".utf8))
+        #expect(try virtual.listAllObjects(bucket: bucket, prefix: "virtual/").map(\.key) == [key])
+        #expect(try client.getObject(bucket: bucket, key: key) == Array("hosted".utf8))
+    }
+
+    @Test("connection refused is a transient transport error, retried within the budget")
+    func connectionRefused() throws {
+        let policy = S3RetryPolicy(maxAttempts: 2, baseDelay: .milliseconds(10), maxDelay: .milliseconds(10))
+        let nowhere = try TestEnvironment.client(endpoint: "http://127.0.0.1:1", retry: policy)
+        let error = #expect(throws: S3Error.self) { try nowhere.headObject(bucket: bucket, key: "x") }
+        #expect(error?.code == .transport)
+        #expect(error?.isTransient == true)
+    }
+}

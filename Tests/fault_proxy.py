@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""A loopback fault proxy for the S3 tests (standard library only).
+
+usage: fault_proxy.py UPSTREAM_URL LOG_FILE [FAULTS]
+
+Listens on 127.0.0.1 (a free port, printed as the first line on stdout), records every request
+(method, path, Authorization, x-amz-date) as one JSON line in LOG_FILE, answers the first FAULTS
+requests with `503 SlowDown` and forwards every other request unchanged to UPSTREAM_URL
+(http://127.0.0.1:PORT), relaying the answer. The Host header is forwarded as sent, so the
+client's signature stays valid.
+"""
+import http.client
+import http.server
+import json
+import sys
+import threading
+import urllib.parse
+
+upstream = urllib.parse.urlsplit(sys.argv[1])
+log_path = sys.argv[2]
+faults = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+lock = threading.Lock()
+seen = 0
+
+SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+             b'<Message>Please reduce your request rate.</Message><RequestId>FAULTPROXY</RequestId></Error>')
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def handle_any(self):
+        global seen
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        with lock:
+            seen += 1
+            number = seen
+            with open(log_path, "a") as log:
+                log.write(json.dumps({
+                    "n": number, "method": self.command, "path": self.path,
+                    "authorization": self.headers.get("Authorization", ""),
+                    "date": self.headers.get("x-amz-date", ""),
+                }) + "\n")
+        if number <= faults:
+            self.send_response(503)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(SLOW_DOWN)))
+            self.end_headers()
+            self.wfile.write(SLOW_DOWN)
+            return
+        conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
+        conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.endheaders(body if body else None)
+        answer = conn.getresponse()
+        data = answer.read()
+        self.send_response(answer.status, answer.reason)
+        for k, v in answer.getheaders():
+            if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        conn.close()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
