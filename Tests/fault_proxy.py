@@ -32,6 +32,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def handle(self):
+        try:
+            super().handle()
+        except (ConnectionError, OSError):
+            pass  # the client went away; nothing to report
+
     def handle_any(self):
         global seen
         length = int(self.headers.get("Content-Length") or 0)
@@ -50,7 +56,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(SLOW_DOWN)))
             self.end_headers()
-            self.wfile.write(SLOW_DOWN)
+            if self.command != "HEAD":
+                self.wfile.write(SLOW_DOWN)
             return
         conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
