@@ -90,6 +90,21 @@ struct PostgresCatalogTests {
         }
     }
 
+    @Test("sslmode reaches the connection: require fails against the test server (no TLS), prefer falls back")
+    func sslmodeWired() async throws {
+        let base = try #require(PostgresTestDatabase.url)
+        let separator = base.contains("?") ? "&" : "?"
+        let schema = PostgresTestDatabase.freshSchemaName()
+        await #expect(throws: PostgresCatalogError(.connectionFailed, "")) {
+            try await withPostgresCatalog(url: base + separator + "sslmode=require&schema=\(schema)", logger: PostgresTestDatabase.logger) { _ in }
+        }
+        try await withPostgresCatalog(url: base + separator + "sslmode=prefer&schema=\(schema)", logger: PostgresTestDatabase.logger) {
+            catalog in
+            #expect(try await catalog.snapshots().isEmpty)
+            try await catalog.dropSchemaForTesting()
+        }
+    }
+
     @Test("databaseTime() is the server clock, in whole milliseconds")
     func databaseTime() async throws {
         try await PostgresTestDatabase.withCatalog { catalog in
