@@ -1,5 +1,10 @@
 import DiskImage
+import Synchronization
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// qcow2 images made by qemu-img/qemu-io, converted by snapimport and by `qemu-img convert -O raw`: the bytes
 /// must be identical.
@@ -172,6 +177,26 @@ struct QCOW2OracleTests {
         #expect(bytes == [UInt8](repeating: 0x5a, count: 65536))
     }
 
+    @Test func sparseImageCostsWhatItHolds() throws {
+        // 100 GiB virtual, 8 MiB of data: the reader touches about 8 MiB of the file plus metadata.
+        let dir = try TempDir()
+        let image = dir.path("sparse.qcow2")
+        try Oracle.qemuImg("create", "-f", "qcow2", image, "100G")
+        try Oracle.qemuIO(
+            image, format: "qcow2", ["write -P 1 0 2m", "write -P 2 30g 2m", "write -P 3 70g 2m", "write -P 4 99g 2m"])
+        let source = CountingByteSource(try FileByteSource(path: image))
+        var reader = try DiskImage.open(source)
+        var dataBytes: UInt64 = 0
+        var extents = 0
+        while let extent = try reader.next() {
+            extents += 1
+            if case .data(_, let bytes) = extent { dataBytes += UInt64(bytes.count) }
+        }
+        #expect(dataBytes == 8 << 20)
+        #expect(extents < 20)
+        #expect(source.bytesRead < (8 << 20) + (1 << 20), "read \(source.bytesRead) bytes")
+    }
+
     @Test func inspectReportsAllocatedBytes() throws {
         let dir = try TempDir()
         let image = dir.path("disk.qcow2")
@@ -186,6 +211,19 @@ struct QCOW2OracleTests {
     }
 }
 
-#if canImport(Glibc)
-import Glibc
-#endif
+
+/// Counts the bytes read through it.
+final class CountingByteSource: ByteSource {
+    private let base: any ByteSource
+    private let counter = Mutex<UInt64>(0)
+    var size: UInt64 { base.size }
+    var bytesRead: UInt64 { counter.withLock { $0 } }
+
+    init(_ base: any ByteSource) { self.base = base }
+
+    func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        let bytes = try base.read(at: offset, count: count)
+        counter.withLock { $0 += UInt64(bytes.count) }
+        return bytes
+    }
+}
