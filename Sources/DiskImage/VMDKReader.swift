@@ -198,7 +198,7 @@ struct VMDKMap: RunMapper {
         // the disk (qemu writes it so, and reads it back).
         let needed = min(header.grainBytes, virtualSize - grain * header.grainBytes)
         do {
-            return try Decompression.inflateZlib(data, exactly: Int(needed))
+            return try VMDKInflate.grain(data, minimum: Int(needed), maximum: Int(header.grainBytes))
         } catch let error as DiskImageError {
             throw DiskImageError(
                 .decompressionFailed, "VMDK compressed grain \(grain) at offset \(host): \(error.message)")
@@ -355,7 +355,7 @@ public struct VMDKStreamReader<Stream: ForwardByteStream>: DiskReader {
         try cursor.skip(to: start + padded, what: "VMDK grain padding")
         let needed = min(header.grainBytes, virtualSize - offset)
         do {
-            pending = (offset, try Decompression.inflateZlib(data, exactly: Int(needed)))
+            pending = (offset, try VMDKInflate.grain(data, minimum: Int(needed), maximum: Int(header.grainBytes)))
         } catch let error as DiskImageError {
             throw DiskImageError(
                 .decompressionFailed, "VMDK compressed grain at offset \(start) (LBA \(lba)): \(error.message)")

@@ -26,6 +26,8 @@ struct VMwareStream {
     var grainSectors: UInt64 = 128
     /// Grains whose compressed data inflates to 512 bytes less than a grain.
     var shortGrain: Int?
+    /// Grains whose compressed data inflates to 512 bytes more than a grain.
+    var longGrain: Int?
     var footerCapacityDelta: UInt64 = 0
     var withFooter = true
     var swapFirstTwoGrains = false
@@ -114,6 +116,7 @@ struct VMwareStream {
             var grain = Array(raw[g * grainBytes..<min(raw.count, (g + 1) * grainBytes)])
             grain += [UInt8](repeating: 0, count: grainBytes - grain.count)
             if g == shortGrain { grain.removeLast(512) }
+            if g == longGrain { grain += [UInt8](repeating: 0x99, count: 512) }
             let data = Self.zlibStored(grain)
             gt[g] = UInt32(out.count / 512)
             var m = [UInt8](repeating: 0, count: 12)
@@ -401,6 +404,14 @@ struct VMDKTests {
         let image = try dir.write("short.vmdk", bytes)
         try ReaderFixtures.expectRejected(image, .decompressionFailed, mentioning: "grain", atOpen: false)
         Self.expectStreamRejected(bytes, .decompressionFailed)
+    }
+
+    @Test func compressedGrainInflatesLong() throws {
+        let dir = try TempDir()
+        let bytes = VMwareStream(longGrain: 0).build(Self.patternedRaw(size: 1 << 20))
+        let image = try dir.write("long.vmdk", bytes)
+        try ReaderFixtures.expectRejected(image, .decompressionFailed, mentioning: "more than", atOpen: false)
+        Self.expectStreamRejected(bytes, .decompressionFailed, mentioning: "more than")
     }
 
     @Test func footerInconsistentWithTheHeader() throws {
