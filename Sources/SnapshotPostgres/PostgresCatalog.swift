@@ -4,12 +4,14 @@ import PostgresNIO
 import Synchronization
 
 /// The PostgreSQL implementation of SnapshotCore's catalog: one database shared by many import workers and
-/// CLI calls on many hosts. Every racy operation is made atomic in the database (unique constraints,
-/// `INSERT … ON CONFLICT`, conditional `UPDATE … WHERE … RETURNING`, `SELECT … FOR UPDATE`), never by a lock
-/// held in this process, so two instances (two hosts) obey the same rules as two tasks of one process.
+/// CLI calls on many hosts. Every racy operation is made atomic in the database (primary keys and unique
+/// indexes, conditional `UPDATE/DELETE … WHERE version = … RETURNING`, `SELECT … FOR UPDATE`, one transaction
+/// per batch, deadlocks re-run), never by a lock held in this process, so two instances (two hosts) obey the
+/// same rules as two tasks of one process. See `PostgresCatalog+Catalog.swift`.
 ///
 /// ## Lifecycle
-/// The catalog owns a connection pool (`PostgresClient`) that only works while ``run()`` is running. Two ways:
+/// The catalog owns a connection pool (`PostgresClient`) that only works while ``run()`` is running. Three ways:
+/// - Drop-in for `SQLiteCatalog`: ``open(url:logger:)`` returns a ready catalog; ``close()`` stops its pool.
 /// - Short-lived commands: ``withPostgresCatalog(url:logger:_:)`` starts the pool, creates/upgrades the tables,
 ///   runs the body and shuts the pool down.
 /// - Long-running services: create the catalog with ``init(url:logger:)``, run ``run()`` in a task group or as a
