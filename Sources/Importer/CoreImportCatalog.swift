@@ -52,7 +52,10 @@ public struct CoreImportCatalog: ImportCatalog {
     ) async throws -> any SnapshotWriting {
         let request = NewSnapshot(
             owner: owner, description: description, source: source, format: format, bootable: bootable,
-            virtualSize: virtualSize, claim: claim, writer: claim?.worker)
+            virtualSize: virtualSize, claim: claim, writer: claim?.worker,
+            // The pending snapshot lives as long as the claim: a killed worker's snapshot is then
+            // recovered by the pass that takes the claim over, not minutes later.
+            lease: claim.map { max(1, $0.leaseExpiresAt.timeIntervalSinceNow) })
         let writer = try await service.beginSnapshot(request, caller: .operator)
         return CoreSnapshotWriter(writer: writer)
     }

@@ -1,0 +1,272 @@
+import Foundation
+import Importer
+import Logging
+import S3
+import SnapshotCore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The importer against the real SeaweedFS (SigV4 enforced), the built `snapimport` binary and
+/// qemu-img as the conversion oracle. Skipped, with a printed reason, when scripts/test's
+/// environment variables are unset.
+@Suite("Importer end to end", .serialized)
+struct EndToEndTests {
+    /// Uploads every format for two projects (keys with spaces and `+`), a hostile image and a sidecar.
+    /// - Returns: key → reference bytes of the valid images.
+    func populate(_ e2e: E2E, _ client: S3Client, bucket: String) throws -> [String: [UInt8]] {
+        var expected: [String: [UInt8]] = [:]
+        for (project, seed) in [("web@acme", UInt8(1)), ("db-2@globex", UInt8(2))] {
+            let fixtures = try Fixtures.everyFormat(e2e, directory: "\(e2e.work)/\(project)", seed: seed)
+            for fixture in fixtures {
+                let key = "incoming/\(project)/dir one/\(fixture.name.replacingOccurrences(of: ".", with: " +."))"
+                try client.putObject(
+                    bucket: bucket, key: key, body: Array(try Data(contentsOf: URL(fileURLWithPath: fixture.path))))
+                expected[key] = try Fixtures.reference(e2e, fixture)
+            }
+        }
+        let hostile = try Fixtures.hostile(e2e, directory: "\(e2e.work)/web@acme")
+        try client.putObject(
+            bucket: bucket, key: "incoming/web@acme/hostile.qcow2",
+            body: Array(try Data(contentsOf: URL(fileURLWithPath: hostile.path))))
+        let sidecar = #"{"description":"from the sidecar","format":"qcow2","shareWith":["qa@acme"]}"#
+        try client.putObject(
+            bucket: bucket, key: "incoming/web@acme/dir one/disk +.qcow2.json", body: Array(sidecar.utf8))
+        return expected
+    }
+
+    /// Checks exactly-once and byte equality: one available snapshot per expected key, equal to
+    /// qemu-img's reading; nothing pending; incoming/ empty.
+    func verify(
+        _ e2e: E2E, _ client: S3Client, bucket: String, data: String, catalog: String?, expected: [String: [UInt8]]
+    ) async throws {
+        let found = try await readBack(data: data, catalog: catalog, bucket: bucket)
+        #expect(found.pending == 0, "no snapshot left pending")
+        for (key, reference) in expected {
+            let copies = found.byKey[key] ?? []
+            #expect(copies.count == 1, "\(key): \(copies.count) snapshots")
+            guard let bytes = copies.first else { continue }
+            #expect(bytes.count == reference.count, "\(key): size")
+            #expect(bytes == reference, "\(key): bytes differ from qemu-img convert -O raw")
+        }
+        #expect(try keys(client, bucket, "incoming/").isEmpty)
+        for key in expected.keys {
+            let processed = "processed/" + key.dropFirst("incoming/".count)
+            let receipt = try client.getObject(bucket: bucket, key: processed + ".snapshot.json")
+            let document = try jsonObject(String(decoding: receipt, as: UTF8.self))
+            #expect(document["state"] as? String == "available")
+            #expect((document["source"] as? [String: Any])?["key"] as? String == key)
+        }
+    }
+
+    struct ReadBack: Sendable {
+        var pending = 0
+        /// Incoming key → the bytes of every available snapshot made from it.
+        var byKey: [String: [[UInt8]]] = [:]
+    }
+
+    func readBack(data: String, catalog: String?, bucket: String) async throws -> ReadBack {
+        try await withStore(data: data, catalogURL: catalog) { service in
+            var result = ReadBack()
+            for snapshot in try await service.listSnapshots(caller: .operator) {
+                if snapshot.state == .pending { result.pending += 1 }
+                guard snapshot.state == .available, case .object(let b, let key, _) = snapshot.source, b == bucket
+                else { continue }
+                result.byKey[key, default: []].append(try await snapshotBytes(service, snapshot))
+            }
+            return result
+        }
+    }
+
+    @Test("one run imports every format once, rejects the hostile image, and a second run does nothing")
+    func runImportsEveryFormatOnce() async throws {
+        guard let e2e = E2E.load("run-once") else { return }
+        let client = try e2e.client()
+        let bucket = try e2e.makeBucket(client)
+        let expected = try populate(e2e, client, bucket: bucket)
+        let data = "\(e2e.work)/data"
+        let config = try e2e.writeConfig(bucket: bucket, data: data)
+        let binary = try Tools.snapimportBinary()
+
+        let first = try Tools.run(binary, ["run", "--json", "--config", config])
+        #expect(first.status == 1, "a rejected image makes the pass exit 1: \(first.stderr)")
+        let summary = try jsonObject(first.stdout)
+        #expect((summary["imported"] as? [Any])?.count == expected.count)
+        let rejected = try #require(summary["rejected"] as? [[String: Any]])
+        #expect(rejected.count == 1)
+        #expect(rejected.first?["code"] as? String == "BackingFileNotAllowed")
+        #expect(rejected.first?["key"] as? String == "incoming/web@acme/hostile.qcow2")
+
+        try await verify(e2e, client, bucket: bucket, data: data, catalog: nil, expected: expected)
+        // The hostile image and its report in failed/.
+        let report = try jsonObject(
+            String(decoding: try client.getObject(bucket: bucket, key: "failed/web@acme/hostile.qcow2.error.json"),
+                   as: UTF8.self))
+        #expect(report["code"] as? String == "BackingFileNotAllowed")
+        #expect(report["key"] as? String == "incoming/web@acme/hostile.qcow2")
+        #expect(Set(report.keys) == ["code", "message", "key", "etag", "at"])
+        #expect((report["etag"] as? String)?.isEmpty == false)
+        // The sidecar: description, sharing, and it moved along with its image.
+        let withSidecar = try await withStore(data: data, catalogURL: nil) { service in
+            try await service.listSnapshots(caller: .operator).first { $0.description == "from the sidecar" }
+        }
+        let sidecarSnapshot = try #require(withSidecar)
+        #expect(sidecarSnapshot.sharedWith.map(\.description) == ["qa@acme"])
+        #expect(try keys(client, bucket, "processed/web@acme/dir one/disk +.qcow2.json") == [
+            "processed/web@acme/dir one/disk +.qcow2.json"
+        ])
+
+        // A second run: nothing to do, exit 0, no new snapshot.
+        let second = try Tools.run(binary, ["run", "--json", "--config", config])
+        #expect(second.status == 0, "\(second.stderr)")
+        let again = try jsonObject(second.stdout)
+        #expect((again["imported"] as? [Any])?.isEmpty == true)
+        let count = try await withStore(data: data, catalogURL: nil) { try await $0.listSnapshots(caller: .operator).count }
+        #expect(count == expected.count)
+        // Quiet on success without --json.
+        let quiet = try Tools.run(binary, ["run", "--config", config])
+        #expect(quiet.status == 0 && quiet.stdout.isEmpty)
+    }
+
+    /// Small images for the concurrency tests: `count` raw disks with distinct content.
+    func uploadSmall(_ client: S3Client, bucket: String, count: Int, projects: [String]) throws -> [String: [UInt8]] {
+        var expected: [String: [UInt8]] = [:]
+        for i in 0..<count {
+            let project = projects[i % projects.count]
+            let key = "incoming/\(project)/img \(i)+x.raw"
+            let bytes = Fixtures.baseDisk(size: 1 << 20, seed: UInt8(i + 10))
+            try client.putObject(bucket: bucket, key: key, body: bytes)
+            expected[key] = bytes
+        }
+        return expected
+    }
+
+    func twoWorkers(catalog: String?, test: String) async throws {
+        guard let e2e = E2E.load(test) else { return }
+        let client = try e2e.client()
+        let bucket = try e2e.makeBucket(client)
+        let expected = try uploadSmall(client, bucket: bucket, count: 12, projects: ["a@acme", "b@globex"])
+        let data = "\(e2e.work)/data"
+        let config = try e2e.writeConfig(bucket: bucket, data: data, catalog: catalog)
+        let binary = try Tools.snapimportBinary()
+        let one = try Tools.start(binary, ["run", "--json", "--config", config])
+        let two = try Tools.start(binary, ["run", "--json", "--config", config])
+        let results = [Tools.finish(one), Tools.finish(two)]
+        var importedKeys: [String] = []
+        for result in results {
+            #expect(result.status == 0, "\(result.stderr)")
+            let summary = try jsonObject(result.stdout)
+            importedKeys += (summary["imported"] as? [[String: Any]] ?? []).compactMap { $0["key"] as? String }
+        }
+        #expect(importedKeys.sorted() == expected.keys.sorted(), "every image imported by exactly one worker")
+        try await verify(e2e, client, bucket: bucket, data: data, catalog: catalog, expected: expected)
+    }
+
+    @Test("two run processes started together import every image exactly once (SQLite)")
+    func twoRunsTogether() async throws {
+        try await twoWorkers(catalog: nil, test: "two-runs")
+    }
+
+    @Test("two worker processes sharing a PostgreSQL catalog import every image exactly once")
+    func twoWorkersPostgres() async throws {
+        guard let url = E2E.load("pg-probe").flatMap({ $0.postgresSchemaURL() }) else {
+            print("skipping twoWorkersPostgres: SNAPIMPORT_TEST_POSTGRES_URL is not set (run scripts/test)")
+            return
+        }
+        try await twoWorkers(catalog: url, test: "two-workers-pg")
+    }
+
+    @Test("every format once with the PostgreSQL catalog; rerun does nothing")
+    func runOncePostgres() async throws {
+        guard let e2e = E2E.load("run-once-pg"), let url = e2e.postgresSchemaURL() else {
+            print("skipping runOncePostgres: SNAPIMPORT_TEST_POSTGRES_URL is not set (run scripts/test)")
+            return
+        }
+        let client = try e2e.client()
+        let bucket = try e2e.makeBucket(client)
+        let expected = try populate(e2e, client, bucket: bucket)
+        let data = "\(e2e.work)/data"
+        let config = try e2e.writeConfig(bucket: bucket, data: data, catalog: url)
+        let binary = try Tools.snapimportBinary()
+        let first = try Tools.run(binary, ["run", "--json", "--config", config])
+        #expect(first.status == 1, "\(first.stderr)")
+        try await verify(e2e, client, bucket: bucket, data: data, catalog: url, expected: expected)
+        let second = try Tools.run(binary, ["run", "--json", "--config", config])
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect((try jsonObject(second.stdout)["imported"] as? [Any])?.isEmpty == true)
+    }
+
+    func killMidImport(catalog: String?, test: String) async throws {
+        guard let e2e = E2E.load(test) else { return }
+        let client = try e2e.client()
+        let bucket = try e2e.makeBucket(client)
+        // A larger image so the worker is caught in the middle: random data, 48 MiB.
+        var big = [UInt8](repeating: 0, count: 48 << 20)
+        var generator = SystemRandomNumberGenerator()
+        big.withUnsafeMutableBytes { buffer in
+            let words = buffer.bindMemory(to: UInt64.self)
+            for i in words.indices { words[i] = generator.next() }
+        }
+        var expected = try uploadSmall(client, bucket: bucket, count: 3, projects: ["a@acme"])
+        try client.putObject(bucket: bucket, key: "incoming/a@acme/big.raw", body: big)
+        expected["incoming/a@acme/big.raw"] = big
+        let data = "\(e2e.work)/data"
+        let config = try e2e.writeConfig(bucket: bucket, data: data, catalog: catalog)
+        let binary = try Tools.snapimportBinary()
+        var environment = e2e.environment
+        environment["SNAPIMPORT_LEASE_SECONDS"] = "2"
+
+        let victim = try Tools.start(binary, ["run", "--config", config], environment: environment)
+        // Wait until a snapshot is being written, then SIGKILL the worker.
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(60)
+        var sawPending = false
+        while clock.now < deadline {
+            sawPending = try await withStore(data: data, catalogURL: catalog) { service in
+                try await service.listSnapshots(caller: .operator).contains {
+                    $0.state == .pending && $0.virtualSize == UInt64(48 << 20)
+                }
+            }
+            if sawPending || !victim.0.isRunning { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        kill(victim.0.processIdentifier, SIGKILL)
+        _ = Tools.finish(victim)
+        #expect(sawPending, "the worker was killed while writing the big snapshot")
+
+        // After the lease expired, the next pass recovers and finishes.
+        try await Task.sleep(for: .seconds(2.5))
+        let rerun = try Tools.run(binary, ["run", "--json", "--config", config], environment: environment)
+        #expect(rerun.status == 0, "\(rerun.stderr)")
+        try await verify(e2e, client, bucket: bucket, data: data, catalog: catalog, expected: expected)
+
+        // No orphan blocks after GC: every stored block is named by a manifest.
+        var options = SnapshotServiceOptions()
+        options.gcSafetyMargin = 0
+        try await withStore(data: data, catalogURL: catalog, options: options) { service in
+            _ = try await service.collectGarbage(now: Date().addingTimeInterval(1))
+            let referenced = Set(try await service.catalog.manifests().values.flatMap { $0.entries.map(\.hash) })
+            let stored = Set(try await service.blocks.list().map(\.hash))
+            #expect(stored == referenced, "\(stored.subtracting(referenced).count) orphan blocks")
+            let imports = try await service.listImports()
+            #expect(imports.filter { $0.state == .imported }.count == expected.count)
+            #expect(!imports.contains { $0.state == .claimed })
+        }
+    }
+
+    @Test("SIGKILL mid-import, then run again: imported once, nothing pending, no orphan blocks after GC")
+    func killedWorkerRecovers() async throws {
+        try await killMidImport(catalog: nil, test: "kill")
+    }
+
+    @Test("SIGKILL mid-import with the PostgreSQL catalog")
+    func killedWorkerRecoversPostgres() async throws {
+        guard let url = E2E.load("pg-probe").flatMap({ $0.postgresSchemaURL() }) else {
+            print("skipping killedWorkerRecoversPostgres: SNAPIMPORT_TEST_POSTGRES_URL is not set (run scripts/test)")
+            return
+        }
+        try await killMidImport(catalog: url, test: "kill-pg")
+    }
+}

@@ -1,0 +1,134 @@
+import DiskImage
+import Foundation
+import Importer
+import Logging
+import S3
+import SnapshotCore
+import Synchronization
+import Testing
+
+/// An object store that runs `hook` once, before the first ranged GET of an image (not a sidecar).
+final class HookedStore: ObjectStore {
+    let base: any ObjectStore
+    private let pending: Mutex<(@Sendable (String) throws -> Void)?>
+
+    init(_ base: any ObjectStore, hook: @escaping @Sendable (String) throws -> Void) {
+        self.base = base
+        self.pending = Mutex(hook)
+    }
+
+    func list(prefix: String) throws -> [ObjectSummary] { try base.list(prefix: prefix) }
+    func head(key: String) throws -> ObjectMetadata { try base.head(key: key) }
+    func get(key: String, range: Range<UInt64>?, ifMatch: String?) throws -> [UInt8] {
+        if ifMatch != nil, let hook = pending.withLock({ hook -> (@Sendable (String) throws -> Void)? in
+            defer { hook = nil }
+            return hook
+        }) {
+            try hook(key)
+        }
+        return try base.get(key: key, range: range, ifMatch: ifMatch)
+    }
+    func put(key: String, body: [UInt8], contentType: String) throws {
+        try base.put(key: key, body: body, contentType: contentType)
+    }
+    func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) throws {
+        try base.copy(from: sourceKey, to: destinationKey, ifMatch: ifMatch)
+    }
+    func delete(key: String) throws { try base.delete(key: key) }
+}
+
+/// Faults injected into a pass run in-process against the real SeaweedFS.
+@Suite("Importer under faults", .serialized)
+struct FaultTests {
+    func pass(_ store: any ObjectStore, bucket: String, data: String) async throws -> PassSummary {
+        let logger = Logger(label: "fault")
+        return try await withStore(data: data, catalogURL: nil) { service in
+            let pipeline = ImportPipeline(
+                store: store, catalog: CoreImportCatalog(service: service),
+                settings: .init(bucket: bucket, maxAttempts: 5, leaseDuration: .seconds(10), workerID: "fault-test"),
+                logger: logger)
+            let importer = Importer(
+                worker: pipeline, options: .init(concurrentImports: 1, once: true), clock: ContinuousClock(),
+                logger: logger)
+            return await importer.runPass()
+        }
+    }
+
+    func snapshotsByKey(data: String) async throws -> [String: [SnapshotRecord]] {
+        try await withStore(data: data, catalogURL: nil) { service in
+            var result: [String: [SnapshotRecord]] = [:]
+            for s in try await service.listSnapshots(caller: .operator) where s.state == .available {
+                if case .object(_, let key, _) = s.source { result[key, default: []].append(s) }
+            }
+            return result
+        }
+    }
+
+    @Test("the S3 server stopped mid-pass: a transient failure is reported, the next pass imports all, once")
+    func serverStoppedMidPass() async throws {
+        guard let e2e = E2E.load("s3-down") else { return }
+        let direct = try e2e.client()
+        let bucket = try e2e.makeBucket(direct)
+        var expected: [String: [UInt8]] = [:]
+        for i in 0..<3 {
+            let key = "incoming/p@c/disk \(i).raw"
+            let bytes = Fixtures.baseDisk(size: 1 << 20, seed: UInt8(40 + i))
+            try direct.putObject(bucket: bucket, key: key, body: bytes)
+            expected[key] = bytes
+        }
+        let proxy = try CuttableProxy(endpoint: e2e.endpoint, work: e2e.work)
+        try proxy.start()
+        let viaProxy = S3ObjectStore(client: try e2e.client(endpoint: proxy.endpoint, attempts: 2), bucket: bucket)
+        let data = "\(e2e.work)/data"
+
+        // The server goes away when the first image is being downloaded.
+        let hooked = HookedStore(viaProxy) { _ in proxy.cut() }
+        let first = try await pass(hooked, bucket: bucket, data: data)
+        #expect(!first.succeeded)
+        #expect(first.imported.isEmpty)
+        #expect(first.retried.count == 3, "every object was left in incoming/ with a transient failure")
+        #expect(first.retried.allSatisfy {
+            if case .retried(let code, _, _) = $0.outcome { code == "StorageUnavailable" } else { false }
+        })
+        #expect(try keys(direct, bucket, "incoming/").count == 3)
+
+        try proxy.start()
+        let second = try await pass(viaProxy, bucket: bucket, data: data)
+        #expect(second.succeeded)
+        #expect(second.imported.count == 3)
+        let snapshots = try await snapshotsByKey(data: data)
+        for key in expected.keys { #expect(snapshots[key]?.count == 1, "\(key) imported once") }
+        #expect(try keys(direct, bucket, "incoming/").isEmpty)
+        proxy.cut()
+    }
+
+    @Test("an object overwritten between listing and download fails If-Match; the next pass imports the new content once")
+    func overwrittenObject() async throws {
+        guard let e2e = E2E.load("overwrite") else { return }
+        let client = try e2e.client()
+        let bucket = try e2e.makeBucket(client)
+        let key = "incoming/p@c/replaced+1.raw"
+        let old = Fixtures.baseDisk(size: 1 << 20, seed: 60)
+        let new = Fixtures.baseDisk(size: 1 << 20, seed: 61)
+        try client.putObject(bucket: bucket, key: key, body: old)
+        let data = "\(e2e.work)/data"
+        let store = S3ObjectStore(client: client, bucket: bucket)
+        let hooked = HookedStore(store) { key in _ = try client.putObject(bucket: bucket, key: key, body: new) }
+
+        let first = try await pass(hooked, bucket: bucket, data: data)
+        #expect(first.imported.isEmpty)
+        let retried = try #require(first.retried.first)
+        if case .retried(let code, _, _) = retried.outcome { #expect(code == "ObjectChanged") }
+        #expect(try keys(client, bucket, "incoming/") == [key])
+
+        let second = try await pass(store, bucket: bucket, data: data)
+        #expect(second.imported.count == 1)
+        let third = try await pass(store, bucket: bucket, data: data)
+        #expect(third.results.isEmpty)
+        let snapshots = try await snapshotsByKey(data: data)
+        let only = try #require(snapshots[key])
+        #expect(only.count == 1)
+        let bytes = try await withStore(data: data, catalogURL: nil) { try await snapshotBytes($0, only[0]) }
+        #expect(bytes == new)
+    }
+}

@@ -1,0 +1,281 @@
+import Foundation
+import Importer
+import Logging
+import S3
+import SnapshotCore
+import SnapshotPostgres
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The servers and tools the end-to-end tests use, from the environment scripts/test exports.
+struct E2E: Sendable {
+    let endpoint: String
+    let qemuImg: String
+    let postgresURL: String?
+    let work: String
+    let environment: [String: String]
+
+    static let environment = ProcessInfo.processInfo.environment
+
+    /// Nil (with a printed reason) when SNAPIMPORT_TEST_S3_ENDPOINT or SNAPIMPORT_TEST_QEMU_IMG is unset.
+    static func load(_ test: String) -> E2E? {
+        let env = environment
+        guard let endpoint = env["SNAPIMPORT_TEST_S3_ENDPOINT"], !endpoint.isEmpty else {
+            print("skipping \(test): SNAPIMPORT_TEST_S3_ENDPOINT is not set (run scripts/test)")
+            return nil
+        }
+        guard let qemu = env["SNAPIMPORT_TEST_QEMU_IMG"], !qemu.isEmpty else {
+            print("skipping \(test): SNAPIMPORT_TEST_QEMU_IMG is not set (run scripts/test)")
+            return nil
+        }
+        let base = env["SNAPIMPORT_TEST_WORK"] ?? NSTemporaryDirectory()
+        let work = "\(base)/importer-\(test)-\(UInt32.random(in: 0...UInt32.max))"
+        try? FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        return E2E(
+            endpoint: endpoint, qemuImg: qemu, postgresURL: env["SNAPIMPORT_TEST_POSTGRES_URL"], work: work,
+            environment: env)
+    }
+
+    static var credentials: S3Credentials {
+        S3Credentials(
+            accessKeyID: environment["AWS_ACCESS_KEY_ID"] ?? "AKIDEXAMPLE",
+            secretAccessKey: environment["AWS_SECRET_ACCESS_KEY"] ?? "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    }
+
+    func client(endpoint: String? = nil, attempts: Int = 3) throws -> S3Client {
+        let configuration = S3Configuration(
+            endpoint: endpoint ?? self.endpoint, region: environment["AWS_REGION"] ?? "us-east-1",
+            credentials: Self.credentials, connectTimeout: 2, stallTimeout: 5,
+            retry: S3RetryPolicy(
+                maxAttempts: attempts, baseDelay: .milliseconds(50), maxDelay: .milliseconds(200),
+                maxTotalTime: .seconds(3)))
+        return try S3Client(configuration: configuration, logger: Logger(label: "e2e"))
+    }
+
+    func makeBucket(_ client: S3Client) throws -> String {
+        let bucket = "imp-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+        try client.createBucket(bucket)
+        return bucket
+    }
+
+    /// A config file for the CLI: the bucket, a store directory, and optionally a PostgreSQL catalog.
+    func writeConfig(bucket: String, data: String, catalog: String? = nil, name: String = "snapimport.toml") throws
+        -> String
+    {
+        var text = """
+            [s3]
+            endpoint = "\(endpoint)"
+            region = "\(environment["AWS_REGION"] ?? "us-east-1")"
+            bucket = "\(bucket)"
+
+            [store]
+            path = "\(data)"
+
+            """
+        if let catalog { text += "catalog = \"\(catalog)\"\n" }
+        text += "\n[limits]\nmax_attempts = 3\nconcurrent_imports = 2\n"
+        let path = "\(work)/\(name)"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// A PostgreSQL URL with a fresh schema (isolates each test).
+    func postgresSchemaURL() -> String? {
+        guard let url = postgresURL else { return nil }
+        let schema = "imp_\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+        return url + (url.contains("?") ? "&" : "?") + "schema=\(schema)"
+    }
+}
+
+// MARK: - Processes
+
+struct ProcessResult: Sendable {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+enum Tools {
+    /// The built `snapimport` next to the test bundle (or from `swift build --show-bin-path`).
+    static func snapimportBinary() throws -> String {
+        let fm = FileManager.default
+        var candidates: [String] = []
+        let argv0 = URL(fileURLWithPath: CommandLine.arguments.first ?? "").deletingLastPathComponent()
+        candidates.append(argv0.appendingPathComponent("snapimport").path)
+        candidates.append(argv0.deletingLastPathComponent().appendingPathComponent("snapimport").path)
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        candidates.append(root.appendingPathComponent(".build/debug/snapimport").path)
+        if let path = candidates.first(where: { fm.isExecutableFile(atPath: $0) }) { return path }
+        let binPath = try run("/usr/bin/env", ["swift", "build", "--show-bin-path"], directory: root.path).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let path = binPath + "/snapimport"
+        guard fm.isExecutableFile(atPath: path) else {
+            throw HarnessError("snapimport binary not found (tried \(candidates) and \(path)); run swift build first")
+        }
+        return path
+    }
+
+    static func start(
+        _ tool: String, _ args: [String], environment: [String: String]? = nil, directory: String? = nil
+    ) throws -> (Process, Pipe, Pipe) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = args
+        if let environment { process.environment = environment }
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        return (process, out, err)
+    }
+
+    static func finish(_ started: (Process, Pipe, Pipe)) -> ProcessResult {
+        let (process, out, err) = started
+        // Read both pipes before waiting so a chatty child never blocks on a full pipe.
+        let errData = Mutex(Data())
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async {
+            let data = err.fileHandleForReading.readDataToEndOfFile()
+            errData.withLock { $0 = data }
+            group.leave()
+        }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        process.waitUntilExit()
+        return ProcessResult(
+            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData.withLock { $0 }, as: UTF8.self))
+    }
+
+    @discardableResult
+    static func run(
+        _ tool: String, _ args: [String], environment: [String: String]? = nil, directory: String? = nil
+    ) throws -> ProcessResult {
+        finish(try start(tool, args, environment: environment, directory: directory))
+    }
+
+    static func qemuImg(_ e2e: E2E, _ args: [String]) throws {
+        let result = try run(e2e.qemuImg, args)
+        guard result.status == 0 else { throw HarnessError("qemu-img \(args.joined(separator: " ")): \(result.stderr)") }
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+// MARK: - Fixtures
+
+/// One generated image, with the reference bytes qemu-img reads from it.
+struct Fixture: Sendable {
+    var name: String
+    var path: String
+    var qemuFormat: String
+}
+
+enum Fixtures {
+    /// A raw disk of `size` bytes: an MBR signature, patterned runs at odd offsets, zeros elsewhere.
+    static func baseDisk(size: Int, seed: UInt8) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: size)
+        bytes[510] = 0x55
+        bytes[511] = 0xAA
+        for (start, length) in [(4096, 70_000), (size / 2 + 513, 131_071), (size - 5000, 4000)] {
+            for i in 0..<length where start + i < size {
+                bytes[start + i] = UInt8(truncatingIfNeeded: (start + i) &* 7 &+ Int(seed) &+ i >> 9)
+            }
+        }
+        return bytes
+    }
+
+    /// Every format and sub-format snapimport reads, converted by qemu-img from one raw disk.
+    static func everyFormat(_ e2e: E2E, directory: String, seed: UInt8) throws -> [Fixture] {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let raw = "\(directory)/base.raw"
+        try Data(baseDisk(size: 3 << 20, seed: seed)).write(to: URL(fileURLWithPath: raw))
+        var fixtures = [Fixture(name: "disk.raw", path: raw, qemuFormat: "raw")]
+        let conversions: [(String, [String], String)] = [
+            ("disk.qcow2", ["-O", "qcow2"], "qcow2"),
+            ("compressed.qcow2", ["-O", "qcow2", "-c", "-o", "cluster_size=65536"], "qcow2"),
+            ("stream.vmdk", ["-O", "vmdk", "-o", "subformat=streamOptimized"], "vmdk"),
+            ("sparse.vmdk", ["-O", "vmdk", "-o", "subformat=monolithicSparse"], "vmdk"),
+            ("dynamic.vhd", ["-O", "vpc", "-o", "subformat=dynamic"], "vpc"),
+            ("fixed.vhd", ["-O", "vpc", "-o", "subformat=fixed"], "vpc"),
+            ("disk.vhdx", ["-O", "vhdx"], "vhdx"),
+            ("disk.vdi", ["-O", "vdi"], "vdi"),
+        ]
+        for (name, options, format) in conversions {
+            let path = "\(directory)/\(name)"
+            try Tools.qemuImg(e2e, ["convert", "-f", "raw"] + options + [raw, path])
+            fixtures.append(Fixture(name: name, path: path, qemuFormat: format))
+        }
+        return fixtures
+    }
+
+    /// A qcow2 whose backing file is a host path: must be refused (BackingFileNotAllowed).
+    static func hostile(_ e2e: E2E, directory: String) throws -> Fixture {
+        let path = "\(directory)/hostile.qcow2"
+        try Tools.qemuImg(e2e, ["create", "-f", "qcow2", "-u", "-b", "/etc/passwd", "-F", "raw", path, "1M"])
+        return Fixture(name: "hostile.qcow2", path: path, qemuFormat: "qcow2")
+    }
+
+    /// What `qemu-img convert -O raw` makes of a fixture.
+    static func reference(_ e2e: E2E, _ fixture: Fixture) throws -> [UInt8] {
+        let out = fixture.path + ".ref.raw"
+        try Tools.qemuImg(e2e, ["convert", "-f", fixture.qemuFormat, "-O", "raw", fixture.path, out])
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        return Array(try Data(contentsOf: URL(fileURLWithPath: out)))
+    }
+}
+
+// MARK: - The store, read back
+
+/// Opens the data directory's store (SQLite, or the PostgreSQL catalog when `catalogURL` is set).
+func withStore<R: Sendable>(
+    data: String, catalogURL: String?, options: SnapshotServiceOptions? = nil,
+    _ body: (SnapshotService) async throws -> R
+) async throws -> R {
+    let logger = Logger(label: "e2e.store")
+    if let catalogURL {
+        return try await withPostgresCatalog(url: catalogURL, logger: logger) { catalog in
+            try await body(LocalStore.open(path: data, catalog: catalog, options: options, logger: logger))
+        }
+    }
+    let service = try LocalStore.open(path: data, options: options, logger: logger)
+    let result = try await body(service)
+    try? await service.catalog.close()
+    return result
+}
+
+/// The virtual disk of a committed snapshot, rebuilt from its manifest and blocks.
+func snapshotBytes(_ service: SnapshotService, _ record: SnapshotRecord) async throws -> [UInt8] {
+    guard let manifest = try await service.catalog.manifest(record.id) else {
+        throw HarnessError("no manifest for \(record.id)")
+    }
+    var bytes = [UInt8](repeating: 0, count: Int(record.virtualSize))
+    for entry in manifest.entries {
+        let block = try await service.blocks.get(entry.hash)
+        let start = Int(entry.index) * record.blockSize
+        bytes.replaceSubrange(start..<start + block.count, with: block)
+    }
+    return bytes
+}
+
+/// Objects (keys) under a prefix.
+func keys(_ client: S3Client, _ bucket: String, _ prefix: String) throws -> [String] {
+    try client.listAllObjects(bucket: bucket, prefix: prefix).map(\.key)
+}
+
+func jsonObject(_ text: String) throws -> [String: Any] {
+    guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+        throw HarnessError("not a JSON object: \(text)")
+    }
+    return object
+}
