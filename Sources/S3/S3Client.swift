@@ -177,13 +177,35 @@ public final class S3Client: Sendable {
         return Self.unquote(response.header("ETag") ?? "")
     }
 
-    /// CopyObject with `x-amz-copy-source-if-match`; `metadata` non-nil replaces the user metadata
-    /// (`x-amz-metadata-directive: REPLACE`), nil copies it.
+    /// Copies an object, pinned to `ifMatch` when given. `metadata` non-nil replaces the user metadata
+    /// (`x-amz-metadata-directive: REPLACE`), nil copies it. Sources above
+    /// `configuration.multipartCopyThreshold` (5 GiB, S3's CopyObject limit) are copied part by part
+    /// with UploadPartCopy, each part carrying `x-amz-copy-source-if-match`.
     /// - Returns: the new object's ETag without quotes.
     @discardableResult
     public func copyObject(
         sourceBucket: String, sourceKey: String, destinationBucket: String, destinationKey: String,
         ifMatch: String? = nil, metadata: [String: String]? = nil
+    ) throws -> String {
+        let source = try headObject(bucket: sourceBucket, key: sourceKey)
+        if let ifMatch, Self.unquote(ifMatch) != source.etag {
+            throw S3Error(
+                code: .preconditionFailed, message: "CopyObject s3://\(sourceBucket)/\(sourceKey): the source's ETag "
+                    + "is \(source.etag), not \(Self.unquote(ifMatch))", httpStatus: 412)
+        }
+        if source.size > configuration.multipartCopyThreshold {
+            return try multipartCopy(
+                source: source, sourceBucket: sourceBucket, sourceKey: sourceKey, destinationBucket: destinationBucket,
+                destinationKey: destinationKey, metadata: metadata ?? source.metadata)
+        }
+        return try singleCopy(
+            sourceBucket: sourceBucket, sourceKey: sourceKey, destinationBucket: destinationBucket,
+            destinationKey: destinationKey, ifMatch: ifMatch ?? source.etag, metadata: metadata)
+    }
+
+    private func singleCopy(
+        sourceBucket: String, sourceKey: String, destinationBucket: String, destinationKey: String,
+        ifMatch: String?, metadata: [String: String]?
     ) throws -> String {
         var headers: [(name: String, value: String)] = [
             ("x-amz-copy-source", SigV4Signer.percentEncode("/\(sourceBucket)/\(sourceKey)", keepSlash: true))
@@ -285,6 +307,74 @@ public final class S3Client: Sendable {
             throw invalidResponse(request, "CompleteMultipartUpload answer has no ETag")
         }
         return Self.unquote(etag)
+    }
+
+    /// UploadPartCopy: part `partNumber` of an upload is the byte range `range` of the source object,
+    /// pinned with `x-amz-copy-source-if-match` when `ifMatch` is given.
+    /// - Returns: the part's ETag without quotes.
+    public func uploadPartCopy(
+        bucket: String, key: String, uploadID: String, partNumber: Int, sourceBucket: String, sourceKey: String,
+        range: ClosedRange<UInt64>, ifMatch: String?
+    ) throws -> String {
+        var headers: [(name: String, value: String)] = [
+            ("x-amz-copy-source", SigV4Signer.percentEncode("/\(sourceBucket)/\(sourceKey)", keepSlash: true)),
+            ("x-amz-copy-source-range", "bytes=\(range.lowerBound)-\(range.upperBound)"),
+        ]
+        if let ifMatch { headers.append(("x-amz-copy-source-if-match", Self.quote(ifMatch))) }
+        let request = S3Request(
+            operation: "UploadPartCopy", method: "PUT", bucket: bucket, key: key,
+            query: [("partNumber", String(partNumber)), ("uploadId", uploadID)], headers: headers)
+        let body = try sendCollecting(request, errorIn200: true)
+        guard let root = XMLTree.parse(body), let etag = root.value("ETag") else {
+            throw invalidResponse(request, "UploadPartCopy answer has no ETag")
+        }
+        return Self.unquote(etag)
+    }
+
+    private func multipartCopy(
+        source: ObjectHead, sourceBucket: String, sourceKey: String, destinationBucket: String,
+        destinationKey: String, metadata: [String: String]
+    ) throws -> String {
+        let part = UInt64(Self.partSize(for: source.size, requested: configuration.copyPartSize))
+        let partCount = Int((source.size + part - 1) / part)
+        let uploadID = try createMultipartUpload(
+            bucket: destinationBucket, key: destinationKey, metadata: metadata, contentType: source.contentType)
+        struct State {
+            var next = 1
+            var parts: [UploadedPart] = []
+            var failure: (any Error)?
+        }
+        let state = Mutex(State())
+        runThreads(min(4, partCount)) {
+            while true {
+                let number: Int? = state.withLock { s in
+                    guard s.failure == nil, s.next <= partCount else { return nil }
+                    defer { s.next += 1 }
+                    return s.next
+                }
+                guard let number else { return }
+                let start = UInt64(number - 1) * part
+                let end = min(start + part, source.size) - 1
+                do {
+                    let etag = try self.uploadPartCopy(
+                        bucket: destinationBucket, key: destinationKey, uploadID: uploadID, partNumber: number,
+                        sourceBucket: sourceBucket, sourceKey: sourceKey, range: start...end, ifMatch: source.etag)
+                    state.withLock { $0.parts.append(UploadedPart(partNumber: number, etag: etag, size: end - start + 1)) }
+                } catch {
+                    state.withLock { s in if s.failure == nil { s.failure = error } }
+                    return
+                }
+            }
+        }
+        let (parts, failure) = state.withLock { ($0.parts, $0.failure) }
+        do {
+            if let failure { throw failure }
+            return try completeMultipartUpload(
+                bucket: destinationBucket, key: destinationKey, uploadID: uploadID, parts: parts)
+        } catch {
+            try? abortMultipartUpload(bucket: destinationBucket, key: destinationKey, uploadID: uploadID)
+            throw error
+        }
     }
 
     /// AbortMultipartUpload.
@@ -497,7 +587,7 @@ public final class S3Client: Sendable {
         }
         let code = S3Error.Code.from(awsCode: nil, status: response.status)
         var error = S3Error(
-            code: code, message: "\(request.operation) \(request.resource): HTTP \(response.status)",
+            code: code, message: "\(request.operation) \(request.resource)",
             httpStatus: response.status, requestID: response.header("x-amz-request-id"))
         error.serverDate = response.header("Date").flatMap(S3Date.parseHTTP)
         return error

@@ -165,6 +165,11 @@ public struct S3Configuration: Sendable {
     public var maxIdleConnections: Int
     /// Whether to verify TLS peers (always true unless a test explicitly turns it off).
     public var verifyTLS: Bool
+    /// Sources larger than this are copied with UploadPartCopy (S3 refuses a single CopyObject
+    /// above 5 GiB).
+    public var multipartCopyThreshold: UInt64 = 5 << 30
+    /// Part size for multipart copies.
+    public var copyPartSize: Int = 512 << 20
 
     public init(
         endpoint: String, region: String, credentials: S3Credentials, addressing: S3Addressing = .path,

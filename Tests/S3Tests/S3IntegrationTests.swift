@@ -188,6 +188,28 @@ struct S3IntegrationTests {
         #expect(try client.headObject(bucket: bucket, key: "copy/replaced").metadata == ["description": "new"])
     }
 
+    @Test("a source above the copy threshold is copied part by part with UploadPartCopy, pinned to its ETag")
+    func multipartCopy() throws {
+        var configuration = TestEnvironment.configuration()
+        configuration.multipartCopyThreshold = 8 << 20
+        configuration.copyPartSize = 5 << 20
+        let copier = try S3Client(configuration: configuration, logger: TestEnvironment.logger)
+        let body = TestEnvironment.bytes(count: 12 << 20, seed: 12)
+        let etag = try client.putObject(bucket: bucket, key: "bigcopy/src", body: body, metadata: ["description": "big"])
+        let copied = try copier.copyObject(
+            sourceBucket: bucket, sourceKey: "bigcopy/src", destinationBucket: bucket, destinationKey: "bigcopy/dst",
+            ifMatch: etag)
+        #expect(copied.hasSuffix("-3"), "three parts of 5, 5 and 2 MiB: \(copied)")
+        #expect(try client.getObject(bucket: bucket, key: "bigcopy/dst") == body)
+        #expect(try client.headObject(bucket: bucket, key: "bigcopy/dst").metadata == ["description": "big"])
+        let error = #expect(throws: S3Error.self) {
+            try copier.copyObject(
+                sourceBucket: bucket, sourceKey: "bigcopy/src", destinationBucket: bucket, destinationKey: "bigcopy/no",
+                ifMatch: "00000000000000000000000000000000")
+        }
+        #expect(error?.code == .preconditionFailed)
+    }
+
     @Test("a wrong secret fails clearly, once, without a retry storm and without the secret in the message")
     func wrongSecret() throws {
         let proxy = try FaultProxy(upstream: TestEnvironment.endpoint ?? "", faults: 0)
