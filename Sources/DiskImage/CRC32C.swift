@@ -54,9 +54,14 @@ public struct CRC32C: Sendable {
                                 t[6].withUnsafeBufferPointer { t6 in
                                     t[7].withUnsafeBufferPointer { t7 in
                                         while n - i >= 8 {
-                                            let lo = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt32.self)) ^ crc
-                                            let hi = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: i + 4, as: UInt32.self))
-                                            crc = t7[Int(lo & 0xFF)] ^ t6[Int((lo >> 8) & 0xFF)]
+                                            let lo =
+                                                UInt32(
+                                                    littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+                                                ^ crc
+                                            let hi = UInt32(
+                                                littleEndian: raw.loadUnaligned(fromByteOffset: i + 4, as: UInt32.self))
+                                            crc =
+                                                t7[Int(lo & 0xFF)] ^ t6[Int((lo >> 8) & 0xFF)]
                                                 ^ t5[Int((lo >> 16) & 0xFF)] ^ t4[Int(lo >> 24)]
                                                 ^ t3[Int(hi & 0xFF)] ^ t2[Int((hi >> 8) & 0xFF)]
                                                 ^ t1[Int((hi >> 16) & 0xFF)] ^ t0[Int(hi >> 24)]

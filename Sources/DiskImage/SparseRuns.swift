@@ -64,7 +64,9 @@ struct RunAssembler {
             return .zero(offset: start, length: length)
         case .bytes(let bytes):
             position = start + first.length
-            return .data(offset: start, bytes: first.length == UInt64(bytes.count) ? bytes : Array(bytes.prefix(Int(first.length))))
+            return .data(
+                offset: start,
+                bytes: first.length == UInt64(bytes.count) ? bytes : Array(bytes.prefix(Int(first.length))))
         case .host(let host):
             var length = min(first.length, RunAssembler.maxDataExtent)
             while length < RunAssembler.maxDataExtent && start + length < virtualSize {

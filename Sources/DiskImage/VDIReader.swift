@@ -44,12 +44,14 @@ public struct VDIReader: DiskReader {
         case 1, 2: break  // normal (dynamic), fixed (static)
         case 3, 4:
             throw DiskImageError(
-                .differencingDiskNotAllowed, "VDI image type \(imageType) (\(imageType == 3 ? "undo" : "diff")) needs a parent")
+                .differencingDiskNotAllowed,
+                "VDI image type \(imageType) (\(imageType == 3 ? "undo" : "diff")) needs a parent")
         default:
             throw DiskImageError(.unsupportedFeature, "VDI image type \(imageType) is not dynamic (1) or static (2)")
         }
         guard uuidParent.allSatisfy({ $0 == 0 }) else {
-            throw DiskImageError(.differencingDiskNotAllowed, "VDI parent UUID is set: the image is a differencing disk")
+            throw DiskImageError(
+                .differencingDiskNotAllowed, "VDI parent UUID is set: the image is a differencing disk")
         }
         guard uuidLink.allSatisfy({ $0 == 0 }) else {
             throw DiskImageError(.differencingDiskNotAllowed, "VDI link UUID is set: the image depends on another")
@@ -111,7 +113,8 @@ public struct VDIReader: DiskReader {
             guard entry < 0xFFFF_FFFE, UInt64(i) < neededBlocks else { continue }
             let host = offsetData + UInt64(entry) * blockSize
             let needed = min(blockSize, diskSize - UInt64(i) * blockSize)
-            try ranges.check(host, length: needed, fileSize: fileSize, what: "VDI block \(i) (block map entry \(entry))")
+            try ranges.check(
+                host, length: needed, fileSize: fileSize, what: "VDI block \(i) (block map entry \(entry))")
             allocated += needed
         }
         mapper = VDIMap(bmap: bmap, offsetData: offsetData, blockSize: blockSize)

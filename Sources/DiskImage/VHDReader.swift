@@ -109,7 +109,8 @@ public struct VHDReader: DiskReader {
         let creatorApp = Array(footer[28..<32])
         let currentSize = r.be64(48)
         let chsSectors = UInt64(r.be16(56)) * UInt64(footer[58]) * UInt64(footer[59])
-        let sizeCreators: [[UInt8]] = ["win ", "qem2", "d2v ", "CTXS"].map { Array($0.utf8) } + [[0x74, 0x61, 0x70, 0]]
+        let sizeCreators: [[UInt8]] =
+            ["win ", "qem2", "d2v ", "CTXS"].map { Array($0.utf8) } + [[0x74, 0x61, 0x70, 0]]
         let useCHS = !sizeCreators.contains(creatorApp)
         let sectors = (!useCHS || chsSectors == maxGeometry) ? currentSize / 512 : chsSectors
         return Footer(diskType: r.be32(60), dataOffset: r.be64(16), virtualSize: sectors * 512)
@@ -153,10 +154,12 @@ struct VHDDynamicMap: RunMapper {
         if let name = ranges.overlap(headerOffset, length: 1024) {
             throw DiskImageError(.corruptImage, "VHD footer data offset \(headerOffset) overlaps the \(name)")
         }
-        let header = try source.readExactly(at: headerOffset, count: 1024, what: "VHD dynamic disk header (footer data offset)")
+        let header = try source.readExactly(
+            at: headerOffset, count: 1024, what: "VHD dynamic disk header (footer data offset)")
         ranges.add(headerOffset, length: 1024, "VHD dynamic disk header")
         guard Array(header[0..<8]) == Array("cxsparse".utf8) else {
-            throw DiskImageError(.corruptImage, "VHD dynamic disk header at \(headerOffset) lacks the cookie \"cxsparse\"")
+            throw DiskImageError(
+                .corruptImage, "VHD dynamic disk header at \(headerOffset) lacks the cookie \"cxsparse\"")
         }
         let r = FieldReader(header)
         var sum: UInt32 = 0
@@ -164,7 +167,8 @@ struct VHDDynamicMap: RunMapper {
         guard ~sum == r.be32(36) else {
             throw DiskImageError(
                 .checksumMismatch,
-                "VHD dynamic header checksum is 0x\(String(r.be32(36), radix: 16)), computed 0x\(String(~sum, radix: 16))")
+                "VHD dynamic header checksum is 0x\(String(r.be32(36), radix: 16)), computed 0x\(String(~sum, radix: 16))"
+            )
         }
         let blockSize = UInt64(r.be32(32))
         guard blockSize >= 512, blockSize & (blockSize - 1) == 0 else {
@@ -176,9 +180,11 @@ struct VHDDynamicMap: RunMapper {
         guard let capacity = SparseMath.multiply(entries, blockSize), capacity >= virtualSize else {
             throw DiskImageError(
                 .corruptImage,
-                "VHD max table entries \(entries) × block size \(blockSize) does not cover the virtual size \(virtualSize)")
+                "VHD max table entries \(entries) × block size \(blockSize) does not cover the virtual size \(virtualSize)"
+            )
         }
-        try SparseMath.checkBudget(entries * 4, limits, what: "VHD block allocation table (max table entries \(entries))")
+        try SparseMath.checkBudget(
+            entries * 4, limits, what: "VHD block allocation table (max table entries \(entries))")
         try SparseMath.checkBudget(bitmapSize, limits, what: "VHD sector bitmap (block size \(blockSize))")
         let batOffset = r.be64(16)
         let batBytes = entries * 4
@@ -210,7 +216,8 @@ struct VHDDynamicMap: RunMapper {
         let blockStart = UInt64(bat[block]) * 512
         let dataStart = blockStart + bitmapSize
         if cachedBitmap?.block != block {
-            let bits = try source.readExactly(at: blockStart, count: Int(bitmapSize), what: "VHD sector bitmap of block \(block)")
+            let bits = try source.readExactly(
+                at: blockStart, count: Int(bitmapSize), what: "VHD sector bitmap of block \(block)")
             let used = Int((blockSize / 512 + 7) / 8)
             cachedBitmap = (block, bits, bits.prefix(used).allSatisfy { $0 == 0xFF })
         }

@@ -58,8 +58,11 @@ public struct VHDXReader: DiskReader {
             throw DiskImageError(.corruptImage, "VHDX region table lacks the BAT or the metadata region")
         }
         for region in regions {
-            let name = region.guid == VHDXReader.batGUID ? "BAT region" : region.guid == VHDXReader.metadataGUID
-                ? "metadata region" : "region \(region.guid)"
+            let name =
+                region.guid == VHDXReader.batGUID
+                ? "BAT region"
+                : region.guid == VHDXReader.metadataGUID
+                    ? "metadata region" : "region \(region.guid)"
             guard region.offset % VHDXReader.mib == 0, region.offset >= VHDXReader.mib,
                 region.length % VHDXReader.mib == 0, region.length > 0
             else {
@@ -226,7 +229,8 @@ public struct VHDXReader: DiskReader {
             return regions
         }
         throw DiskImageError(
-            sawBadChecksum ? .checksumMismatch : .corruptImage, "no valid VHDX region table: " + reasons.joined(separator: "; "))
+            sawBadChecksum ? .checksumMismatch : .corruptImage,
+            "no valid VHDX region table: " + reasons.joined(separator: "; "))
     }
 
     struct Parameters {
@@ -365,7 +369,8 @@ struct VHDXGUID: Hashable, CustomStringConvertible {
             raw.append(UInt8(String(decoding: hex[i...i + 1], as: UTF8.self), radix: 16) ?? 0)
             i += 2
         }
-        bytes = Array(raw[0..<4].reversed()) + Array(raw[4..<6].reversed()) + Array(raw[6..<8].reversed())
+        bytes =
+            Array(raw[0..<4].reversed()) + Array(raw[4..<6].reversed()) + Array(raw[6..<8].reversed())
             + Array(raw[8..<16])
     }
 

@@ -62,14 +62,16 @@ struct VMDKSparseHeader: Equatable {
         if header.compressed {
             guard header.compressAlgorithm == 1 else {
                 throw DiskImageError(
-                    .unsupportedFeature, "VMDK \(what) compression algorithm \(header.compressAlgorithm) is not deflate (1)")
+                    .unsupportedFeature,
+                    "VMDK \(what) compression algorithm \(header.compressAlgorithm) is not deflate (1)")
             }
             guard header.hasMarkers else {
                 throw DiskImageError(.unsupportedFeature, "VMDK \(what) has compressed grains without grain markers")
             }
             guard header.grainSize <= 32768 else {
                 throw DiskImageError(
-                    .unsupportedFeature, "VMDK \(what) compressed grain size \(header.grainSize) sectors exceeds 16 MiB")
+                    .unsupportedFeature, "VMDK \(what) compressed grain size \(header.grainSize) sectors exceeds 16 MiB"
+                )
             }
         }
         return header
@@ -250,7 +252,8 @@ struct VMDKDescriptor {
         let value = trim(line[line.index(after: eq)...])
         if value.first == "\"" {
             let inner = value.dropFirst()
-            guard inner.last == "\"", let closing = inner.firstIndex(of: "\""), closing == inner.index(before: inner.endIndex)
+            guard inner.last == "\"", let closing = inner.firstIndex(of: "\""),
+                closing == inner.index(before: inner.endIndex)
             else { throw fail("bad quoted value") }
             return (String(key), String(inner.dropLast()))
         }

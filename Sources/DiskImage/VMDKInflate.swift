@@ -20,7 +20,8 @@ enum VMDKInflate {
         var status: Int32 = Z_OK
         var output = [UInt8](unsafeUninitializedCapacity: capacity) { out, initialized in
             input.withUnsafeBytes { inBytes in
-                stream.next_in = UnsafeMutablePointer(mutating: inBytes.baseAddress?.assumingMemoryBound(to: Bytef.self))
+                stream.next_in = UnsafeMutablePointer(
+                    mutating: inBytes.baseAddress?.assumingMemoryBound(to: Bytef.self))
                 stream.avail_in = uInt(inBytes.count)
                 stream.next_out = out.baseAddress
                 stream.avail_out = uInt(capacity)
@@ -32,10 +33,13 @@ enum VMDKInflate {
         guard status == Z_STREAM_END, produced >= minimum, produced <= maximum else {
             let why =
                 produced > maximum
-                ? "more than \(maximum) bytes" : status == Z_STREAM_END ? "\(produced) bytes" : "an incomplete stream (zlib status \(status), \(produced) bytes)"
+                ? "more than \(maximum) bytes"
+                : status == Z_STREAM_END
+                    ? "\(produced) bytes" : "an incomplete stream (zlib status \(status), \(produced) bytes)"
             throw DiskImageError(
                 .decompressionFailed,
-                "zlib data inflated to \(why), expected \(minimum == maximum ? "\(maximum)" : "\(minimum)…\(maximum)") bytes")
+                "zlib data inflated to \(why), expected \(minimum == maximum ? "\(maximum)" : "\(minimum)…\(maximum)") bytes"
+            )
         }
         if produced > minimum { output.removeLast(produced - minimum) }
         return output

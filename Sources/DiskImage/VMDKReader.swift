@@ -101,7 +101,8 @@ public struct VMDKReader: DiskReader {
         let r = FieldReader(tail)
         guard r.le32(8) == 0, r.le32(12) == VMDKMarker.footer else {
             throw DiskImageError(
-                .corruptImage, "VMDK footer marker missing 1536 bytes before the end (type \(r.le32(12)), size \(r.le32(8)))")
+                .corruptImage,
+                "VMDK footer marker missing 1536 bytes before the end (type \(r.le32(12)), size \(r.le32(8)))")
         }
         guard r.le64(1024) == 0, r.le32(1032) == 0, r.le32(1036) == VMDKMarker.endOfStream else {
             throw DiskImageError(.corruptImage, "VMDK end-of-stream marker missing in the last sector")
@@ -168,7 +169,8 @@ struct VMDKMap: RunMapper {
             let tail = Array(bytes[Int(inGrain)...])
             return MappedRun(kind: .bytes(tail), length: UInt64(tail.count))
         }
-        try ranges.check(host, length: needed, fileSize: source.size, what: "VMDK grain \(grain) (grain table entry \(entry))")
+        try ranges.check(
+            host, length: needed, fileSize: source.size, what: "VMDK grain \(grain) (grain table entry \(entry))")
         if host < gtRange.0 + gtRange.1 && gtRange.0 < host + needed {
             throw DiskImageError(.corruptImage, "VMDK grain \(grain) at offset \(host) overlaps its grain table")
         }
@@ -183,11 +185,13 @@ struct VMDKMap: RunMapper {
         let size = UInt64(r.le32(8))
         guard lba == grain * header.grainSize else {
             throw DiskImageError(
-                .corruptImage, "VMDK grain marker at offset \(host) has LBA \(lba), expected \(grain * header.grainSize)")
+                .corruptImage,
+                "VMDK grain marker at offset \(host) has LBA \(lba), expected \(grain * header.grainSize)")
         }
         guard size > 0, size <= 2 * header.grainBytes + 1024 else {
             throw DiskImageError(
-                .corruptImage, "VMDK grain marker at offset \(host) has compressed size \(size) (grain \(header.grainBytes))")
+                .corruptImage,
+                "VMDK grain marker at offset \(host) has compressed size \(size) (grain \(header.grainBytes))")
         }
         try ranges.check(host, length: 12 + size, fileSize: source.size, what: "VMDK compressed grain \(grain)")
         if host < gtRange.0 + gtRange.1 && gtRange.0 < host + 12 + size {
@@ -279,7 +283,9 @@ public struct VMDKStreamReader<Stream: ForwardByteStream>: DiskReader {
                 pending = nil
                 let count = Int(min(UInt64(grain.bytes.count), virtualSize - grain.offset))
                 emitted = grain.offset + UInt64(count)
-                return .data(offset: grain.offset, bytes: count == grain.bytes.count ? grain.bytes : Array(grain.bytes.prefix(count)))
+                return .data(
+                    offset: grain.offset,
+                    bytes: count == grain.bytes.count ? grain.bytes : Array(grain.bytes.prefix(count)))
             }
             if finished {
                 guard emitted < virtualSize else { return nil }
@@ -310,7 +316,8 @@ public struct VMDKStreamReader<Stream: ForwardByteStream>: DiskReader {
                 if header.gdOffset == VMDKSparseHeader.gdAtEnd && !sawFooter {
                     throw DiskImageError(
                         .corruptImage,
-                        "VMDK end-of-stream marker at offset \(start) without the footer the header's GD_AT_END promises")
+                        "VMDK end-of-stream marker at offset \(start) without the footer the header's GD_AT_END promises"
+                    )
                 }
                 // Nothing but zero padding may follow the end-of-stream marker.
                 guard try cursor.restIsZero() else {
@@ -318,15 +325,17 @@ public struct VMDKStreamReader<Stream: ForwardByteStream>: DiskReader {
                 }
                 finished = true
             case VMDKMarker.grainTable, VMDKMarker.grainDirectory:
-                guard let skip = SparseMath.multiply(value, 512), case let (target, false) =
-                    cursor.position.addingReportingOverflow(skip)
+                guard let skip = SparseMath.multiply(value, 512),
+                    case let (target, false) =
+                        cursor.position.addingReportingOverflow(skip)
                 else {
                     throw DiskImageError(.corruptImage, "VMDK metadata marker at offset \(start) size overflows")
                 }
                 try cursor.skip(to: target, what: "VMDK metadata after marker at \(start)")
             case VMDKMarker.footer:
                 guard value == 1 else {
-                    throw DiskImageError(.corruptImage, "VMDK footer marker at offset \(start) spans \(value) sectors, not 1")
+                    throw DiskImageError(
+                        .corruptImage, "VMDK footer marker at offset \(start) spans \(value) sectors, not 1")
                 }
                 let footer = try VMDKSparseHeader.parse(try cursor.read(512, what: "VMDK footer"), what: "footer")
                 try header.checkFooter(footer)
@@ -409,7 +418,8 @@ struct ForwardCursor<Stream: ForwardByteStream> {
     /// Discards bytes up to the absolute offset `target` (which must not lie behind).
     mutating func skip(to target: UInt64, what: @autoclosure () -> String) throws {
         guard target >= position else {
-            throw DiskImageError(.corruptImage, "\(what()) at offset \(target) lies behind the stream position \(position)")
+            throw DiskImageError(
+                .corruptImage, "\(what()) at offset \(target) lies behind the stream position \(position)")
         }
         while position < target {
             let chunk = Int(min(target - position, 1 << 20))

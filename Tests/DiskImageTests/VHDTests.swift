@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Helpers shared by the VMDK, VHD, VHDX and VDI tests: byte patching, rejection checks, and a comparison
@@ -81,7 +81,8 @@ enum ReaderFixtures {
             switch extent {
             case .data(let offset, let bytes):
                 let expected = try ref.read(at: offset, count: bytes.count)
-                #expect(bytes == expected, "data differs in [\(offset), +\(bytes.count))", sourceLocation: sourceLocation)
+                #expect(
+                    bytes == expected, "data differs in [\(offset), +\(bytes.count))", sourceLocation: sourceLocation)
             case .zero(let offset, let length):
                 var cursor = off_t(offset)
                 let end = off_t(offset + length)
@@ -93,7 +94,8 @@ enum ReaderFixtures {
                     while at < hole {
                         let count = Int(min(hole - at, off_t(1 << 20)))
                         let bytes = try ref.read(at: UInt64(at), count: count)
-                        #expect(bytes.allSatisfy { $0 == 0 }, "reference has data at \(at) where we read zeros",
+                        #expect(
+                            bytes.allSatisfy { $0 == 0 }, "reference has data at \(at) where we read zeros",
                             sourceLocation: sourceLocation)
                         at += off_t(count)
                     }
@@ -268,7 +270,8 @@ struct VHDTests {
     @Test func batLargerThanTheBudget() throws {
         let dir = try TempDir()
         let image = try Self.make(dir, subformat: "dynamic", size: 5 << 20)
-        try Self.patchDynamicHeader(image) { bytes in ReaderFixtures.putBE(&bytes, 0x0100_0000, at: 512 + 28, width: 4) }
+        try Self.patchDynamicHeader(image) { bytes in ReaderFixtures.putBE(&bytes, 0x0100_0000, at: 512 + 28, width: 4)
+        }
         try ReaderFixtures.expectRejected(image, .metadataTooLarge, mentioning: "block allocation table")
     }
 

@@ -18,8 +18,11 @@ struct VHDXTests {
     /// GUID bytes as VHDX stores them (first three fields little-endian).
     static func guid(_ text: String) -> [UInt8] {
         let hex = Array(text.utf8.filter { $0 != UInt8(ascii: "-") })
-        let raw = stride(from: 0, to: 32, by: 2).map { UInt8(String(decoding: hex[$0...$0 + 1], as: UTF8.self), radix: 16)! }
-        return Array(raw[0..<4].reversed()) + Array(raw[4..<6].reversed()) + Array(raw[6..<8].reversed()) + Array(raw[8...])
+        let raw = stride(from: 0, to: 32, by: 2).map {
+            UInt8(String(decoding: hex[$0...$0 + 1], as: UTF8.self), radix: 16)!
+        }
+        return Array(raw[0..<4].reversed()) + Array(raw[4..<6].reversed()) + Array(raw[6..<8].reversed())
+            + Array(raw[8...])
     }
 
     static let batRegion = guid("2DC27766-F623-4200-9D64-115E9BFD4A08")
@@ -62,11 +65,12 @@ struct VHDXTests {
         }
     }
 
-    @Test(arguments: [
-        "block_size=1M", "block_size=8M", "block_size=32M", "subformat=fixed,block_size=1M",
-        "subformat=fixed,block_size=8M", "subformat=dynamic,block_size=8M,block_state_zero=off",
-        "block_size=32M,log_size=4M", "block_size=1M,block_state_zero=on",
-    ], [UInt64(5 << 20), 3_333_333])
+    @Test(
+        arguments: [
+            "block_size=1M", "block_size=8M", "block_size=32M", "subformat=fixed,block_size=1M",
+            "subformat=fixed,block_size=8M", "subformat=dynamic,block_size=8M,block_state_zero=off",
+            "block_size=32M,log_size=4M", "block_size=1M,block_state_zero=on",
+        ], [UInt64(5 << 20), 3_333_333])
     func matchesQemu(options: String, size: UInt64) throws {
         let dir = try TempDir()
         let image = try Self.make(dir, options: options, size: size)
@@ -127,7 +131,9 @@ struct VHDXTests {
         let dir = try TempDir()
         let image = try Self.make(dir)
         try ReaderFixtures.patch(image) { bytes in
-            Self.patchHeaders(&bytes) { b, offset in b.replaceSubrange(offset + 48..<offset + 64, with: (1...16).map { UInt8($0) }) }
+            Self.patchHeaders(&bytes) { b, offset in
+                b.replaceSubrange(offset + 48..<offset + 64, with: (1...16).map { UInt8($0) })
+            }
         }
         try Oracle.assertMatchesReference(image, qemuFormat: "vhdx", expected: .vhdx)
     }

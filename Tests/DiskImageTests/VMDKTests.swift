@@ -291,7 +291,8 @@ struct VMDKTests {
         let dir = try TempDir()
         let image = try Self.makeSparse(dir)
         try Self.patchDescriptor(image) {
-            $0.replacingOccurrences(of: "SPARSE \"disk.vmdk\"", with: "SPARSE \"disk.vmdk\"\nRW 2048 FLAT \"other.raw\" 0")
+            $0.replacingOccurrences(
+                of: "SPARSE \"disk.vmdk\"", with: "SPARSE \"disk.vmdk\"\nRW 2048 FLAT \"other.raw\" 0")
         }
         try ReaderFixtures.expectRejected(image, .externalExtentNotAllowed, mentioning: "2 extents")
     }
