@@ -1,0 +1,118 @@
+import DiskImage
+import Foundation
+import Importer
+import Logging
+import SnapshotCore
+import Testing
+
+/// The pipeline over an in-memory bucket and a real (temporary) SQLite store: the policies that
+/// need no S3 server.
+@Suite("Import pipeline policies")
+struct PipelineTests {
+    let data = NSTemporaryDirectory() + "pipeline-\(UInt32.random(in: 0...UInt32.max))"
+    let bucket = "b"
+
+    func pass(_ store: MemoryObjectStore, maxAttempts: Int = 3) async throws -> PassSummary {
+        let logger = Logger(label: "pipeline")
+        return try await withStore(data: data, catalogURL: nil) { service in
+            let pipeline = ImportPipeline(
+                store: store, catalog: CoreImportCatalog(service: service),
+                settings: .init(bucket: bucket, maxAttempts: maxAttempts, workerID: "unit"), logger: logger)
+            return await Importer(
+                worker: pipeline, options: .init(once: true), clock: ContinuousClock(), logger: logger
+            ).runPass()
+        }
+    }
+
+    func snapshots() async throws -> [SnapshotRecord] {
+        try await withStore(data: data, catalogURL: nil) { try await $0.listSnapshots(caller: .operator) }
+    }
+
+    func report(_ store: MemoryObjectStore, _ key: String) throws -> [String: Any] {
+        try jsonObject(String(decoding: try #require(store.body(key)), as: UTF8.self))
+    }
+
+    let disk = Fixtures.baseDisk(size: 256 << 10, seed: 9)
+
+    @Test("a transient failure leaves the object in incoming/; after max_attempts passes it goes to failed/")
+    func boundedRetries() async throws {
+        let store = MemoryObjectStore()
+        store.store("incoming/p@c/x.raw", disk)
+        store.failing("get incoming/p@c/x.raw", with: ImporterError(.storageUnavailable, "503 SlowDown"))
+        for attempt in 1...2 {
+            let summary = try await pass(store)
+            #expect(summary.retried.count == 1, "attempt \(attempt)")
+            #expect(store.keys == ["incoming/p@c/x.raw"])
+        }
+        let last = try await pass(store)
+        #expect(last.rejected.count == 1)
+        #expect(store.keys == ["failed/p@c/x.raw", "failed/p@c/x.raw.error.json"])
+        #expect(try report(store, "failed/p@c/x.raw.error.json")["code"] as? String == "StorageUnavailable")
+        #expect(try await snapshots().isEmpty)
+    }
+
+    @Test("a crash between commit and move is finished by the next pass without a second snapshot")
+    func repairInterruptedMove() async throws {
+        let store = MemoryObjectStore()
+        store.store("incoming/p@c/x.raw", disk)
+        store.failing("copy incoming/p@c/x.raw", with: ImporterError(.storageUnavailable, "connection reset"))
+        let first = try await pass(store)
+        #expect(first.imported.count == 1)
+        #expect(store.keys == ["incoming/p@c/x.raw"], "the source stays until its copy succeeded")
+        store.failing("copy incoming/p@c/x.raw", with: nil)
+        let second = try await pass(store)
+        guard case .alreadyImported(let id) = second.results.first?.outcome else {
+            Issue.record("expected alreadyImported, got \(second.results)")
+            return
+        }
+        #expect(first.imported.first?.outcome == .imported(snapshotID: id))
+        #expect(store.keys == ["processed/p@c/x.raw", "processed/p@c/x.raw.snapshot.json"])
+        #expect(try await snapshots().count == 1)
+        #expect(try report(store, "processed/p@c/x.raw.snapshot.json")["id"] as? String == id)
+    }
+
+    @Test("rejections: FormatMismatch against the sidecar, InvalidSidecar, InvalidProject; sidecars move along")
+    func rejections() async throws {
+        let store = MemoryObjectStore()
+        store.store("incoming/p@c/claimed-vmdk.raw", disk)
+        store.store("incoming/p@c/claimed-vmdk.raw.json", Array(#"{"format":"vmdk"}"#.utf8))
+        store.store("incoming/p@c/typo.raw", disk)
+        store.store("incoming/p@c/typo.raw.json", Array(#"{"sharewith":["q@c"]}"#.utf8))
+        store.store("incoming/NoProject/x.raw", disk)
+        let summary = try await pass(store)
+        #expect(summary.rejected.count == 3)
+        #expect(try report(store, "failed/p@c/claimed-vmdk.raw.error.json")["code"] as? String == "FormatMismatch")
+        #expect(try report(store, "failed/p@c/typo.raw.error.json")["code"] as? String == "InvalidSidecar")
+        #expect(try report(store, "failed/NoProject/x.raw.error.json")["code"] as? String == "InvalidProject")
+        #expect(store.keys.contains("failed/p@c/typo.raw.json"))
+        #expect(!store.keys.contains { $0.hasPrefix("incoming/") })
+    }
+
+    @Test("description from x-amz-meta-description; sidecar sharing and public (its confirmation) applied")
+    func metadataAndSharing() async throws {
+        let store = MemoryObjectStore()
+        store.store("incoming/p@c/meta.raw", disk, metadata: ["description": "from metadata"])
+        store.store("incoming/p@c/public.raw", disk)
+        store.store(
+            "incoming/p@c/public.raw.json", Array(#"{"shareWith":["q@c"],"public":true,"description":"pub"}"#.utf8))
+        let summary = try await pass(store)
+        #expect(summary.imported.count == 2)
+        let all = try await snapshots()
+        #expect(all.contains { $0.description == "from metadata" })
+        let published = try #require(all.first { $0.description == "pub" })
+        #expect(published.bootable)
+        #expect(published.visibility == .public)
+        #expect(published.sharedWith.map(\.description) == ["q@c"])
+    }
+
+    @Test("a replaced object (new ETag) is imported again as a new snapshot")
+    func newETagNewSnapshot() async throws {
+        let store = MemoryObjectStore()
+        store.store("incoming/p@c/x.raw", disk)
+        _ = try await pass(store)
+        store.store("incoming/p@c/x.raw", Fixtures.baseDisk(size: 256 << 10, seed: 10))
+        let again = try await pass(store)
+        #expect(again.imported.count == 1)
+        #expect(try await snapshots().count == 2)
+    }
+}
