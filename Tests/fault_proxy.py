@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """A loopback fault proxy for the S3 tests (standard library only).
 
-usage: fault_proxy.py UPSTREAM_URL LOG_FILE [FAULTS]
+usage: fault_proxy.py UPSTREAM_URL LOG_FILE [FAULTS [MODE]]
 
 Listens on 127.0.0.1 (a free port, printed as the first line on stdout), records every request
-(method, path, Authorization, x-amz-date) as one JSON line in LOG_FILE, answers the first FAULTS
-requests with `503 SlowDown` and forwards every other request unchanged to UPSTREAM_URL
-(http://127.0.0.1:PORT), relaying the answer. The Host header is forwarded as sent, so the
-client's signature stays valid.
+(method, path, Authorization, x-amz-date, Range, If-Match) as one JSON line in LOG_FILE and
+forwards requests unchanged to UPSTREAM_URL (http://127.0.0.1:PORT), relaying the answer. The
+Host header is forwarded as sent, so the client's signature stays valid.
+
+MODE `slowdown` (default): the first FAULTS requests are answered with `503 SlowDown`.
+MODE `truncate`: the first FAULTS answers are cut after half of their body and the connection
+closed (the client sees a short transfer after some bytes arrived).
 """
 import http.client
 import http.server
@@ -19,6 +22,7 @@ import urllib.parse
 upstream = urllib.parse.urlsplit(sys.argv[1])
 log_path = sys.argv[2]
 faults = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+mode = sys.argv[4] if len(sys.argv) > 4 else "slowdown"
 lock = threading.Lock()
 seen = 0
 
@@ -50,8 +54,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     "n": number, "method": self.command, "path": self.path,
                     "authorization": self.headers.get("Authorization", ""),
                     "date": self.headers.get("x-amz-date", ""),
+                    "range": self.headers.get("Range", ""),
+                    "ifMatch": self.headers.get("If-Match", ""),
                 }) + "\n")
-        if number <= faults:
+        if number <= faults and mode == "slowdown":
             self.send_response(503)
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(SLOW_DOWN)))
@@ -73,9 +79,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        conn.close()
+        if number <= faults and mode == "truncate" and self.command == "GET" and len(data) > 1:
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if self.command != "HEAD":
             self.wfile.write(data)
-        conn.close()
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
 

@@ -71,15 +71,16 @@ final class FaultProxy: Sendable {
     let logPath: String
     private let process: Process
 
-    /// Starts the proxy in front of `upstream`, answering the first `faults` requests with 503 SlowDown.
-    init(upstream: String, faults: Int) throws {
+    /// Starts the proxy in front of `upstream`; the first `faults` requests get 503 SlowDown (mode
+    /// `slowdown`) or an answer cut after half its body (mode `truncate`).
+    init(upstream: String, faults: Int, mode: String = "slowdown") throws {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("fault_proxy.py").path
         logPath = NSTemporaryDirectory() + "fault-proxy-\(UUID().uuidString).jsonl"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, upstream, logPath, String(faults)]
+        process.arguments = ["python3", script, upstream, logPath, String(faults), mode]
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
