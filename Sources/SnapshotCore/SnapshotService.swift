@@ -287,6 +287,7 @@ public struct SnapshotService: Sendable {
     ///
     /// Allowed while volumes made from it exist (a volume is an independent copy); refused (`InUse`)
     /// while a template references it, and (`InvalidState`) while it is being written.
+    /// - Parameter now: the current time (see ``collectGarbage(now:)``).
     /// - Returns: what the block collection did.
     @discardableResult
     public func deleteSnapshot(_ id: SnapshotID, caller: Caller, now: Date = Date()) async throws -> CollectionReport {
@@ -356,6 +357,9 @@ public struct SnapshotService: Sendable {
 
     /// Removes every stored block no manifest names, except those a live writer may need
     /// (touched after the cutoff), and stale temporary files. Safe while imports run.
+    /// - Parameter now: the current time. Tests may pass a later time only when no writer can begin
+    ///   during the call: a writer that begins after the pending snapshots were read is protected by
+    ///   its puts being later than `now`.
     public func collectGarbage(now: Date = Date()) async throws -> CollectionReport {
         let cutoff = try await collectionCutoff(now: now)
         var referenced = Set<BlockHash>()
