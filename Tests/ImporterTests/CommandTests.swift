@@ -1,0 +1,93 @@
+import Foundation
+import Importer
+import S3
+import SnapshotCore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `snapimport import`, `imports list` and `watch` through the built binary.
+@Suite("Importer commands", .serialized)
+struct CommandTests {
+    @Test("import s3://… and a local file print the snapshot document; the same object twice is one snapshot")
+    func manualImport() async throws {
+        guard let e2e = E2E.load("import-cmd") else { return }
+        let client = try e2e.client()
+        let bucket = try e2e.makeBucket(client)
+        let fixtures = try Fixtures.everyFormat(e2e, directory: "\(e2e.work)/fx", seed: 5)
+        let qcow2 = try #require(fixtures.first { $0.name == "disk.qcow2" })
+        let key = "some/where/a b+c.qcow2"
+        try client.putObject(
+            bucket: bucket, key: key, body: Array(try Data(contentsOf: URL(fileURLWithPath: qcow2.path))))
+        let data = "\(e2e.work)/data"
+        let config = try e2e.writeConfig(bucket: bucket, data: data)
+        let binary = try Tools.snapimportBinary()
+
+        let first = try Tools.run(
+            binary,
+            ["import", "s3://\(bucket)/\(key)", "--project", "web@acme", "--description", "by hand", "--json",
+             "--config", config])
+        #expect(first.status == 0, "\(first.stderr)")
+        let document = try jsonObject(first.stdout)
+        #expect(document["project"] as? String == "web@acme")
+        #expect(document["format"] as? String == "qcow2")
+        #expect(document["description"] as? String == "by hand")
+        #expect((document["source"] as? [String: Any])?["key"] as? String == key)
+        let again = try Tools.run(
+            binary, ["import", "s3://\(bucket)/\(key)", "--project", "web@acme", "--json", "--config", config])
+        #expect(again.status == 0)
+        #expect(try jsonObject(again.stdout)["id"] as? String == document["id"] as? String)
+
+        let local = try Tools.run(
+            binary, ["import", qcow2.path, "--project", "web@acme", "--format", "qcow2", "--json", "--config", config])
+        #expect(local.status == 0, "\(local.stderr)")
+        #expect((try jsonObject(local.stdout)["source"] as? [String: Any])?["kind"] as? String == "file")
+
+        let mismatch = try Tools.run(
+            binary, ["import", qcow2.path, "--project", "web@acme", "--format", "vdi", "--json", "--config", config])
+        #expect(mismatch.status == 1)
+        #expect((try jsonObject(mismatch.stdout)["error"] as? [String: Any])?["code"] as? String == "FormatMismatch")
+
+        let reference = try Fixtures.reference(e2e, qcow2)
+        let bytes = try await withStore(data: data, catalogURL: nil) { service in
+            let all = try await service.listSnapshots(caller: .operator)
+            #expect(all.count == 2)
+            return try await snapshotBytes(service, try #require(all.first))
+        }
+        #expect(bytes == reference)
+
+        let list = try Tools.run(binary, ["imports", "list", "--json", "--config", config])
+        #expect(list.status == 0)
+        let rows = try #require(try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]])
+        #expect(rows.count == 1)
+        #expect(rows.first?["state"] as? String == "imported")
+        #expect(rows.first?["snapshot"] as? String == document["id"] as? String)
+    }
+
+    @Test("watch imports what arrives and stops cleanly on SIGTERM")
+    func watchStopsOnSIGTERM() async throws {
+        guard let e2e = E2E.load("watch") else { return }
+        let client = try e2e.client()
+        let bucket = try e2e.makeBucket(client)
+        let data = "\(e2e.work)/data"
+        let config = try e2e.writeConfig(bucket: bucket, data: data)
+        let binary = try Tools.snapimportBinary()
+        let watcher = try Tools.start(binary, ["watch", "--interval", "0.2", "--config", config])
+        try await Task.sleep(for: .milliseconds(500))
+        try client.putObject(bucket: bucket, key: "incoming/p@c/late.raw", body: Fixtures.baseDisk(size: 1 << 20, seed: 7))
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(30)
+        while clock.now < deadline, try keys(client, bucket, "processed/").isEmpty {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(try keys(client, bucket, "processed/").contains("processed/p@c/late.raw"))
+        let stopping = clock.now
+        kill(watcher.0.processIdentifier, SIGTERM)
+        let result = Tools.finish(watcher)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(clock.now - stopping < .seconds(10))
+        #expect(result.stderr.contains("snap-"), "logs carry the snapshot ID")
+    }
+}
