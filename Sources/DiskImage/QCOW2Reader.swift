@@ -568,6 +568,14 @@ extension QCOW2Reader {
                     "qcow2 l1_size \(l1Size) needs \(UInt64(l1Size) * 8) bytes, "
                         + "over the metadata budget of \(limits.metadataBudget)")
             }
+            // The reader holds the L1 table and one L2 table (one cluster) at a time.
+            guard UInt64(l1Size) * 8 + clusterSize <= UInt64(limits.metadataBudget) else {
+                throw DiskImageError(
+                    .metadataTooLarge,
+                    "qcow2 l1_size \(l1Size) and cluster_bits \(clusterBits) need "
+                        + "\(UInt64(l1Size) * 8 + clusterSize) bytes of tables, over the metadata budget of "
+                        + "\(limits.metadataBudget)")
+            }
             guard UInt64(l1Size) >= needed else {
                 throw DiskImageError(
                     .corruptImage, "qcow2 l1_size \(l1Size) is too small for virtual size \(size) (needs \(needed))")
