@@ -88,6 +88,15 @@ public struct VMDKReader: DiskReader {
         try assembler.next(&mapper, source: source, what: "VMDK grain")
     }
 
+    /// Checks every grain table entry without reading guest data (for `inspect`): each grain must lie inside
+    /// the file and off the header, descriptor, grain directories and its own grain table; a compressed
+    /// grain's marker must name its own LBA.
+    ///
+    /// - Returns: the bytes of the file that hold grains (compressed size for compressed grains).
+    public func validateMetadata() throws -> UInt64 {
+        try mapper.validateAll()
+    }
+
     /// Reads the stream footer (Virtual Disk Format 1.1, "The Footer"): the last three sectors are a footer
     /// marker, a copy of the header holding the real gdOffset, and the end-of-stream marker.
     static func readFooter(_ source: any ByteSource, header: VMDKSparseHeader) throws -> VMDKSparseHeader {
@@ -175,6 +184,55 @@ struct VMDKMap: RunMapper {
             throw DiskImageError(.corruptImage, "VMDK grain \(grain) at offset \(host) overlaps its grain table")
         }
         return MappedRun(kind: .host(host + inGrain), length: toEnd)
+    }
+
+    /// Walks every grain table (see `VMDKReader.validateMetadata`).
+    func validateAll() throws -> UInt64 {
+        var allocated: UInt64 = 0
+        let grainBytes = header.grainBytes
+        let perTable = UInt64(header.numGTEsPerGT)
+        for (tableIndex, gtSector) in gd.enumerated() where gtSector != 0 {
+            let gtRange = (UInt64(gtSector) * 512, perTable * 4)
+            let raw = try source.readExactly(
+                at: gtRange.0, count: Int(gtRange.1), what: "VMDK grain table \(tableIndex)")
+            let r = FieldReader(raw)
+            for i in 0..<Int(perTable) {
+                let grain = UInt64(tableIndex) * perTable + UInt64(i)
+                let entry = r.le32(i * 4)
+                guard grain * grainBytes < virtualSize else { break }
+                if entry == 0 || (entry == 1 && header.flags & VMDKSparseHeader.flagZeroedGrainGTE != 0) { continue }
+                let host = UInt64(entry) * 512
+                if header.compressed {
+                    let marker = try source.readExactly(
+                        at: host, count: 12, what: "VMDK grain marker of grain \(grain)")
+                    let m = FieldReader(marker)
+                    let size = UInt64(m.le32(8))
+                    guard m.le64(0) == grain * header.grainSize, size > 0, size <= 2 * grainBytes + 1024 else {
+                        throw DiskImageError(
+                            .corruptImage,
+                            "VMDK grain marker at offset \(host) (LBA \(m.le64(0)), size \(size)) does not fit grain \(grain)"
+                        )
+                    }
+                    try checkGrain(host, length: 12 + size, grain: grain, entry: entry, gtRange: gtRange)
+                    allocated += 12 + size
+                } else {
+                    let needed = min(grainBytes, virtualSize - grain * grainBytes)
+                    try checkGrain(host, length: needed, grain: grain, entry: entry, gtRange: gtRange)
+                    allocated += needed
+                }
+            }
+        }
+        return allocated
+    }
+
+    private func checkGrain(_ host: UInt64, length: UInt64, grain: UInt64, entry: UInt32, gtRange: (UInt64, UInt64))
+        throws
+    {
+        try ranges.check(
+            host, length: length, fileSize: source.size, what: "VMDK grain \(grain) (grain table entry \(entry))")
+        if host < gtRange.0 + gtRange.1 && gtRange.0 < host + length {
+            throw DiskImageError(.corruptImage, "VMDK grain \(grain) at offset \(host) overlaps its grain table")
+        }
     }
 
     /// Reads a grain marker (LBA, compressed size) and inflates its zlib data to exactly one grain.

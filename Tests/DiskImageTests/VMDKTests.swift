@@ -376,6 +376,23 @@ struct VMDKTests {
         try ReaderFixtures.expectRejected(image, .corruptImage, mentioning: "overlaps the VMDK", atOpen: false)
     }
 
+    /// `validateMetadata` (for inspect) walks every grain table without reading guest data.
+    @Test func validateMetadataChecksEveryGrain() throws {
+        let dir = try TempDir()
+        let image = try Self.makeSparse(dir)
+        let good = try VMDKReader(source: try FileByteSource(path: image), limits: .init())
+        #expect(try good.validateMetadata() == 24 * 65536)  // grains 0, 1…6, 32…47 and 48
+        let stream = try Self.makeStreamOptimized(dir)
+        #expect(try VMDKReader(source: try FileByteSource(path: stream), limits: .init()).validateMetadata() > 0)
+        try ReaderFixtures.patch(image) { bytes in
+            let gd = Int(ReaderFixtures.le(bytes, at: 56, width: 8)) * 512
+            let gt = Int(ReaderFixtures.le(bytes, at: gd, width: 4)) * 512
+            ReaderFixtures.putLE(&bytes, 3, at: gt + 40 * 4, width: 4)  // grain 40 inside the descriptor
+        }
+        let bad = try VMDKReader(source: try FileByteSource(path: image), limits: .init())
+        #expect(throws: DiskImageError(.corruptImage, "")) { try bad.validateMetadata() }
+    }
+
     @Test func grainDirectoryLargerThanTheBudget() throws {
         let dir = try TempDir()
         let image = try Self.makeSparse(dir)
