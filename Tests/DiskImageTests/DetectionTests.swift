@@ -168,6 +168,25 @@ import Testing
         #expect(!result.reasons.isEmpty)
     }
 
+    @Test func convertReportsAnUnwritableOutput() throws {
+        var reader = try DiskImage.open(MemoryByteSource([UInt8](repeating: 1, count: 4096)))
+        #expect(throws: DiskImageError(.ioError, "")) {
+            try DiskImage.convert(&reader, toRawFile: "/nonexistent-\(UInt32.random(in: 0...UInt32.max))/disk.raw")
+        }
+    }
+
+    @Test func convertWritesExactBytes() throws {
+        let dir = try TempDir()
+        var bytes = [UInt8](repeating: 0, count: 9 << 20)
+        for i in stride(from: 0, to: bytes.count, by: 65537) { bytes[i] = 0x5A }
+        bytes.replaceSubrange(0..<(4 << 20), with: [UInt8](repeating: 0, count: 4 << 20))
+        var reader = try DiskImage.open(MemoryByteSource(bytes))
+        let result = try DiskImage.convert(&reader, toRawFile: dir.path("out.raw"))
+        #expect(try dir.read("out.raw") == bytes)
+        #expect(result.virtualSize == UInt64(bytes.count))
+        #expect(result.dataBytesWritten == 5 << 20)  // the all-zero first 4 MiB chunk is a hole
+    }
+
     @Test func inspectionJSONHasEveryField() throws {
         let result = DiskImage.inspect(MemoryByteSource([]))
         let json = String(decoding: try JSONEncoder().encode(result), as: UTF8.self)
