@@ -56,7 +56,9 @@ struct PostgresCatalogTests {
         await #expect(throws: PostgresCatalogError(.connectionFailed, "")) {
             try await withPostgresCatalog(catalog) { _ in }
         }
-        #expect(ContinuousClock.now - started < .seconds(10))
+        // Not a timing benchmark: without the probe the pool retries for over a minute; a loaded CI box
+        // may be slow, so the bound only separates "fails" from "hangs".
+        #expect(ContinuousClock.now - started < .seconds(50))
     }
 
     @Test("a database that does not exist fails at once with the server's reason")
@@ -72,7 +74,9 @@ struct PostgresCatalogTests {
             #expect(error.code == .connectionFailed)
             #expect(String(describing: error).contains("3D000"))
         }
-        #expect(ContinuousClock.now - started < .seconds(10))
+        // Not a timing benchmark: without the probe the pool retries for over a minute; a loaded CI box
+        // may be slow, so the bound only separates "fails" from "hangs".
+        #expect(ContinuousClock.now - started < .seconds(50))
     }
 
     @Test("open(url:logger:) is a drop-in catalog: usable at once, close() stops its pool")
