@@ -114,6 +114,19 @@ enum POSIX {
         return (Int(info.st_size), Date(timeIntervalSince1970: Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9))
     }
 
+    /// The offset of the first data at or after `offset` (`SEEK_DATA`), nil when only holes follow.
+    /// Filesystems without hole support report everything as data, which is merely slower.
+    static func nextData(_ fd: Int32, from offset: UInt64) -> UInt64? {
+        #if canImport(Darwin)
+        let seekData: Int32 = 4  // SEEK_DATA on Darwin
+        #else
+        let seekData: Int32 = 3  // SEEK_DATA on Linux (glibc hides it without _GNU_SOURCE)
+        #endif
+        let result = Glibc_lseek(fd, off_t(offset), seekData)
+        if result >= 0 { return UInt64(result) }
+        return errno == ENXIO ? nil : offset
+    }
+
     static func makeDirectory(_ path: String) throws {
         if Glibc_mkdir(path, 0o755) == 0 || errno == EEXIST { return }
         throw error("cannot create directory", path)
@@ -122,6 +135,7 @@ enum POSIX {
 
 // Unambiguous names for the C functions (the enum's own static members shadow them).
 private func Glibc_open(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 { open(path, flags, mode) }
+private func Glibc_lseek(_ fd: Int32, _ o: off_t, _ w: Int32) -> off_t { lseek(fd, o, w) }
 private func Glibc_close(_ fd: Int32) -> Int32 { close(fd) }
 private func Glibc_pwrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int, _ o: off_t) -> Int { pwrite(fd, p, n, o) }
 private func Glibc_pread(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int, _ o: off_t) -> Int { pread(fd, p, n, o) }

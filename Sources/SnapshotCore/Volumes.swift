@@ -212,15 +212,24 @@ extension SnapshotService {
             leaseExpiresAt: Self.stamp(now.addingTimeInterval(options.writerLease)), failure: nil, version: 1)
     }
 
-    /// Feeds a volume file to a writer, block by block (reads past the file's end are zeros).
+    /// Feeds a volume file to a writer, block by block (reads past the file's end are zeros). Holes of
+    /// the sparse file are skipped without reading (`SEEK_DATA`), so cost follows the data.
     func copyVolume(_ volume: VolumeRecord, into writer: SnapshotWriter) async throws {
         let path = volumePath(volume)
         let fd = try POSIX.open(path, O_RDONLY)
         defer { POSIX.close(fd) }
-        for index in 0..<writer.blockCount {
-            let bytes = try POSIX.preadFull(
-                fd, count: writer.blockLength(index), at: index * UInt64(writer.blockSize), path: path)
+        let blockSize = UInt64(writer.blockSize)
+        var index: UInt64 = 0
+        while index < writer.blockCount {
+            guard let data = POSIX.nextData(fd, from: index * blockSize) else { break }  // only holes remain
+            let dataBlock = data / blockSize
+            if dataBlock > index {
+                index = dataBlock
+                continue
+            }
+            let bytes = try POSIX.preadFull(fd, count: writer.blockLength(index), at: index * blockSize, path: path)
             try await writer.writeBlock(index: index, bytes: bytes)
+            index += 1
         }
     }
 
