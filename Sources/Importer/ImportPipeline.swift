@@ -149,32 +149,45 @@ public struct ImportPipeline: ObjectImporting {
         _ candidate: BucketLayout.Candidate, claim: ImportClaim, ownerText: String?, cancellation: CancellationFlag,
         logger: inout Logger
     ) async -> ImportOutcome {
-        let renewal = Task { [catalog, settings] in
-            var current = claim
-            while !Task.isCancelled {
-                try? await Task.sleep(for: settings.leaseDuration / 3)
-                if Task.isCancelled { break }
-                do {
-                    current = try await catalog.renew(current, leaseDuration: settings.leaseDuration)
-                } catch {
-                    cancellation.cancel(ImporterError(.leaseLost, "lease renewal failed: \(error)"))
-                    break
+        // The lease is renewed by a child task for as long as the import runs (structured: it ends
+        // with the import); a failed renewal cancels the import (another worker owns it now).
+        let attempt: Result<SnapshotRecord, any Error> = await withTaskGroup(of: Void.self) { group in
+            group.addTask { [catalog, settings] in
+                var current = claim
+                while true {
+                    do {
+                        try await Task.sleep(for: settings.leaseDuration / 3)
+                    } catch {
+                        return
+                    }
+                    do {
+                        current = try await catalog.renew(current, leaseDuration: settings.leaseDuration)
+                    } catch {
+                        cancellation.cancel(ImporterError(.leaseLost, "lease renewal failed: \(error)"))
+                        return
+                    }
                 }
             }
+            defer { group.cancelAll() }
+            do {
+                return .success(
+                    try await importClaimed(
+                        candidate, claim: claim, ownerText: ownerText, cancellation: cancellation, logger: &logger))
+            } catch {
+                return .failure(error)
+            }
         }
-        defer { renewal.cancel() }
         var record: SnapshotRecord
-        do {
-            record = try await importClaimed(candidate, claim: claim, ownerText: ownerText, cancellation: cancellation, logger: &logger)
-        } catch {
+        switch attempt {
+        case .success(let committed):
+            record = committed
+        case .failure(let error):
             let failure = cancellation.error ?? Self.importerError(error)
-            renewal.cancel()
             let rejection = cancellation.error == nil && Self.isRejection(error)
             let code = rejection ? Self.codeName(error) : failure.code.name
             return await settle(
                 candidate, claim: claim, failure: failure, code: code, rejection: rejection, logger: logger)
         }
-        renewal.cancel()
         // Committed: from here on nothing may undo the snapshot. Sharing and the move are finished
         // by a later pass when they fail now.
         do {
