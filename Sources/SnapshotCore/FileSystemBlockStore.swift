@@ -48,6 +48,8 @@ public final class FileSystemBlockStore: BlockStore {
     private let batchLimit: Int
     // Mutex makes the pending list safe to share across tasks; everything else is immutable.
     private let pending = Mutex(Pending())
+    // Serializes syncs (held only across synchronous system calls, never across a suspension).
+    private let syncLock = Mutex(())
 
     /// Creates the directories when needed.
     /// - Parameters:
@@ -101,6 +103,12 @@ public final class FileSystemBlockStore: BlockStore {
     }
 
     public func sync() async throws {
+        // Syncs run one at a time: a sync that finds nothing pending must not return while another
+        // sync is still making this caller's blocks durable (a commit relies on it).
+        try syncLock.withLock { _ in try syncPending() }
+    }
+
+    private func syncPending() throws {
         let batch = pending.withLock { state -> [BlockHash: String] in
             defer { state.temporaries = [:] }
             return state.temporaries

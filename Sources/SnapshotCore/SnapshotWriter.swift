@@ -27,7 +27,6 @@ public struct WriterStatistics: Sendable, Equatable {
 public final class SnapshotWriter: Sendable {
     private struct State {
         var entries: [UInt64: BlockHash] = [:]
-        var lengths: [UInt64: Int] = [:]
         var stored = Set<BlockHash>()
         var statistics = WriterStatistics()
         var finished = false
@@ -90,7 +89,6 @@ public final class SnapshotWriter: Sendable {
         if Blocks.isZero(bytes) {
             state.withLock { state in
                 state.entries[index] = nil
-                state.lengths[index] = nil
                 state.statistics.zeroBlocks += 1
             }
             try await renewIfDue()
@@ -105,7 +103,6 @@ public final class SnapshotWriter: Sendable {
         state.withLock { state in
             if state.entries[index] == nil { state.statistics.dataBlocks += 1 }
             state.entries[index] = hash
-            state.lengths[index] = bytes.count
             state.stored.insert(hash)
             if isNew {
                 state.statistics.newBlocks += 1
@@ -175,14 +172,14 @@ public final class SnapshotWriter: Sendable {
     /// at their real length), so it depends only on the disk's bytes, not on how sparse the source was —
     /// like EBS's LINEAR checksum aggregation.
     func finish() throws -> (Manifest, String, UInt64) {
-        let (entries, lengths) = try state.withLock { state -> ([UInt64: BlockHash], [UInt64: Int]) in
+        let entries = try state.withLock { state -> [UInt64: BlockHash] in
             guard !state.finished else { throw SnapshotError(.invalidState, "snapshot \(id) is already finished") }
             state.finished = true
-            return (state.entries, state.lengths)
+            return state.entries
         }
         let sorted = entries.keys.sorted().map { Manifest.Entry(index: $0, hash: entries[$0]!) }
         let manifest = try Manifest(entries: sorted)
-        let stored = lengths.values.reduce(UInt64(0)) { $0 + UInt64($1) }
+        let stored = entries.keys.reduce(UInt64(0)) { $0 + UInt64(blockLength($1)) }
         return (manifest, Self.checksum(manifest, blockSize: blockSize, virtualSize: virtualSize), stored)
     }
 
