@@ -62,9 +62,7 @@ public struct VDIReader: DiskReader {
             throw DiskImageError(
                 .corruptImage, "VDI block map offset \(offsetBmap) or data offset \(offsetData) is not sector aligned")
         }
-        guard r.le32(0x15C) == 0, r.le32(0x160) == 0, r.le32(0x164) == 0 else {
-            throw DiskImageError(.unsupportedFeature, "VDI legacy CHS geometry fields are set")
-        }
+        // 0x15C…0x167 hold the legacy CHS geometry, which VirtualBox fills in and qemu ignores.
         let sectorSize = r.le32(0x168)
         guard sectorSize == 512 else {
             throw DiskImageError(.unsupportedFeature, "VDI sector size \(sectorSize) is not 512")

@@ -141,9 +141,11 @@ struct VMDKDescriptor {
     /// parent.
     static func parse(_ area: [UInt8]) throws -> VMDKDescriptor {
         let text = area.prefix { $0 != 0 }
-        guard let string = String(validating: text, as: UTF8.self) else {
-            throw DiskImageError(.corruptImage, "VMDK descriptor is not valid UTF-8 text")
-        }
+        // VMware writes `encoding = "UTF-8"` or a legacy code page such as windows-1252; text that is not
+        // UTF-8 is read as Latin-1, which keeps every ASCII structure (keys, quotes, numbers) intact.
+        let string =
+            String(validating: text, as: UTF8.self)
+            ?? String(String.UnicodeScalarView(text.map { Unicode.Scalar($0) }))
         var entries: [String: String] = [:]
         var extents: [ExtentLine] = []
         for (index, rawLine) in string.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {

@@ -47,6 +47,18 @@ struct VDITests {
         try Oracle.assertMatchesReference(image, qemuFormat: "vdi", expected: .vdi)
     }
 
+    /// VirtualBox fills in the legacy CHS geometry; qemu ignores it, and so must the reader.
+    @Test func legacyGeometryIsIgnored() throws {
+        let dir = try TempDir()
+        let image = try Self.make(dir)
+        try ReaderFixtures.patch(image) { bytes in
+            ReaderFixtures.putLE(&bytes, 1024, at: 0x15C, width: 4)
+            ReaderFixtures.putLE(&bytes, 16, at: 0x160, width: 4)
+            ReaderFixtures.putLE(&bytes, 63, at: 0x164, width: 4)
+        }
+        try Oracle.assertMatchesReference(image, qemuFormat: "vdi", expected: .vdi)
+    }
+
     // MARK: Rejections
 
     @Test func parentUUID() throws {

@@ -270,6 +270,22 @@ struct VMDKTests {
         #expect(try Oracle.readAll(reader) == raw)
     }
 
+    /// Descriptors VMware writes in a legacy code page (windows-1252) are read as Latin-1.
+    @Test func latin1Descriptor() throws {
+        let dir = try TempDir()
+        let image = try Self.makeSparse(dir)
+        try ReaderFixtures.patch(image) { bytes in
+            let offset = Int(ReaderFixtures.le(bytes, at: 28, width: 8)) * 512
+            let end = offset + bytes[offset...].prefix { $0 != 0 }.count
+            let line =
+                Array("# Caf".utf8) + [0xE9] + Array("\nencoding = \"windows-1252\"\nddb.comment = \"d".utf8) + [
+                    0xE9, 0x22, 0x0A,
+                ]
+            bytes.replaceSubrange(end..<end + line.count, with: line)
+        }
+        try Oracle.assertMatchesReference(image, qemuFormat: "vmdk", expected: .vmdk)
+    }
+
     // MARK: Descriptor rejections
 
     @Test func unsupportedCreateType() throws {
