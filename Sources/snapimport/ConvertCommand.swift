@@ -28,6 +28,7 @@ struct ConvertCommand: AsyncParsableCommand {
 
     func run() async throws {
         let claimed = try format.map(parseImageFormat)
+        DiskImage.tuneAllocatorForLargeExtents()
         let config: Configuration
         do {
             config = try Configuration.load(path: global.config)
