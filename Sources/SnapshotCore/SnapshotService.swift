@@ -507,6 +507,15 @@ public struct SnapshotService: Sendable {
                     throw SnapshotError(
                         .leaseLost, "snapshot \(writer.id) is no longer held by this writer (lease expired, recovered)")
                 }
+                if writer.claim == nil, case .object = current.source,
+                    let other = try await catalog.snapshots().first(where: {
+                        $0.state == .available && $0.source == current.source
+                    })
+                {
+                    // Without a claim nothing else serializes imports of one object; the unique index is
+                    // the last guard, this is the clear message.
+                    throw SnapshotError(.invalidState, "\(current.source) is already snapshot \(other.id)")
+                }
                 current.state = .available
                 current.checksum = checksum
                 current.storedBytes = stored

@@ -114,6 +114,38 @@ struct ImportsAndConcurrencyContractTests {
         }
     }
 
+    @Test("at most one available snapshot per (bucket, key, ETag), even without claims", arguments: CatalogFactory.all)
+    func oneAvailablePerObject(_ factory: CatalogFactory) async throws {
+        try await Harness.with(factory) { h in
+            let request = NewSnapshot(
+                owner: Self.owner, source: .object(bucket: Self.key.bucket, key: Self.key.key, etag: Self.key.etag),
+                format: "raw", virtualSize: 4096)
+            let first = try await h.service.beginSnapshot(request, caller: .operator)
+            let second = try await h.service.beginSnapshot(request, caller: .operator)
+            _ = try await first.commit()
+            await expectCode(.invalidState) { try await second.commit() }
+            // The catalog itself refuses it too (the partial unique index).
+            var raw = try #require(try await h.service.catalog.snapshot(second.id))
+            raw.state = .available
+            await expectCode(.conflict) { try await h.service.catalog.apply([.updateSnapshot(raw)]) }
+            let available = try await h.service.listSnapshots(caller: .operator).filter { $0.state == .available }
+            #expect(available.map(\.id) == [first.id])
+        }
+    }
+
+    @Test("recovery finishes a deletion a crash interrupted", arguments: CatalogFactory.all)
+    func recoverDeleting(_ factory: CatalogFactory) async throws {
+        try await Harness.with(factory) { h in
+            var snapshot = try await h.snapshot(owner: Self.owner, disk: Disks.make(blocks: 3))
+            snapshot.state = .deleting
+            try await h.service.catalog.apply([.updateSnapshot(snapshot)])
+            let report = try await h.service.recover(now: Date().addingTimeInterval(3600))
+            #expect(report.finishedDeletions == [snapshot.id])
+            #expect(try await h.service.catalog.snapshot(snapshot.id) == nil)
+            #expect(try await h.store.list().isEmpty)
+        }
+    }
+
     @Test("recovery turns a vanished writer's pending snapshot into error and releases its volume",
           arguments: CatalogFactory.all)
     func recovery(_ factory: CatalogFactory) async throws {
