@@ -214,7 +214,8 @@ public enum SnapshotSource: Hashable, Sendable, Codable {
         case "volume": self = .volume(try c.decode(VolumeID.self, forKey: .volumeId))
         case "template": self = .template(try c.decode(TemplateID.self, forKey: .templateId))
         case let other:
-            throw DecodingError.dataCorruptedError(forKey: .kind, in: c, debugDescription: "unknown source kind \(other)")
+            throw DecodingError.dataCorruptedError(
+                forKey: .kind, in: c, debugDescription: "unknown source kind \(other)")
         }
     }
 

@@ -48,7 +48,8 @@ extension SnapshotService {
             row.snapshotID = nil
             row.updatedAt = stamp
             try await catalog.apply([.updateImport(row)])
-            return ImportClaim(key: importKey, owner: row.owner, worker: worker, attempts: row.attempts, leaseExpiresAt: expires)
+            return ImportClaim(
+                key: importKey, owner: row.owner, worker: worker, attempts: row.attempts, leaseExpiresAt: expires)
         }
     }
 
@@ -65,7 +66,9 @@ extension SnapshotService {
 
     /// Extends a claim's lease (and its pending snapshot's, if one was begun).
     /// - Throws: `.leaseLost` when another worker took it over or it was completed/failed.
-    public func renewLease(_ claim: ImportClaim, leaseSeconds: TimeInterval, now: Date = Date()) async throws -> ImportClaim {
+    public func renewLease(_ claim: ImportClaim, leaseSeconds: TimeInterval, now: Date = Date()) async throws
+        -> ImportClaim
+    {
         let expires = Self.stamp(now.addingTimeInterval(leaseSeconds))
         try await retrying("renew claim") {
             var row = try await heldImport(claim)

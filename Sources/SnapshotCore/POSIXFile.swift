@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Thin, throwing wrappers over the POSIX calls the block store and volumes need
@@ -16,20 +16,20 @@ enum POSIX {
 
     static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0o644) throws -> Int32 {
         while true {
-            let fd = Glibc_open(path, flags | O_CLOEXEC, mode)
+            let fd = systemOpen(path, flags | O_CLOEXEC, mode)
             if fd >= 0 { return fd }
             if errno == EINTR { continue }
             throw error("cannot open", path)
         }
     }
 
-    static func close(_ fd: Int32) { _ = Glibc_close(fd) }
+    static func close(_ fd: Int32) { _ = systemClose(fd) }
 
     /// Writes all of `bytes` at `offset`.
     static func pwriteAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws {
         var done = 0
         while done < bytes.count {
-            let n = Glibc_pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            let n = systemPwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw error("cannot write", path)
@@ -49,7 +49,7 @@ enum POSIX {
         var done = 0
         try buffer.withUnsafeMutableBytes { raw in
             while done < count {
-                let n = Glibc_pread(fd, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                let n = systemPread(fd, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
                 if n < 0 {
                     if errno == EINTR { continue }
                     throw error("cannot read", path)
@@ -62,7 +62,7 @@ enum POSIX {
     }
 
     static func fsync(_ fd: Int32, path: String) throws {
-        if Glibc_fsync(fd) != 0 { throw error("cannot fsync", path) }
+        if systemFsync(fd) != 0 { throw error("cannot fsync", path) }
     }
 
     /// fsync of a file or directory by path.
@@ -73,13 +73,13 @@ enum POSIX {
     }
 
     static func ftruncate(_ fd: Int32, _ size: UInt64, path: String) throws {
-        if Glibc_ftruncate(fd, off_t(size)) != 0 { throw error("cannot set the size of", path) }
+        if systemFtruncate(fd, off_t(size)) != 0 { throw error("cannot set the size of", path) }
     }
 
     /// - Returns: false when `from` does not exist.
     @discardableResult
     static func rename(_ from: String, _ to: String) throws -> Bool {
-        if Glibc_rename(from, to) == 0 { return true }
+        if systemRename(from, to) == 0 { return true }
         if errno == ENOENT { return false }
         throw error("cannot rename", from)
     }
@@ -87,29 +87,29 @@ enum POSIX {
     /// - Returns: false when the file does not exist.
     @discardableResult
     static func unlink(_ path: String) throws -> Bool {
-        if Glibc_unlink(path) == 0 { return true }
+        if systemUnlink(path) == 0 { return true }
         if errno == ENOENT { return false }
         throw error("cannot remove", path)
     }
 
     /// Sets the modification time to now. - Returns: false when the file does not exist.
     static func touch(_ path: String) throws -> Bool {
-        if Glibc_utimensat(AT_FDCWD, path, nil, 0) == 0 { return true }
+        if systemUtimensat(AT_FDCWD, path, nil, 0) == 0 { return true }
         if errno == ENOENT { return false }
         throw error("cannot freshen", path)
     }
 
     /// Size and modification time, or nil when absent.
     static func stat(_ path: String) throws -> (size: Int, modified: Date)? {
-        var info = Glibc_stat_t()
-        if Glibc_stat(path, &info) != 0 {
+        var info = SystemStat()
+        if systemStat(path, &info) != 0 {
             if errno == ENOENT { return nil }
             throw error("cannot stat", path)
         }
         #if canImport(Darwin)
-        let ts = info.st_mtimespec
+            let ts = info.st_mtimespec
         #else
-        let ts = info.st_mtim
+            let ts = info.st_mtim
         #endif
         return (Int(info.st_size), Date(timeIntervalSince1970: Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9))
     }
@@ -118,34 +118,34 @@ enum POSIX {
     /// Filesystems without hole support report everything as data, which is merely slower.
     static func nextData(_ fd: Int32, from offset: UInt64) -> UInt64? {
         #if canImport(Darwin)
-        let seekData: Int32 = 4  // SEEK_DATA on Darwin
+            let seekData: Int32 = 4  // SEEK_DATA on Darwin
         #else
-        let seekData: Int32 = 3  // SEEK_DATA on Linux (glibc hides it without _GNU_SOURCE)
+            let seekData: Int32 = 3  // SEEK_DATA on Linux (glibc hides it without _GNU_SOURCE)
         #endif
-        let result = Glibc_lseek(fd, off_t(offset), seekData)
+        let result = systemLseek(fd, off_t(offset), seekData)
         if result >= 0 { return UInt64(result) }
         return errno == ENXIO ? nil : offset
     }
 
     static func makeDirectory(_ path: String) throws {
-        if Glibc_mkdir(path, 0o755) == 0 || errno == EEXIST { return }
+        if systemMkdir(path, 0o755) == 0 || errno == EEXIST { return }
         throw error("cannot create directory", path)
     }
 }
 
 // Unambiguous names for the C functions (the enum's own static members shadow them).
-private func Glibc_open(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 { open(path, flags, mode) }
-private func Glibc_lseek(_ fd: Int32, _ o: off_t, _ w: Int32) -> off_t { lseek(fd, o, w) }
-private func Glibc_close(_ fd: Int32) -> Int32 { close(fd) }
-private func Glibc_pwrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int, _ o: off_t) -> Int { pwrite(fd, p, n, o) }
-private func Glibc_pread(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int, _ o: off_t) -> Int { pread(fd, p, n, o) }
-private func Glibc_fsync(_ fd: Int32) -> Int32 { fsync(fd) }
-private func Glibc_ftruncate(_ fd: Int32, _ size: off_t) -> Int32 { ftruncate(fd, size) }
-private func Glibc_rename(_ a: String, _ b: String) -> Int32 { rename(a, b) }
-private func Glibc_unlink(_ path: String) -> Int32 { unlink(path) }
-private func Glibc_mkdir(_ path: String, _ mode: mode_t) -> Int32 { mkdir(path, mode) }
-private func Glibc_utimensat(_ fd: Int32, _ path: String, _ times: UnsafePointer<timespec>?, _ flags: Int32) -> Int32 {
+private func systemOpen(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 { open(path, flags, mode) }
+private func systemLseek(_ fd: Int32, _ o: off_t, _ w: Int32) -> off_t { lseek(fd, o, w) }
+private func systemClose(_ fd: Int32) -> Int32 { close(fd) }
+private func systemPwrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int, _ o: off_t) -> Int { pwrite(fd, p, n, o) }
+private func systemPread(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int, _ o: off_t) -> Int { pread(fd, p, n, o) }
+private func systemFsync(_ fd: Int32) -> Int32 { fsync(fd) }
+private func systemFtruncate(_ fd: Int32, _ size: off_t) -> Int32 { ftruncate(fd, size) }
+private func systemRename(_ a: String, _ b: String) -> Int32 { rename(a, b) }
+private func systemUnlink(_ path: String) -> Int32 { unlink(path) }
+private func systemMkdir(_ path: String, _ mode: mode_t) -> Int32 { mkdir(path, mode) }
+private func systemUtimensat(_ fd: Int32, _ path: String, _ times: UnsafePointer<timespec>?, _ flags: Int32) -> Int32 {
     utimensat(fd, path, times, flags)
 }
-private typealias Glibc_stat_t = stat
-private func Glibc_stat(_ path: String, _ info: UnsafeMutablePointer<stat>) -> Int32 { stat(path, info) }
+private typealias SystemStat = stat
+private func systemStat(_ path: String, _ info: UnsafeMutablePointer<stat>) -> Int32 { stat(path, info) }

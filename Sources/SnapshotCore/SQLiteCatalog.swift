@@ -129,8 +129,9 @@ public final class SQLiteCatalog: Catalog {
 
     public func manifest(_ id: SnapshotID) async throws -> Manifest? {
         try await read { db in
-            guard let data = try Data.fetchOne(
-                db, sql: "SELECT data FROM manifests WHERE snapshot_id = ?", arguments: [id.rawValue])
+            guard
+                let data = try Data.fetchOne(
+                    db, sql: "SELECT data FROM manifests WHERE snapshot_id = ?", arguments: [id.rawValue])
             else { return nil }
             return try Manifest(decoding: data)
         }
@@ -233,7 +234,8 @@ public final class SQLiteCatalog: Catalog {
                         source_path, source_volume, source_template, checksum, block_size, created_at, writer,
                         lease_expires_at, failure, version)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
-                    """, arguments: StatementArguments([s.id.rawValue as (any DatabaseValueConvertible)?] + snapshotValues(s)))
+                    """,
+                arguments: StatementArguments([s.id.rawValue as (any DatabaseValueConvertible)?] + snapshotValues(s)))
         case .updateSnapshot(let s):
             try db.execute(
                 sql: """
@@ -248,7 +250,8 @@ public final class SQLiteCatalog: Catalog {
             try expectChange(db, "snapshot \(s.id)")
         case .deleteSnapshot(let id, let version):
             try db.execute(sql: "DELETE FROM manifests WHERE snapshot_id = ?", arguments: [id.rawValue])
-            try db.execute(sql: "DELETE FROM snapshots WHERE id = ? AND version = ?", arguments: [id.rawValue, version])
+            try db.execute(
+                sql: "DELETE FROM snapshots WHERE id = ? AND version = ?", arguments: [id.rawValue, version])
             try expectChange(db, "snapshot \(id)")
         case .expectSnapshot(let id, let version):
             try expectRow(db, "snapshots", id.rawValue, version)
@@ -296,7 +299,8 @@ public final class SQLiteCatalog: Catalog {
                     VALUES (?, ?, ?, ?, ?, 1)
                     """,
                 arguments: [
-                    t.id.rawValue, t.owner.description, t.instanceID.rawValue, try jsonArray(t.snapshots.map(\.rawValue)),
+                    t.id.rawValue, t.owner.description, t.instanceID.rawValue,
+                    try jsonArray(t.snapshots.map(\.rawValue)),
                     millis(t.createdAt),
                 ])
         case .insertImport(let r):
@@ -386,7 +390,8 @@ public final class SQLiteCatalog: Catalog {
         case "template": source = .template(try TemplateID(parsing: row["source_template"]))
         default: throw SnapshotError(.catalog, "unknown source kind \(kind) in the catalog")
         }
-        guard let state = SnapshotState(rawValue: row["state"]), let visibility = Visibility(rawValue: row["visibility"])
+        guard let state = SnapshotState(rawValue: row["state"]),
+            let visibility = Visibility(rawValue: row["visibility"])
         else { throw SnapshotError(.catalog, "unknown snapshot state or visibility in the catalog") }
         let virtualSize: Int64 = row["virtual_size"]
         let storedBytes: Int64 = row["stored_bytes"]

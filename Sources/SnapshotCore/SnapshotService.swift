@@ -127,7 +127,8 @@ public struct SnapshotService: Sendable {
                 return try await body()
             } catch let error as SnapshotError where error.code == .conflict && attempt < options.maxConflictRetries {
                 attempt += 1
-                logger.debug("retrying after a catalog conflict", metadata: ["operation": "\(what)", "attempt": "\(attempt)"])
+                logger.debug(
+                    "retrying after a catalog conflict", metadata: ["operation": "\(what)", "attempt": "\(attempt)"])
                 try await Task.sleep(nanoseconds: UInt64.random(in: 1_000_000...(5_000_000 * UInt64(min(attempt, 10)))))
             }
         }
@@ -264,7 +265,8 @@ public struct SnapshotService: Sendable {
     static func requireAvailable(_ snapshot: SnapshotRecord, _ what: String) throws {
         guard snapshot.state == .available else {
             throw SnapshotError(
-                .invalidState, "snapshot \(snapshot.id) is \(snapshot.state.rawValue); only an available one can be \(what)")
+                .invalidState,
+                "snapshot \(snapshot.id) is \(snapshot.state.rawValue); only an available one can be \(what)")
         }
     }
 
@@ -330,7 +332,9 @@ public struct SnapshotService: Sendable {
         }
         logger.info(
             "snapshot deleted",
-            metadata: ["snapshot": "\(snapshot.id)", "project": "\(snapshot.owner)", "blocksFreed": "\(report.removed)"])
+            metadata: [
+                "snapshot": "\(snapshot.id)", "project": "\(snapshot.owner)", "blocksFreed": "\(report.removed)",
+            ])
         return report
     }
 
@@ -444,12 +448,15 @@ public struct SnapshotService: Sendable {
     ///   - caller: the operator or the owner project.
     /// - Throws: `.invalidArgument` (description, size, source kind), `.accessDenied` (another
     ///   project's owner), `.leaseLost` (the claim was taken over).
-    public func beginSnapshot(_ request: NewSnapshot, caller: Caller, now: Date = Date()) async throws -> SnapshotWriter {
+    public func beginSnapshot(_ request: NewSnapshot, caller: Caller, now: Date = Date()) async throws -> SnapshotWriter
+    {
         guard Self.isOwner(request.owner, caller) else {
             throw SnapshotError(.accessDenied, "\(caller) cannot create snapshots for \(request.owner)")
         }
         try checkDescription(request.description)
-        guard request.virtualSize > 0 else { throw SnapshotError(.invalidArgument, "a snapshot needs a non-empty disk") }
+        guard request.virtualSize > 0 else {
+            throw SnapshotError(.invalidArgument, "a snapshot needs a non-empty disk")
+        }
         switch request.source {
         case .object(let bucket, let key, let etag):
             if let claim = request.claim, claim.key != ImportKey(bucket: bucket, key: key, etag: etag) {
@@ -543,7 +550,10 @@ public struct SnapshotService: Sendable {
             for record in committed {
                 logger.info(
                     "snapshot committed",
-                    metadata: ["snapshot": "\(record.id)", "project": "\(record.owner)", "checksum": "\(record.checksum ?? "")"])
+                    metadata: [
+                        "snapshot": "\(record.id)", "project": "\(record.owner)",
+                        "checksum": "\(record.checksum ?? "")",
+                    ])
             }
             return committed
         }

@@ -117,7 +117,8 @@ public struct TemplateView: Codable, Equatable, Sendable {
 /// RFC 3339 timestamps in UTC with milliseconds (`2026-11-24T22:31:19.123Z`).
 public enum RFC3339 {
     public static func string(_ date: Date) -> String {
-        date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+        date.formatted(
+            .iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
     }
 }
 
@@ -125,7 +126,8 @@ public enum RFC3339 {
 public enum SnapshotJSON {
     public static func encode(_ value: some Encodable, pretty: Bool = true) throws -> Data {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        encoder.outputFormatting =
+            pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         return try encoder.encode(value)
     }
 }

@@ -2,9 +2,9 @@ public import Foundation
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Volumes (sparse raw files), instances and templates (issue 4).
@@ -76,7 +76,8 @@ extension SnapshotService {
             let bytes = try await blocks.get(entry.hash)
             guard bytes.count == expected, expected > 0 else {
                 throw SnapshotError(
-                    .corruptBlock, "block \(entry.hash.hex) of snapshot \(snapshot.id) has \(bytes.count) bytes, not \(expected)")
+                    .corruptBlock,
+                    "block \(entry.hash.hex) of snapshot \(snapshot.id) has \(bytes.count) bytes, not \(expected)")
             }
             for (fd, target) in zip(fds, targets) { try POSIX.pwriteAll(fd, bytes, at: offset, path: target) }
         }
@@ -241,7 +242,8 @@ extension SnapshotService {
             throw SnapshotError(.accessDenied, "\(caller) cannot create instances for \(owner)")
         }
         return try await retrying("create instance") {
-            let record = InstanceRecord(id: .random(), owner: owner, state: .stopped, createdAt: Self.stamp(now), version: 1)
+            let record = InstanceRecord(
+                id: .random(), owner: owner, state: .stopped, createdAt: Self.stamp(now), version: 1)
             try await catalog.apply([.insertInstance(record)])
             return record
         }
@@ -308,7 +310,8 @@ extension SnapshotService {
             () -> (InstanceRecord, TemplateID, [(VolumeRecord, SnapshotRecord)]) in
             let instance = try await ownedInstance(instanceID, caller)
             guard instance.state == .stopped else {
-                throw SnapshotError(.invalidState, "instance \(instanceID) is running; stop it before making a template")
+                throw SnapshotError(
+                    .invalidState, "instance \(instanceID) is running; stop it before making a template")
             }
             let volumes = try await attachedVolumes(instanceID)
             guard !volumes.isEmpty else {
@@ -323,7 +326,8 @@ extension SnapshotService {
                     throw SnapshotError(.inUse, "snapshot \(other) of volume \(volume.id) is being taken")
                 }
                 let record = try await pendingRecord(
-                    owner: instance.owner, description: "template \(templateID): instance \(instanceID) volume \(volume.id)",
+                    owner: instance.owner,
+                    description: "template \(templateID): instance \(instanceID) volume \(volume.id)",
                     source: .template(templateID), volume: volume, token: token, now: now)
                 volume.snapshotInProgress = record.id
                 writes += [.insertSnapshot(record), .updateVolume(volume)]
@@ -339,13 +343,16 @@ extension SnapshotService {
             let template = TemplateRecord(
                 id: templateID, owner: instance.owner, instanceID: instanceID, snapshots: pairs.map(\.1.id),
                 createdAt: Self.stamp(now), version: 1)
-            let snapshots = try await commit(writers, extra: {
-                guard let current = try await catalog.instance(instanceID), current.version == instance.version else {
-                    throw SnapshotError(
-                        .invalidState, "instance \(instanceID) changed while its template was being made")
-                }
-                return [.expectInstance(instanceID, version: instance.version), .insertTemplate(template)]
-            }, now: now)
+            let snapshots = try await commit(
+                writers,
+                extra: {
+                    guard let current = try await catalog.instance(instanceID), current.version == instance.version
+                    else {
+                        throw SnapshotError(
+                            .invalidState, "instance \(instanceID) changed while its template was being made")
+                    }
+                    return [.expectInstance(instanceID, version: instance.version), .insertTemplate(template)]
+                }, now: now)
             logger.info("template created", metadata: ["template": "\(templateID)", "instance": "\(instanceID)"])
             return (template, snapshots)
         } catch {

@@ -36,7 +36,8 @@ enum CoreContext {
                     return try await body(service)
                 }
             }
-            let service = try LocalStore.open(path: config.store.path, blockSize: config.store.blockSize, logger: logger)
+            let service = try LocalStore.open(
+                path: config.store.path, blockSize: config.store.blockSize, logger: logger)
             let result = try await body(service)
             try? await service.catalog.close()
             return result

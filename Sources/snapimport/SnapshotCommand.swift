@@ -37,7 +37,8 @@ struct SnapshotCommand: AsyncParsableCommand {
     }
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Snapshot a volume (not attached to a running instance).")
+        static let configuration = CommandConfiguration(
+            abstract: "Snapshot a volume (not attached to a running instance).")
         @OptionGroup var common: Common
         @Option(name: .long, help: "The volume (vol-…).") var volume: String
         @Option(name: .long, help: "A brief description.") var description: String = ""
@@ -72,7 +73,8 @@ struct SnapshotCommand: AsyncParsableCommand {
                 case .volume(let volume): source = "volume \(volume)"
                 case .template(let template): source = "template \(template)"
                 }
-                print("""
+                print(
+                    """
                     id:           \(view.id)
                     project:      \(view.project)
                     description:  \(view.description)

@@ -5,7 +5,8 @@ import Testing
 @Suite("Block stores")
 struct BlockStoreTests {
     static func tempStore() throws -> (FileSystemBlockStore, String) {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("blocks-\(UUID().uuidString)").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("blocks-\(UUID().uuidString)")
+            .path
         return (try FileSystemBlockStore(root: directory, batchLimit: 4), directory)
     }
 

@@ -94,7 +94,9 @@ enum Disks {
         var generator = SplitMix(seed: seed)
         var disk = [UInt8](repeating: 0, count: blocks * Harness.blockSize + tail)
         for block in 0..<blocks where block % 3 != 0 {
-            for i in 0..<Harness.blockSize { disk[block * Harness.blockSize + i] = UInt8(truncatingIfNeeded: generator.next()) }
+            for i in 0..<Harness.blockSize {
+                disk[block * Harness.blockSize + i] = UInt8(truncatingIfNeeded: generator.next())
+            }
         }
         if blocks > 4 {
             let bs = Harness.blockSize

@@ -28,7 +28,9 @@ struct DomainTests {
         #expect(try VolumeID(parsing: "vol-ffffffff").rawValue == "vol-ffffffff")
         #expect(try InstanceID(parsing: "i-00000000").rawValue == "i-00000000")
         #expect(try TemplateID(parsing: "tmpl-89abcdef").rawValue == "tmpl-89abcdef")
-        for bad in ["snap-0123abc", "snap-0123abcde", "snap-0123ABCD", "vol-0123abcd", "snap_0123abcd", "", "snap-0123abcg"] {
+        for bad in [
+            "snap-0123abc", "snap-0123abcde", "snap-0123ABCD", "vol-0123abcd", "snap_0123abcd", "", "snap-0123abcg",
+        ] {
             await expectCode(.invalidArgument, "\(bad)") { try SnapshotID(parsing: bad) }
         }
         for _ in 0..<100 {
@@ -60,7 +62,9 @@ struct DomainTests {
         let bs = 4096
         var disk = [UInt8](repeating: 0, count: 3 * bs + 100)
         disk[bs + 5] = 9
-        let blockHashes = stride(from: 0, to: disk.count, by: bs).map { Blocks.hash(Array(disk[$0..<min($0 + bs, disk.count)])) }
+        let blockHashes = stride(from: 0, to: disk.count, by: bs).map {
+            Blocks.hash(Array(disk[$0..<min($0 + bs, disk.count)]))
+        }
         let expected = Blocks.hash(blockHashes.flatMap(\.bytes)).hex
         let manifest = try Manifest(entries: [.init(index: 1, hash: blockHashes[1])])
         #expect(SnapshotWriter.checksum(manifest, blockSize: bs, virtualSize: UInt64(disk.count)) == expected)

@@ -16,8 +16,9 @@ struct ImportsAndConcurrencyContractTests {
             caller: .operator)
     }
 
-    @Test("8 workers claim one object at once: exactly one gets it; a completed import is never claimed again",
-          arguments: CatalogFactory.all)
+    @Test(
+        "8 workers claim one object at once: exactly one gets it; a completed import is never claimed again",
+        arguments: CatalogFactory.all)
     func exactlyOnceClaim(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -38,7 +39,8 @@ struct ImportsAndConcurrencyContractTests {
             try await writer.write(offset: 0, bytes: Disks.make(blocks: 3))
             let snapshot = try await writer.commit()
             #expect(snapshot.state == .available)
-            let row = try #require(try await s.importRecord(bucket: Self.key.bucket, key: Self.key.key, etag: Self.key.etag))
+            let row = try #require(
+                try await s.importRecord(bucket: Self.key.bucket, key: Self.key.key, etag: Self.key.etag))
             #expect(row.state == .imported)
             #expect(row.snapshotID == snapshot.id)
             for worker in ["w0", "later"] {
@@ -56,8 +58,9 @@ struct ImportsAndConcurrencyContractTests {
         }
     }
 
-    @Test("an expired lease is taken over (attempts counted); the old worker's commit fails and nothing is duplicated",
-          arguments: CatalogFactory.all)
+    @Test(
+        "an expired lease is taken over (attempts counted); the old worker's commit fails and nothing is duplicated",
+        arguments: CatalogFactory.all)
     func leaseTakeover(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -87,8 +90,9 @@ struct ImportsAndConcurrencyContractTests {
         }
     }
 
-    @Test("transient failures keep the object claimable and count attempts; permanent ones end it",
-          arguments: CatalogFactory.all)
+    @Test(
+        "transient failures keep the object claimable and count attempts; permanent ones end it",
+        arguments: CatalogFactory.all)
     func failures(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -146,8 +150,9 @@ struct ImportsAndConcurrencyContractTests {
         }
     }
 
-    @Test("recovery turns a vanished writer's pending snapshot into error and releases its volume",
-          arguments: CatalogFactory.all)
+    @Test(
+        "recovery turns a vanished writer's pending snapshot into error and releases its volume",
+        arguments: CatalogFactory.all)
     func recovery(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -177,8 +182,9 @@ struct ImportsAndConcurrencyContractTests {
         }
     }
 
-    @Test("GC never collects a block a pending writer put (even a deduplicated one), and collects orphans",
-          arguments: CatalogFactory.all)
+    @Test(
+        "GC never collects a block a pending writer put (even a deduplicated one), and collects orphans",
+        arguments: CatalogFactory.all)
     func collectionSparesPendingWriters(_ factory: CatalogFactory) async throws {
         let options = SnapshotServiceOptions(blockSize: Harness.blockSize, gcSafetyMargin: 0.5)
         try await Harness.with(factory, options: options) { h in
@@ -188,10 +194,12 @@ struct ImportsAndConcurrencyContractTests {
             // Age every stored block so only freshening can protect it.
             for block in try await h.store.list() {
                 let path = "\(h.store.root)/\(block.hash.hex.prefix(2))/\(block.hash.hex)"
-                try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-3600)], ofItemAtPath: path)
+                try FileManager.default.setAttributes(
+                    [.modificationDate: Date().addingTimeInterval(-3600)], ofItemAtPath: path)
             }
             let writer = try await s.beginSnapshot(
-                NewSnapshot(owner: Self.owner, source: .file(path: "/x"), format: "raw", virtualSize: UInt64(disk.count)),
+                NewSnapshot(
+                    owner: Self.owner, source: .file(path: "/x"), format: "raw", virtualSize: UInt64(disk.count)),
                 caller: .operator)
             try await writer.write(offset: 0, bytes: disk)  // all deduplicated: freshens
             #expect(writer.statistics.newBlocks == 0)
@@ -213,8 +221,9 @@ struct ImportsAndConcurrencyContractTests {
         }
     }
 
-    @Test("8 tasks creating and deleting snapshots that share blocks never lose a block another snapshot needs",
-          arguments: CatalogFactory.all)
+    @Test(
+        "8 tasks creating and deleting snapshots that share blocks never lose a block another snapshot needs",
+        arguments: CatalogFactory.all)
     func concurrentCreateDelete(_ factory: CatalogFactory) async throws {
         // A small safety margin, and writers that pause before committing: a deleted snapshot's block that a
         // pending writer reused more than the margin ago is protected only by the pending-writer cutoff.
@@ -222,7 +231,9 @@ struct ImportsAndConcurrencyContractTests {
         try await Harness.with(factory, options: options) { h in
             // A pool of 16 shared blocks; every disk is 4 of them plus one block of its own.
             var generator = SplitMix(seed: 99)
-            let pool: [[UInt8]] = (0..<16).map { _ in (0..<4096).map { _ in UInt8(truncatingIfNeeded: generator.next()) } }
+            let pool: [[UInt8]] = (0..<16).map { _ in
+                (0..<4096).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+            }
             let rounds = 10
             let deletedTotal = try await withThrowingTaskGroup(of: Int.self) { group in
                 for task in 0..<8 {
@@ -268,7 +279,9 @@ struct ImportsAndConcurrencyContractTests {
             _ = try await h.service.collectGarbage(now: Date().addingTimeInterval(3600))
             #expect(try await h.verifyAllManifests() == 16 * 5)
             var referenced = Set<BlockHash>()
-            for (_, manifest) in try await h.service.catalog.manifests() { referenced.formUnion(manifest.entries.map(\.hash)) }
+            for (_, manifest) in try await h.service.catalog.manifests() {
+                referenced.formUnion(manifest.entries.map(\.hash))
+            }
             #expect(try await h.store.list().count == referenced.count)
         }
     }

@@ -28,8 +28,9 @@ struct RulesContractTests {
         return (snapshot, caller)
     }
 
-    @Test("isolation matrix: owner, granted project, public viewer, stranger × every snapshot operation",
-          arguments: CatalogFactory.all, Role.allCases)
+    @Test(
+        "isolation matrix: owner, granted project, public viewer, stranger × every snapshot operation",
+        arguments: CatalogFactory.all, Role.allCases)
     func isolationMatrix(_ factory: CatalogFactory, _ role: Role) async throws {
         try await Harness.with(factory) { h in
             let (snapshot, caller) = try await Self.setUp(h, for: role)
@@ -65,7 +66,9 @@ struct RulesContractTests {
             } else {
                 await expectCode(denied, "set-description") { try await s.setDescription(id, "mine", caller: caller) }
                 await expectCode(denied, "share") { try await s.share(id, with: "x@y", caller: caller) }
-                await expectCode(denied, "unshare") { try await s.unshare(id, with: Self.granted.description, caller: caller) }
+                await expectCode(denied, "unshare") {
+                    try await s.unshare(id, with: Self.granted.description, caller: caller)
+                }
                 await expectCode(denied, "publish") { try await s.publish(id, confirmBootable: true, caller: caller) }
                 await expectCode(denied, "unpublish") { try await s.unpublish(id, caller: caller) }
                 await expectCode(denied, "delete") { try await s.deleteSnapshot(id, caller: caller) }
@@ -74,8 +77,9 @@ struct RulesContractTests {
         }
     }
 
-    @Test("volumes, instances and templates of another project are NotFound for every operation",
-          arguments: CatalogFactory.all)
+    @Test(
+        "volumes, instances and templates of another project are NotFound for every operation",
+        arguments: CatalogFactory.all)
     func resourceIsolation(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -100,14 +104,17 @@ struct RulesContractTests {
         }
     }
 
-    @Test("sharing: refused with the owner's own project or a malformed name; a grant lets the grantee see it",
-          arguments: CatalogFactory.all)
+    @Test(
+        "sharing: refused with the owner's own project or a malformed name; a grant lets the grantee see it",
+        arguments: CatalogFactory.all)
     func sharing(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
             let snapshot = try await h.snapshot(owner: Self.owner, disk: Disks.make(blocks: 2))
             let me = Caller.project(Self.owner)
-            await expectCode(.invalidArgument) { try await s.share(snapshot.id, with: Self.owner.description, caller: me) }
+            await expectCode(.invalidArgument) {
+                try await s.share(snapshot.id, with: Self.owner.description, caller: me)
+            }
             for bad in ["", "db", "DB@acme", "db@acme@x", "db@"] {
                 await expectCode(.invalidProject, "\(bad)") { try await s.share(snapshot.id, with: bad, caller: me) }
             }
@@ -128,15 +135,18 @@ struct RulesContractTests {
             let s = h.service
             let me = Caller.project(Self.owner)
             let snapshot = try await h.snapshot(owner: Self.owner, disk: Disks.make(blocks: 2), bootable: true)
-            await expectCode(.confirmationRequired) { try await s.publish(snapshot.id, confirmBootable: false, caller: me) }
+            await expectCode(.confirmationRequired) {
+                try await s.publish(snapshot.id, confirmBootable: false, caller: me)
+            }
             #expect(try await s.snapshot(snapshot.id, caller: .operator).visibility == .private)
             #expect(try await s.publish(snapshot.id, confirmBootable: true, caller: me).visibility == .public)
             #expect(try await s.snapshot(snapshot.id, caller: .project(Self.stranger)).id == snapshot.id)
         }
     }
 
-    @Test("round trip: a volume is byte-identical to the source disk; its snapshot adds zero new blocks",
-          arguments: CatalogFactory.all)
+    @Test(
+        "round trip: a volume is byte-identical to the source disk; its snapshot adds zero new blocks",
+        arguments: CatalogFactory.all)
     func roundTrip(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -168,8 +178,9 @@ struct RulesContractTests {
         }
     }
 
-    @Test("instances and templates: running-instance refusals, template of a stopped instance, its snapshots InUse",
-          arguments: CatalogFactory.all)
+    @Test(
+        "instances and templates: running-instance refusals, template of a stopped instance, its snapshots InUse",
+        arguments: CatalogFactory.all)
     func instancesAndTemplates(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -218,8 +229,9 @@ struct RulesContractTests {
         }
     }
 
-    @Test("bad input: malformed IDs, long descriptions, unknown IDs give clear errors and change nothing",
-          arguments: CatalogFactory.all)
+    @Test(
+        "bad input: malformed IDs, long descriptions, unknown IDs give clear errors and change nothing",
+        arguments: CatalogFactory.all)
     func badInput(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -231,15 +243,21 @@ struct RulesContractTests {
                 try await s.setDescription(snapshot.id, String(repeating: "x", count: 256), caller: me)
             }
             await expectCode(.invalidArgument) { try await s.setDescription(snapshot.id, "two\nlines", caller: me) }
-            #expect(try await s.setDescription(snapshot.id, String(repeating: "é", count: 255), caller: me).description.count == 255)
+            #expect(
+                try await s.setDescription(snapshot.id, String(repeating: "é", count: 255), caller: me).description
+                    .count == 255)
             _ = try await s.setDescription(snapshot.id, before[0].description, caller: me)
             let unknown = try SnapshotID(parsing: "snap-00000000")
             await expectCode(.notFound) { try await s.snapshot(unknown, caller: .operator) }
             await expectCode(.notFound) { try await s.deleteSnapshot(unknown, caller: .operator) }
             await expectCode(.notFound) { try await s.share(unknown, with: "a@b", caller: .operator) }
             await expectCode(.notFound) { try await s.createVolume(from: unknown, caller: .operator) }
-            await expectCode(.notFound) { try await s.snapshotVolume(try VolumeID(parsing: "vol-00000000"), caller: .operator) }
-            await expectCode(.notFound) { try await s.startInstance(try InstanceID(parsing: "i-00000000"), caller: .operator) }
+            await expectCode(.notFound) {
+                try await s.snapshotVolume(try VolumeID(parsing: "vol-00000000"), caller: .operator)
+            }
+            await expectCode(.notFound) {
+                try await s.startInstance(try InstanceID(parsing: "i-00000000"), caller: .operator)
+            }
             await expectCode(.invalidArgument) {
                 try await s.beginSnapshot(
                     NewSnapshot(owner: Self.owner, source: .file(path: "x"), format: "raw", virtualSize: 0), caller: me)
@@ -256,8 +274,9 @@ struct RulesContractTests {
         }
     }
 
-    @Test("a writer: pending is invisible to others, abort leaves nothing, bad block sizes are refused",
-          arguments: CatalogFactory.all)
+    @Test(
+        "a writer: pending is invisible to others, abort leaves nothing, bad block sizes are refused",
+        arguments: CatalogFactory.all)
     func writerLifecycle(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service

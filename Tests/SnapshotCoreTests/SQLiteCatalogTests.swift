@@ -6,7 +6,8 @@ import Testing
 @Suite("SQLite catalog")
 struct SQLiteCatalogTests {
     static func withDirectory(_ body: (String) async throws -> Void) async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sqlite-\(UUID().uuidString)").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sqlite-\(UUID().uuidString)")
+            .path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try await body(directory)
@@ -30,7 +31,8 @@ struct SQLiteCatalogTests {
                         let service = services[worker % 2]
                         group.addTask {
                             try await service.claimImport(
-                                bucket: "b", key: "incoming/a@b/\(object)", etag: "e", owner: "a@b", worker: "w\(worker)",
+                                bucket: "b", key: "incoming/a@b/\(object)", etag: "e", owner: "a@b",
+                                worker: "w\(worker)",
                                 leaseSeconds: 60) != nil
                         }
                     }
@@ -44,7 +46,8 @@ struct SQLiteCatalogTests {
                     let service = services[i % 2]
                     group.addTask {
                         let writer = try await service.beginSnapshot(
-                            NewSnapshot(owner: .make("a@b"), source: .file(path: "/\(i)"), format: "raw", virtualSize: 8192),
+                            NewSnapshot(
+                                owner: .make("a@b"), source: .file(path: "/\(i)"), format: "raw", virtualSize: 8192),
                             caller: .operator)
                         try await writer.writeBlock(index: 0, bytes: [UInt8](repeating: UInt8(i + 1), count: 4096))
                         _ = try await writer.commit()
@@ -68,7 +71,8 @@ struct SQLiteCatalogTests {
             do {
                 let service = try LocalStore.open(path: directory, blockSize: 4096, logger: Harness.logger)
                 let writer = try await service.beginSnapshot(
-                    NewSnapshot(owner: .make("a@b"), source: .file(path: "/x"), format: "raw", virtualSize: UInt64(disk.count)),
+                    NewSnapshot(
+                        owner: .make("a@b"), source: .file(path: "/x"), format: "raw", virtualSize: UInt64(disk.count)),
                     caller: .operator)
                 try await writer.write(offset: 0, bytes: disk)
                 id = try await writer.commit().id
@@ -79,7 +83,9 @@ struct SQLiteCatalogTests {
             #expect(snapshot.state == .available)
             let volume = try await service.createVolume(from: snapshot.id, caller: .operator)
             #expect(Array(try Data(contentsOf: URL(fileURLWithPath: service.volumePath(volume)))) == disk)
-            await expectCode(.invalidArgument) { try LocalStore.open(path: directory, blockSize: 1000, logger: Harness.logger) }
+            await expectCode(.invalidArgument) {
+                try LocalStore.open(path: directory, blockSize: 1000, logger: Harness.logger)
+            }
         }
     }
 }
