@@ -50,6 +50,13 @@ enum ImporterContext {
     ) async throws -> R {
         func open(_ catalog: (any Catalog)?) throws -> SnapshotService {
             do {
+                return try openThrowing(catalog)
+            } catch {
+                CommandOutput.fail(code: "InvalidConfiguration", message: "cannot open the store: \(error)", json: json, exit: 2)
+            }
+        }
+        func openThrowing(_ catalog: (any Catalog)?) throws -> SnapshotService {
+            do {
                 guard let blocks = config.store.blocks else {
                     return try LocalStore.open(
                         path: config.store.path, blockSize: config.store.blockSize, catalog: catalog, logger: logger)
@@ -62,8 +69,6 @@ enum ImporterContext {
                     catalog: try catalog ?? SQLiteCatalog(path: "\(config.store.path)/catalog.sqlite"),
                     blocks: try S3BlockStore(client: s3, location: blocks, logger: logger),
                     volumesDirectory: "\(config.store.path)/volumes", options: options, logger: logger)
-            } catch {
-                CommandOutput.fail(code: "InvalidConfiguration", message: "cannot open the store: \(error)", json: json, exit: 2)
             }
         }
         if let url = config.store.catalog {
@@ -77,13 +82,23 @@ enum ImporterContext {
                 try await body(open(catalog))
             }
         }
-        let service = try open(nil)
+        // Two workers opening a brand-new SQLite file at once can meet SQLITE_BUSY on the first
+        // `PRAGMA journal_mode = WAL` (SQLite does not call the busy handler there): retry briefly.
+        var service: SnapshotService?
+        for _ in 1..<20 where service == nil {
+            do {
+                service = try openThrowing(nil)
+            } catch {
+                try await Task.sleep(for: .milliseconds(Int.random(in: 20...120)))
+            }
+        }
+        let opened = try service ?? open(nil)
         do {
-            let result = try await body(service)
-            try? await service.catalog.close()
+            let result = try await body(opened)
+            try? await opened.catalog.close()
             return result
         } catch {
-            try? await service.catalog.close()
+            try? await opened.catalog.close()
             throw error
         }
     }
