@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import Logging
 import SigV4
 import Synchronization
@@ -442,16 +442,23 @@ public final class S3Client: Sendable {
     /// Sends and returns the whole 2xx body.
     private func sendCollecting(_ request: S3Request, errorIn200: Bool = false) throws -> [UInt8] {
         var body: [UInt8] = []
-        let response = try send(request) { body.append(contentsOf: $0) }
+        // The body is collected in memory, so a transfer cut short can be retried from scratch.
+        let response = try send(request, restartable: true, onRestart: { body.removeAll() }) {
+            body.append(contentsOf: $0)
+        }
         if errorIn200, let root = XMLTree.parse(body), root.name == "Error" {
             throw error(from: root, status: response.status, response: response, request: request)
         }
         return body
     }
 
-    /// Sends `request` with retries. Body bytes of a 2xx answer go to `onData`; once any byte has been
-    /// delivered, a failure is no longer retried here (the caller may resume).
-    func send(_ request: S3Request, onData: (UnsafeRawBufferPointer) throws -> Void) throws -> HTTPResponse {
+    /// Sends `request` with retries. Body bytes of a 2xx answer go to `onData`. Once any byte has been
+    /// delivered, a failure is retried only when `restartable` (after `onRestart` discarded what
+    /// arrived); otherwise it is thrown and the caller may resume.
+    func send(
+        _ request: S3Request, restartable: Bool = false, onRestart: () -> Void = {},
+        onData: (UnsafeRawBufferPointer) throws -> Void
+    ) throws -> HTTPResponse {
         try validate(request)
         let policy = configuration.retry
         let started = ContinuousClock.now
@@ -500,7 +507,9 @@ public final class S3Client: Sendable {
                 || S3Error.retriedStatuses.contains(error.httpStatus)
             let delay = policy.delay(beforeRetry: attempt)
             let elapsed = ContinuousClock.now - started
-            guard retryable, !delivered, attempt < policy.maxAttempts, elapsed + delay < policy.maxTotalTime else {
+            guard retryable, !delivered || restartable, attempt < policy.maxAttempts,
+                elapsed + delay < policy.maxTotalTime
+            else {
                 logger.debug(
                     "S3 request failed",
                     metadata: ["op": "\(request.operation)", "resource": "\(request.resource)", "error": "\(error)",
@@ -510,8 +519,9 @@ public final class S3Client: Sendable {
             logger.info(
                 "S3 request failed, retrying",
                 metadata: ["op": "\(request.operation)", "resource": "\(request.resource)", "error": "\(error)",
-                    "attempt": "\(attempt)", "delayMs": "\(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)"])
-            Thread.sleep(forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
+                    "attempt": "\(attempt)", "delayMs": "\(Int(delay.seconds * 1000))"])
+            Thread.sleep(forTimeInterval: delay.seconds)
+            if delivered { onRestart() }
         }
     }
 

@@ -129,9 +129,13 @@ public struct S3RetryPolicy: Sendable {
     func delay(beforeRetry retry: Int) -> Duration {
         let factor = 1 << min(max(retry - 1, 0), 20)
         let capped = min(maxDelay, baseDelay * factor)
-        let seconds = Double(capped.components.seconds) + Double(capped.components.attoseconds) / 1e18
-        return .milliseconds(Int(seconds * 1000 * Double.random(in: 0.5...1.0)))
+        return .milliseconds(Int(capped.seconds * 1000 * Double.random(in: 0.5...1.0)))
     }
+}
+
+extension Duration {
+    /// The duration in (fractional) seconds.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
 /// How requests name the bucket.

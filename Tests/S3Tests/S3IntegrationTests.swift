@@ -270,6 +270,19 @@ struct S3IntegrationTests {
         #expect(error?.isTransient == true)
     }
 
+    @Test("a listing cut short is fetched again from scratch")
+    func truncatedListingRetried() throws {
+        for index in 0..<50 { try client.putObject(bucket: bucket, key: "cut/\(index)", body: []) }
+        let proxy = try FaultProxy(upstream: TestEnvironment.endpoint ?? "", faults: 1, mode: "truncate")
+        defer { proxy.stop() }
+        let policy = S3RetryPolicy(maxAttempts: 3, baseDelay: .milliseconds(10), maxDelay: .milliseconds(20))
+        let viaProxy = try TestEnvironment.client(endpoint: proxy.endpoint, retry: policy)
+        let keys = try viaProxy.listAllObjects(bucket: bucket, prefix: "cut/").map(\.key)
+        #expect(keys.count == 50)
+        #expect(Set(keys).count == 50)
+        #expect(try proxy.requests().count == 2)
+    }
+
     @Test("SlowDown beyond the attempt budget ends in a transient error after exactly maxAttempts")
     func slowDownExhausted() throws {
         let proxy = try FaultProxy(upstream: TestEnvironment.endpoint ?? "", faults: 100)
