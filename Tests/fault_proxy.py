@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A loopback fault proxy for the S3 tests (standard library only).
 
-usage: fault_proxy.py UPSTREAM_URL LOG_FILE [FAULTS [MODE]]
+usage: fault_proxy.py UPSTREAM_URL LOG_FILE [FAULTS [MODE [CERT KEY]]]
 
 Listens on 127.0.0.1 (a free port, printed as the first line on stdout), records every request
 (method, path, Authorization, x-amz-date, Range, If-Match) as one JSON line in LOG_FILE and
@@ -11,10 +11,12 @@ Host header is forwarded as sent, so the client's signature stays valid.
 MODE `slowdown` (default): the first FAULTS requests are answered with `503 SlowDown`.
 MODE `truncate`: the first FAULTS answers are cut after half of their body and the connection
 closed (the client sees a short transfer after some bytes arrived).
+With CERT and KEY (PEM files) the proxy speaks HTTPS to its clients (plain HTTP upstream).
 """
 import http.client
 import http.server
 import json
+import ssl
 import sys
 import threading
 import urllib.parse
@@ -92,5 +94,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if len(sys.argv) > 6:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[5], sys.argv[6])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()

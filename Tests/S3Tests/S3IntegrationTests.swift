@@ -283,6 +283,39 @@ struct S3IntegrationTests {
         #expect(try proxy.requests().count == 2)
     }
 
+    @Test("TLS is verified: a self-signed server is refused (no retry) unless its CA file is configured")
+    func tlsVerification() throws {
+        let dir = NSTemporaryDirectory() + "s3-tls-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        openssl.arguments = [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem",
+        ]
+        openssl.standardError = FileHandle.nullDevice
+        try openssl.run()
+        openssl.waitUntilExit()
+        try #require(openssl.terminationStatus == 0, "openssl could not make a test certificate")
+
+        let proxy = try FaultProxy(
+            upstream: TestEnvironment.endpoint ?? "", faults: 0, tls: (dir + "/cert.pem", dir + "/key.pem"))
+        defer { proxy.stop() }
+        let policy = S3RetryPolicy(maxAttempts: 3, baseDelay: .milliseconds(10), maxDelay: .milliseconds(20))
+        let untrusted = try TestEnvironment.client(endpoint: proxy.endpoint, retry: policy)
+        let error = #expect(throws: S3Error.self) { try untrusted.headObject(bucket: bucket, key: "tls") }
+        #expect(error?.code == .tls, "\(String(describing: error))")
+        #expect(error?.isTransient == false)
+
+        var configuration = TestEnvironment.configuration(endpoint: proxy.endpoint, retry: policy)
+        configuration.caFile = dir + "/cert.pem"
+        let trusted = try S3Client(configuration: configuration, logger: TestEnvironment.logger)
+        try trusted.putObject(bucket: bucket, key: "tls/object", body: Array("over tls".utf8))
+        #expect(try trusted.getObject(bucket: bucket, key: "tls/object") == Array("over tls".utf8))
+        #expect(try proxy.requests().count == 2)
+    }
+
     @Test("SlowDown beyond the attempt budget ends in a transient error after exactly maxAttempts")
     func slowDownExhausted() throws {
         let proxy = try FaultProxy(upstream: TestEnvironment.endpoint ?? "", faults: 100)

@@ -73,14 +73,14 @@ final class FaultProxy: Sendable {
 
     /// Starts the proxy in front of `upstream`; the first `faults` requests get 503 SlowDown (mode
     /// `slowdown`) or an answer cut after half its body (mode `truncate`).
-    init(upstream: String, faults: Int, mode: String = "slowdown") throws {
+    init(upstream: String, faults: Int, mode: String = "slowdown", tls: (cert: String, key: String)? = nil) throws {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("fault_proxy.py").path
         logPath = NSTemporaryDirectory() + "fault-proxy-\(UUID().uuidString).jsonl"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, upstream, logPath, String(faults), mode]
+        process.arguments = ["python3", script, upstream, logPath, String(faults), mode] + (tls.map { [$0.cert, $0.key] } ?? [])
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
@@ -98,7 +98,7 @@ final class FaultProxy: Sendable {
             kill(process.processIdentifier, SIGKILL)
             throw S3Error(code: .invalidRequest, message: "fault proxy did not start")
         }
-        endpoint = "http://127.0.0.1:\(port)"
+        endpoint = "\(tls == nil ? "http" : "https")://127.0.0.1:\(port)"
     }
 
     /// Recorded requests: method, path, authorization, date.
