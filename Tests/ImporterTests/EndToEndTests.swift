@@ -171,7 +171,8 @@ struct EndToEndTests {
 
     @Test("two worker processes sharing a PostgreSQL catalog import every image exactly once")
     func twoWorkersPostgres() async throws {
-        guard let url = E2E.load("pg-probe").flatMap({ $0.postgresSchemaURL() }) else {
+        guard let probe = E2E.load("two-workers-pg-probe") else { return }
+        guard let url = probe.postgresSchemaURL() else {
             print("skipping twoWorkersPostgres: SNAPIMPORT_TEST_POSTGRES_URL is not set (run scripts/test)")
             return
         }
@@ -263,7 +264,8 @@ struct EndToEndTests {
 
     @Test("SIGKILL mid-import with the PostgreSQL catalog")
     func killedWorkerRecoversPostgres() async throws {
-        guard let url = E2E.load("pg-probe").flatMap({ $0.postgresSchemaURL() }) else {
+        guard let probe = E2E.load("kill-pg-probe") else { return }
+        guard let url = probe.postgresSchemaURL() else {
             print("skipping killedWorkerRecoversPostgres: SNAPIMPORT_TEST_POSTGRES_URL is not set (run scripts/test)")
             return
         }
