@@ -421,6 +421,13 @@ public struct SnapshotService: Sendable {
                 continue
             }
         }
+        // Volume files a crashed `volume create` left half-written.
+        let stale = now.addingTimeInterval(-3600)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: volumesDirectory)) ?? []
+        where name.hasPrefix(".tmp-") {
+            let path = "\(volumesDirectory)/\(name)"
+            if let info = try? POSIX.stat(path), info.modified < stale { _ = try? POSIX.unlink(path) }
+        }
         return report
     }
 

@@ -179,7 +179,9 @@ struct SnapshotCommand: AsyncParsableCommand {
             if common.global.json {
                 CoreContext.printJSON(DeleteResult(id: id.rawValue, deleted: true, blocksFreed: report.removed))
             } else {
-                print("deleted \(id) (\(report.removed) blocks freed)")
+                print(
+                    "deleted \(id) (\(report.removed) blocks freed"
+                        + (report.kept > 0 ? ", \(report.kept) kept for a later collection)" : ")"))
             }
         }
     }
