@@ -243,3 +243,19 @@ private func fileError(_ what: String, _ path: String) -> S3Error {
     let code = errno
     return S3Error(code: .fileIO, message: "\(what) \(path): \(String(cString: strerror(code)))")
 }
+
+extension S3Client {
+    /// Runs blocking S3 work on a dedicated thread and awaits it, so that async code (the importer's
+    /// services) never blocks a thread of Swift's cooperative pool with network I/O.
+    /// - Parameter body: the work, e.g. `{ try $0.headObject(bucket: b, key: k) }`.
+    /// - Returns: what `body` returns.
+    public func run<T: Sendable>(_ body: @escaping @Sendable (S3Client) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            let thread = Thread {
+                continuation.resume(with: Result { try body(self) })
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+}

@@ -174,6 +174,17 @@ struct S3UnitTests {
         #expect(!request.url.contains("SECRET-VALUE"))
     }
 
+    @Test("async callers run blocking calls off the cooperative pool and get results and errors back")
+    func asyncRun() async throws {
+        let transport = ScriptedTransport([.init(status: 200, headers: [("ETag", "\"e9\"")]), .init(status: 404)])
+        let c = try client(transport)
+        let etag = try await c.run { try $0.putObject(bucket: "b", key: "k", body: [1]) }
+        #expect(etag == "e9")
+        await #expect(throws: S3Error(code: .noSuchKey, message: "")) {
+            try await c.run { try $0.headObject(bucket: "b", key: "k") }
+        }
+    }
+
     @Test("dates: ISO 8601 listings and HTTP headers")
     func dates() {
         #expect(S3Date.parseISO8601("1970-01-01T00:00:00Z") == Date(timeIntervalSince1970: 0))
