@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// The snapshot, volume, instance and template commands as a script calls them (architecture.md,
@@ -50,6 +51,29 @@ struct CommandLineTests {
         return Result(
             status: process.terminationStatus, stdout: try String(contentsOf: out, encoding: .utf8),
             stderr: try String(contentsOf: err, encoding: .utf8))
+    }
+
+    @Test("8 processes at once on one SQLite catalog: every command succeeds, every ID is distinct")
+    func parallelProcesses() throws {
+        guard let binary = Self.binary else {
+            Issue.record("the snapimport executable is not built (swift build first)")
+            return
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = directory + "/snapimport.toml"
+        try "[store]\npath = \"\(directory)/data\"\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let results = Mutex([Result?](repeating: nil, count: 8))
+        DispatchQueue.concurrentPerform(iterations: 8) { i in
+            let result = try? Self.run(binary, ["instance", "create", "--project", "p\(i)@acme", "--json"], config: config)
+            results.withLock { $0[i] = result }
+        }
+        let all = results.withLock { $0 }
+        #expect(all.allSatisfy { $0?.status == 0 }, "\(all.compactMap { $0?.stderr })")
+        #expect(Set(all.compactMap { $0?.object["id"] as? String }).count == 8)
+        let listed = try Self.run(binary, ["instance", "list", "--json"], config: config)
+        #expect((listed.json as? [Any])?.count == 8)
     }
 
     @Test("a whole life through the CLI: import, show, share, publish, volume, instance, template, delete")
