@@ -1,4 +1,6 @@
 import ArgumentParser
+import Foundation
+
 
 /// The `snapimport` command: turns disk images dropped into an S3 bucket into volume snapshots.
 ///
@@ -23,4 +25,24 @@ struct SnapImport: AsyncParsableCommand {
             ImportsCommand.self,
         ]
     )
+
+    /// Runs the parsed subcommand, mapping ArgumentParser's usage failures (EX_USAGE, 64) to the
+    /// contract's exit status 2; every other outcome keeps ArgumentParser's handling.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                let message = fullMessage(for: error)
+                if !message.isEmpty { FileHandle.standardError.write(Data((message + "\n").utf8)) }
+                Self.exit(withError: ExitCode(2))
+            }
+            exit(withError: error)
+        }
+    }
 }
