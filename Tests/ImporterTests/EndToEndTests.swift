@@ -21,7 +21,7 @@ struct EndToEndTests {
         for (project, seed) in [("web@acme", UInt8(1)), ("db-2@globex", UInt8(2))] {
             let fixtures = try Fixtures.everyFormat(e2e, directory: "\(e2e.work)/\(project)", seed: seed)
             for fixture in fixtures {
-                let key = "incoming/\(project)/dir one/\(fixture.name.replacingOccurrences(of: ".", with: " +."))"
+                let key = "\(e2e.prefix)incoming/\(project)/dir one/\(fixture.name.replacingOccurrences(of: ".", with: " +."))"
                 try client.putObject(
                     bucket: bucket, key: key, body: Array(try Data(contentsOf: URL(fileURLWithPath: fixture.path))))
                 expected[key] = try Fixtures.reference(e2e, fixture)
@@ -29,11 +29,11 @@ struct EndToEndTests {
         }
         let hostile = try Fixtures.hostile(e2e, directory: "\(e2e.work)/web@acme")
         try client.putObject(
-            bucket: bucket, key: "incoming/web@acme/hostile.qcow2",
+            bucket: bucket, key: "\(e2e.prefix)incoming/web@acme/hostile.qcow2",
             body: Array(try Data(contentsOf: URL(fileURLWithPath: hostile.path))))
         let sidecar = #"{"description":"from the sidecar","format":"qcow2","shareWith":["qa@acme"]}"#
         try client.putObject(
-            bucket: bucket, key: "incoming/web@acme/dir one/disk +.qcow2.json", body: Array(sidecar.utf8))
+            bucket: bucket, key: "\(e2e.prefix)incoming/web@acme/dir one/disk +.qcow2.json", body: Array(sidecar.utf8))
         return expected
     }
 
@@ -51,9 +51,9 @@ struct EndToEndTests {
             #expect(bytes.count == reference.count, "\(key): size")
             #expect(bytes == reference, "\(key): bytes differ from qemu-img convert -O raw")
         }
-        #expect(try keys(client, bucket, "incoming/").isEmpty)
+        #expect(try keys(client, bucket, "\(e2e.prefix)incoming/").isEmpty)
         for key in expected.keys {
-            let processed = "processed/" + key.dropFirst("incoming/".count)
+            let processed = "\(e2e.prefix)processed/" + key.dropFirst("\(e2e.prefix)incoming/".count)
             let receipt = try client.getObject(bucket: bucket, key: processed + ".snapshot.json")
             let document = try jsonObject(String(decoding: receipt, as: UTF8.self))
             #expect(document["state"] as? String == "available")
@@ -97,15 +97,15 @@ struct EndToEndTests {
         let rejected = try #require(summary["rejected"] as? [[String: Any]])
         #expect(rejected.count == 1)
         #expect(rejected.first?["code"] as? String == "BackingFileNotAllowed")
-        #expect(rejected.first?["key"] as? String == "incoming/web@acme/hostile.qcow2")
+        #expect(rejected.first?["key"] as? String == "\(e2e.prefix)incoming/web@acme/hostile.qcow2")
 
         try await verify(e2e, client, bucket: bucket, data: data, catalog: nil, expected: expected)
         // The hostile image and its report in failed/.
         let report = try jsonObject(
-            String(decoding: try client.getObject(bucket: bucket, key: "failed/web@acme/hostile.qcow2.error.json"),
+            String(decoding: try client.getObject(bucket: bucket, key: "\(e2e.prefix)failed/web@acme/hostile.qcow2.error.json"),
                    as: UTF8.self))
         #expect(report["code"] as? String == "BackingFileNotAllowed")
-        #expect(report["key"] as? String == "incoming/web@acme/hostile.qcow2")
+        #expect(report["key"] as? String == "\(e2e.prefix)incoming/web@acme/hostile.qcow2")
         #expect(Set(report.keys) == ["code", "message", "key", "etag", "at"])
         #expect((report["etag"] as? String)?.isEmpty == false)
         // The sidecar: description, sharing, and it moved along with its image.
@@ -114,8 +114,8 @@ struct EndToEndTests {
         }
         let sidecarSnapshot = try #require(withSidecar)
         #expect(sidecarSnapshot.sharedWith.map(\.description) == ["qa@acme"])
-        #expect(try keys(client, bucket, "processed/web@acme/dir one/disk +.qcow2.json") == [
-            "processed/web@acme/dir one/disk +.qcow2.json"
+        #expect(try keys(client, bucket, "\(e2e.prefix)processed/web@acme/dir one/disk +.qcow2.json") == [
+            "\(e2e.prefix)processed/web@acme/dir one/disk +.qcow2.json"
         ])
 
         // A second run: nothing to do, exit 0, no new snapshot.
@@ -131,11 +131,11 @@ struct EndToEndTests {
     }
 
     /// Small images for the concurrency tests: `count` raw disks with distinct content.
-    func uploadSmall(_ client: S3Client, bucket: String, count: Int, projects: [String]) throws -> [String: [UInt8]] {
+    func uploadSmall(_ e2e: E2E, _ client: S3Client, bucket: String, count: Int, projects: [String]) throws -> [String: [UInt8]] {
         var expected: [String: [UInt8]] = [:]
         for i in 0..<count {
             let project = projects[i % projects.count]
-            let key = "incoming/\(project)/img \(i)+x.raw"
+            let key = "\(e2e.prefix)incoming/\(project)/img \(i)+x.raw"
             let bytes = Fixtures.baseDisk(size: 1 << 20, seed: UInt8(i + 10))
             try client.putObject(bucket: bucket, key: key, body: bytes)
             expected[key] = bytes
@@ -147,7 +147,7 @@ struct EndToEndTests {
         guard let e2e = E2E.load(test) else { return }
         let client = try e2e.client()
         let bucket = try e2e.makeBucket(client)
-        let expected = try uploadSmall(client, bucket: bucket, count: 12, projects: ["a@acme", "b@globex"])
+        let expected = try uploadSmall(e2e, client, bucket: bucket, count: 12, projects: ["a@acme", "b@globex"])
         let data = "\(e2e.work)/data"
         let config = try e2e.writeConfig(bucket: bucket, data: data, catalog: catalog)
         let binary = try Tools.snapimportBinary()
@@ -210,9 +210,9 @@ struct EndToEndTests {
             let words = buffer.bindMemory(to: UInt64.self)
             for i in words.indices { words[i] = generator.next() }
         }
-        var expected = try uploadSmall(client, bucket: bucket, count: 3, projects: ["a@acme"])
-        try client.putObject(bucket: bucket, key: "incoming/a@acme/big.raw", body: big)
-        expected["incoming/a@acme/big.raw"] = big
+        var expected = try uploadSmall(e2e, client, bucket: bucket, count: 3, projects: ["a@acme"])
+        try client.putObject(bucket: bucket, key: "\(e2e.prefix)incoming/a@acme/big.raw", body: big)
+        expected["\(e2e.prefix)incoming/a@acme/big.raw"] = big
         let data = "\(e2e.work)/data"
         let config = try e2e.writeConfig(bucket: bucket, data: data, catalog: catalog)
         let binary = try Tools.snapimportBinary()

@@ -40,12 +40,12 @@ final class HookedStore: ObjectStore {
 /// Faults injected into a pass run in-process against the real SeaweedFS.
 @Suite("Importer under faults", .serialized)
 struct FaultTests {
-    func pass(_ store: any ObjectStore, bucket: String, data: String) async throws -> PassSummary {
+    func pass(_ store: any ObjectStore, _ e2e: E2E, bucket: String, data: String) async throws -> PassSummary {
         let logger = Logger(label: "fault")
         return try await withStore(data: data, catalogURL: nil) { service in
             let pipeline = ImportPipeline(
                 store: store, catalog: CoreImportCatalog(service: service),
-                settings: .init(bucket: bucket, maxAttempts: 5, leaseDuration: .seconds(10), workerID: "fault-test"),
+                settings: .init(bucket: bucket, layout: e2e.layout, maxAttempts: 5, leaseDuration: .seconds(10), workerID: "fault-test"),
                 logger: logger)
             let importer = Importer(
                 worker: pipeline, options: .init(concurrentImports: 1, once: true), clock: ContinuousClock(),
@@ -71,7 +71,7 @@ struct FaultTests {
         let bucket = try e2e.makeBucket(direct)
         var expected: [String: [UInt8]] = [:]
         for i in 0..<3 {
-            let key = "incoming/p@c/disk \(i).raw"
+            let key = "\(e2e.prefix)incoming/p@c/disk \(i).raw"
             let bytes = Fixtures.baseDisk(size: 1 << 20, seed: UInt8(40 + i))
             try direct.putObject(bucket: bucket, key: key, body: bytes)
             expected[key] = bytes
@@ -83,22 +83,22 @@ struct FaultTests {
 
         // The server goes away when the first image is being downloaded.
         let hooked = HookedStore(viaProxy) { _ in proxy.cut() }
-        let first = try await pass(hooked, bucket: bucket, data: data)
+        let first = try await pass(hooked, e2e, bucket: bucket, data: data)
         #expect(!first.succeeded)
         #expect(first.imported.isEmpty)
         #expect(first.retried.count == 3, "every object was left in incoming/ with a transient failure")
         #expect(first.retried.allSatisfy {
             if case .retried(let code, _, _) = $0.outcome { code == "StorageUnavailable" } else { false }
         })
-        #expect(try keys(direct, bucket, "incoming/").count == 3)
+        #expect(try keys(direct, bucket, "\(e2e.prefix)incoming/").count == 3)
 
         try proxy.start()
-        let second = try await pass(viaProxy, bucket: bucket, data: data)
+        let second = try await pass(viaProxy, e2e, bucket: bucket, data: data)
         #expect(second.succeeded)
         #expect(second.imported.count == 3)
         let snapshots = try await snapshotsByKey(data: data)
         for key in expected.keys { #expect(snapshots[key]?.count == 1, "\(key) imported once") }
-        #expect(try keys(direct, bucket, "incoming/").isEmpty)
+        #expect(try keys(direct, bucket, "\(e2e.prefix)incoming/").isEmpty)
         proxy.cut()
     }
 
@@ -107,7 +107,7 @@ struct FaultTests {
         guard let e2e = E2E.load("overwrite") else { return }
         let client = try e2e.client()
         let bucket = try e2e.makeBucket(client)
-        let key = "incoming/p@c/replaced+1.raw"
+        let key = "\(e2e.prefix)incoming/p@c/replaced+1.raw"
         let old = Fixtures.baseDisk(size: 1 << 20, seed: 60)
         let new = Fixtures.baseDisk(size: 1 << 20, seed: 61)
         try client.putObject(bucket: bucket, key: key, body: old)
@@ -115,15 +115,15 @@ struct FaultTests {
         let store = S3ObjectStore(client: client, bucket: bucket)
         let hooked = HookedStore(store) { key in _ = try client.putObject(bucket: bucket, key: key, body: new) }
 
-        let first = try await pass(hooked, bucket: bucket, data: data)
+        let first = try await pass(hooked, e2e, bucket: bucket, data: data)
         #expect(first.imported.isEmpty)
         let retried = try #require(first.retried.first)
         if case .retried(let code, _, _) = retried.outcome { #expect(code == "ObjectChanged") }
-        #expect(try keys(client, bucket, "incoming/") == [key])
+        #expect(try keys(client, bucket, "\(e2e.prefix)incoming/") == [key])
 
-        let second = try await pass(store, bucket: bucket, data: data)
+        let second = try await pass(store, e2e, bucket: bucket, data: data)
         #expect(second.imported.count == 1)
-        let third = try await pass(store, bucket: bucket, data: data)
+        let third = try await pass(store, e2e, bucket: bucket, data: data)
         #expect(third.results.isEmpty)
         let snapshots = try await snapshotsByKey(data: data)
         let only = try #require(snapshots[key])

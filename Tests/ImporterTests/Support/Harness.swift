@@ -17,6 +17,17 @@ struct E2E: Sendable {
     let postgresURL: String?
     let work: String
     let environment: [String: String]
+    /// Every test works under its own prefix of one shared bucket (SeaweedFS gives each bucket its
+    /// own volumes, and a test run must not exhaust them).
+    let prefix: String
+
+    /// The bucket layout under ``prefix``.
+    var layout: BucketLayout {
+        BucketLayout(incoming: prefix + "incoming/", processed: prefix + "processed/", failed: prefix + "failed/")
+    }
+
+    /// One bucket per test process.
+    static let sharedBucket = "importer-tests-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
 
     static let environment = ProcessInfo.processInfo.environment
 
@@ -36,7 +47,7 @@ struct E2E: Sendable {
         try? FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         return E2E(
             endpoint: endpoint, qemuImg: qemu, postgresURL: env["SNAPIMPORT_TEST_POSTGRES_URL"], work: work,
-            environment: env)
+            environment: env, prefix: "\(test)-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))/")
     }
 
     static var credentials: S3Credentials {
@@ -56,9 +67,9 @@ struct E2E: Sendable {
     }
 
     func makeBucket(_ client: S3Client) throws -> String {
-        let bucket = "imp-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
-        try client.createBucket(bucket)
-        return bucket
+        // CreateBucket succeeds when the bucket exists and is ours.
+        try client.createBucket(Self.sharedBucket)
+        return Self.sharedBucket
     }
 
     /// A config file for the CLI: the bucket, a store directory, and optionally a PostgreSQL catalog.
@@ -76,6 +87,14 @@ struct E2E: Sendable {
 
             """
         if let catalog { text += "catalog = \"\(catalog)\"\n" }
+        text += """
+
+            [layout]
+            incoming = "\(prefix)incoming/"
+            processed = "\(prefix)processed/"
+            failed = "\(prefix)failed/"
+
+            """
         text += "\n[limits]\nmax_attempts = 3\nconcurrent_imports = 2\n"
         let path = "\(work)/\(name)"
         try text.write(toFile: path, atomically: true, encoding: .utf8)
