@@ -12,14 +12,25 @@ final class HookedStore: ObjectStore {
     let base: any ObjectStore
     private let pending: Mutex<(@Sendable (String) throws -> Void)?>
 
+    private let every: (@Sendable (String) throws -> Void)?
+
     init(_ base: any ObjectStore, hook: @escaping @Sendable (String) throws -> Void) {
         self.base = base
         self.pending = Mutex(hook)
+        self.every = nil
+    }
+
+    /// Runs `every` before each ranged GET.
+    init(_ base: any ObjectStore, every: @escaping @Sendable (String) throws -> Void) {
+        self.base = base
+        self.pending = Mutex(nil)
+        self.every = every
     }
 
     func list(prefix: String) throws -> [ObjectSummary] { try base.list(prefix: prefix) }
     func head(key: String) throws -> ObjectMetadata { try base.head(key: key) }
     func get(key: String, range: Range<UInt64>?, ifMatch: String?) throws -> [UInt8] {
+        if ifMatch != nil, let every { try every(key) }
         if ifMatch != nil, let hook = pending.withLock({ hook -> (@Sendable (String) throws -> Void)? in
             defer { hook = nil }
             return hook
@@ -82,7 +93,7 @@ struct FaultTests {
         let data = "\(e2e.work)/data"
 
         // The server goes away when the first image is being downloaded.
-        let hooked = HookedStore(viaProxy) { _ in proxy.cut() }
+        let hooked = HookedStore(viaProxy, hook: { _ in proxy.cut() })
         let first = try await pass(hooked, e2e, bucket: bucket, data: data)
         #expect(!first.succeeded)
         #expect(first.imported.isEmpty)
@@ -113,7 +124,7 @@ struct FaultTests {
         try client.putObject(bucket: bucket, key: key, body: old)
         let data = "\(e2e.work)/data"
         let store = S3ObjectStore(client: client, bucket: bucket)
-        let hooked = HookedStore(store) { key in _ = try client.putObject(bucket: bucket, key: key, body: new) }
+        let hooked = HookedStore(store, hook: { key in _ = try client.putObject(bucket: bucket, key: key, body: new) })
 
         let first = try await pass(hooked, e2e, bucket: bucket, data: data)
         #expect(first.imported.isEmpty)

@@ -3,6 +3,7 @@ import Foundation
 import Importer
 import Logging
 import SnapshotCore
+import Synchronization
 import Testing
 
 /// The pipeline over an in-memory bucket and a real (temporary) SQLite store: the policies that
@@ -114,5 +115,41 @@ struct PipelineTests {
         let again = try await pass(store)
         #expect(again.imported.count == 1)
         #expect(try await snapshots().count == 2)
+    }
+
+    @Test("an import abandoned mid-way (shutdown) releases its claim and drops its pending snapshot")
+    func abandoned() async throws {
+        let memory = MemoryObjectStore()
+        memory.store("incoming/p@c/x.raw", disk)
+        let flag = CancellationFlag()
+        let gets = Mutex(0)
+        // Cancel at the 20th ranged GET: well inside the extent loop (4 KiB chunks, 64 in all).
+        let store = HookedStore(memory, every: { _ in
+            if gets.withLock({ $0 += 1; return $0 }) == 20 { flag.cancel(ImporterError(.cancelled, "shutdown")) }
+        })
+        let logger = Logger(label: "pipeline")
+        let (result, pendingDuringRun) = try await withStore(data: data, catalogURL: nil) { service in
+            let pipeline = ImportPipeline(
+                store: store, catalog: CoreImportCatalog(service: service),
+                settings: .init(bucket: bucket, workerID: "unit", chunkSize: 4096, cachedChunks: 2), logger: logger)
+            let candidate = try #require(try await pipeline.listCandidates().first)
+            let result = await pipeline.importObject(candidate, cancellation: flag)
+            let pending = try await service.listSnapshots(caller: .operator).filter { $0.state == .pending }.count
+            return (result, pending)
+        }
+        guard case .retried(let code, _, _) = result.outcome else {
+            Issue.record("expected a retry, got \(result.outcome)")
+            return
+        }
+        #expect(code == "Cancelled")
+        #expect(pendingDuringRun == 0)
+        #expect(memory.keys == ["incoming/p@c/x.raw"])
+        let row = try await withStore(data: data, catalogURL: nil) {
+            try await $0.importRecord(bucket: bucket, key: "incoming/p@c/x.raw", etag: result.etag)
+        }
+        #expect(row?.state == .retry)
+        #expect(row?.worker == nil)
+        // The next pass imports it.
+        #expect(try await pass(memory).imported.count == 1)
     }
 }
