@@ -1,5 +1,5 @@
-public import DiskImage
-public import Foundation
+import DiskImage
+import Foundation
 public import SnapshotCore
 
 /// ``ImportCatalog`` over SnapshotCore's `SnapshotService` (SQLite or PostgreSQL catalog, any block

@@ -1,5 +1,5 @@
 public import DiskImage
-public import Foundation
+import Foundation
 public import SnapshotCore
 
 /// What a claim attempt found (see ``ImportCatalog/claim(_:owner:worker:leaseDuration:)``).

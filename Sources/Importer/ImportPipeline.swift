@@ -1,5 +1,5 @@
 public import DiskImage
-public import Foundation
+import Foundation
 public import Logging
 public import SnapshotCore
 
