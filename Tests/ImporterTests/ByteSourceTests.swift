@@ -45,3 +45,38 @@ struct ByteSourceTests {
         #expect(throws: ImporterError(.leaseLost, "")) { try source.read(at: 0, count: 1) }
     }
 }
+
+@Suite("S3 object byte source read-ahead")
+struct ReadAheadTests {
+    @Test("a sequential reader gets every byte once in order, with the next chunks fetched ahead")
+    func sequential() throws {
+        let store = MemoryObjectStore()
+        let body = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 10) }
+        let etag = store.store("k", body)
+        let source = S3ObjectByteSource(
+            store: store, key: "k", etag: etag, size: UInt64(body.count), chunkSize: 4096, cachedChunks: 3,
+            readAhead: 2)
+        var out: [UInt8] = []
+        var offset: UInt64 = 0
+        while offset < UInt64(body.count) {
+            out += try source.read(at: offset, count: 1000)
+            offset += 1000
+        }
+        #expect(out == body)
+        // Every chunk fetched (prefetches included) at most about once: no refetch storm.
+        #expect(source.requests <= 49 + 2)
+    }
+
+    @Test("a replaced object fails a read that a prefetch already tried")
+    func prefetchFailure() throws {
+        let store = MemoryObjectStore()
+        let etag = store.store("k", [UInt8](repeating: 7, count: 40_000))
+        let source = S3ObjectByteSource(
+            store: store, key: "k", etag: etag, size: 40_000, chunkSize: 4096, cachedChunks: 3, readAhead: 2)
+        _ = try source.read(at: 0, count: 10)
+        store.store("k", [UInt8](repeating: 8, count: 40_000))
+        #expect(throws: ImporterError(.objectChanged, "")) {
+            for offset in stride(from: 4096, to: 40_000, by: 4096) { _ = try source.read(at: UInt64(offset), count: 10) }
+        }
+    }
+}
