@@ -40,7 +40,8 @@ public enum DiskImage {
     }
 
     /// Validates an image without converting it. Never throws for a bad image: the reasons say why it was
-    /// rejected. For qcow2 every L2 table is checked too (metadata only; no guest data is read).
+    /// rejected. For readers that can (qcow2 L2 tables, VMDK grain tables) every table entry is checked too
+    /// (metadata only; no guest data is read).
     ///
     /// - Returns: the verdict, the reasons, and what could be learned about the image.
     public static func inspect(
@@ -55,8 +56,8 @@ public enum DiskImage {
             result.virtualSize = reader.info.virtualSize
             result.allocatedBytes = reader.info.allocatedBytes
             result.bootable = reader.info.bootable
-            if let sniffing = reader as? BootSniffingReader, let qcow2 = sniffing.base as? QCOW2Reader {
-                result.allocatedBytes = try qcow2.validateMetadata()
+            if let sniffing = reader as? BootSniffingReader, let validating = sniffing.base as? any MetadataValidating {
+                result.allocatedBytes = try validating.validateMetadata()
             }
         } catch let error as DiskImageError {
             result.verdict = .rejected
@@ -163,6 +164,15 @@ public enum DiskImage {
         return ConversionResult(virtualSize: reader.info.virtualSize, dataBytesWritten: written)
     }
 }
+
+/// A reader that can check all of its mapping metadata without reading guest data (`DiskImage.inspect`).
+protocol MetadataValidating {
+    /// Validates every table entry; returns the bytes of the file holding guest data.
+    func validateMetadata() throws -> UInt64
+}
+
+extension QCOW2Reader: MetadataValidating {}
+extension VMDKReader: MetadataValidating {}
 
 /// What `DiskImage.convert` did.
 public struct ConversionResult: Sendable, Equatable {
