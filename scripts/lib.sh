@@ -54,7 +54,7 @@ JSON
         -s3.domainName=s3.localhost -admin.ui=false -webdav=false \
         -s3.port="$port" -s3.port.iceberg=0 -s3.port.lance=0 \
         -master.port="$(free_port)" -volume.port="$(free_port)" -filer.port="$(free_port)" \
-        -master.volumeSizeLimitMB=1024 -master.telemetry=false >"$dir/weed.log" 2>&1 &
+        -master.volumeSizeLimitMB="${SNAP_WEED_VOLUME_MB:-1024}" -master.telemetry=false >"$dir/weed.log" 2>&1 &
     S3_PID=$!
     echo "$S3_PID" >"$dir/weed.pid"
     export S3_ENDPOINT="http://127.0.0.1:$port"

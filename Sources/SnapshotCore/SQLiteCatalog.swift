@@ -21,11 +21,25 @@ public final class SQLiteCatalog: Catalog {
         config.busyMode = .timeout(busyTimeout)
         config.foreignKeysEnabled = true
         config.label = "snapimport.catalog"
-        do {
-            pool = try DatabasePool(path: path, configuration: config)
-            try Self.migrator.migrate(pool)
-        } catch {
-            throw SnapshotError(.catalog, "cannot open the catalog \(path)", underlying: error)
+        pool = try Self.openPool(path: path, configuration: config)
+    }
+
+    /// Opens the pool and migrates it. Two processes opening a brand-new file at once can meet
+    /// SQLITE_BUSY on the first `PRAGMA journal_mode = WAL`, which SQLite does not hand to the busy
+    /// handler: that case is retried briefly.
+    private static func openPool(path: String, configuration: Configuration) throws -> DatabasePool {
+        var attempt = 0
+        while true {
+            do {
+                let pool = try DatabasePool(path: path, configuration: configuration)
+                try migrator.migrate(pool)
+                return pool
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && attempt < 40 {
+                attempt += 1
+                Thread.sleep(forTimeInterval: Double.random(in: 0.02...0.1))
+            } catch {
+                throw SnapshotError(.catalog, "cannot open the catalog \(path)", underlying: error)
+            }
         }
     }
 

@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import Logging
 import SnapshotCore
-import SnapshotPostgres
 
 /// What the snapshot, volume, instance and template commands need: the snapshot service opened from
 /// the configuration's `[store]` section (data directory, optional PostgreSQL catalog, block size),
@@ -22,25 +21,9 @@ enum CoreContext {
         }
         var logger = Logger(label: "snapimport.core", factory: { StreamLogHandler.standardError(label: $0) })
         logger.logLevel = global.verbose ? .debug : .warning
-        if let blocks = config.store.blocks {
-            CommandOutput.fail(
-                code: "InvalidConfiguration",
-                message: "[store] blocks = \(blocks): this command uses the local block store only; remove the key",
-                json: global.json, exit: 2)
-        }
         do {
-            if let url = config.store.catalog {
-                return try await withPostgresCatalog(url: url, logger: logger) { catalog in
-                    let service = try LocalStore.open(
-                        path: config.store.path, blockSize: config.store.blockSize, catalog: catalog, logger: logger)
-                    return try await body(service)
-                }
-            }
-            let service = try LocalStore.open(
-                path: config.store.path, blockSize: config.store.blockSize, logger: logger)
-            let result = try await body(service)
-            try? await service.catalog.close()
-            return result
+            return try await StoreContext.withService(
+                config, json: global.json, verbose: global.verbose, logger: logger, environment: environment, body)
         } catch {
             fail(error, json: global.json)
         }

@@ -43,64 +43,12 @@ enum ImporterContext {
         return bucket
     }
 
-    /// Opens the snapshot service for `body`, then closes it. Opening failures exit 2.
+    /// Opens the snapshot service for `body`, then closes it (``StoreContext``). Opening failures exit 2.
     static func withService<R: Sendable>(
         _ config: Configuration, s3: S3Client?, json: Bool, logger: Logger,
         _ body: (SnapshotService) async throws -> R
     ) async throws -> R {
-        func open(_ catalog: (any Catalog)?) throws -> SnapshotService {
-            do {
-                return try openThrowing(catalog)
-            } catch {
-                CommandOutput.fail(code: "InvalidConfiguration", message: "cannot open the store: \(error)", json: json, exit: 2)
-            }
-        }
-        func openThrowing(_ catalog: (any Catalog)?) throws -> SnapshotService {
-            do {
-                guard let blocks = config.store.blocks else {
-                    return try LocalStore.open(
-                        path: config.store.path, blockSize: config.store.blockSize, catalog: catalog, logger: logger)
-                }
-                guard let s3 else { throw ValidationError("[store] blocks = \(blocks) needs the [s3] section") }
-                try FileManager.default.createDirectory(atPath: config.store.path, withIntermediateDirectories: true)
-                var options = SnapshotServiceOptions()
-                if let size = config.store.blockSize { options.blockSize = size }
-                return try SnapshotService(
-                    catalog: try catalog ?? SQLiteCatalog(path: "\(config.store.path)/catalog.sqlite"),
-                    blocks: try S3BlockStore(client: s3, location: blocks, logger: logger),
-                    volumesDirectory: "\(config.store.path)/volumes", options: options, logger: logger)
-            }
-        }
-        if let url = config.store.catalog {
-            let catalog: PostgresCatalog
-            do {
-                catalog = try PostgresCatalog(url: url, logger: logger)
-            } catch {
-                CommandOutput.fail(code: "InvalidConfiguration", message: "\(error)", json: json, exit: 2)
-            }
-            return try await withPostgresCatalog(catalog) { catalog in
-                try await body(open(catalog))
-            }
-        }
-        // Two workers opening a brand-new SQLite file at once can meet SQLITE_BUSY on the first
-        // `PRAGMA journal_mode = WAL` (SQLite does not call the busy handler there): retry briefly.
-        var service: SnapshotService?
-        for _ in 1..<20 where service == nil {
-            do {
-                service = try openThrowing(nil)
-            } catch {
-                try await Task.sleep(for: .milliseconds(Int.random(in: 20...120)))
-            }
-        }
-        let opened = try service ?? open(nil)
-        do {
-            let result = try await body(opened)
-            try? await opened.catalog.close()
-            return result
-        } catch {
-            try? await opened.catalog.close()
-            throw error
-        }
+        try await StoreContext.withService(config, s3: s3, json: json, logger: logger, body)
     }
 
     /// `host:pid`: names this worker in claims and logs.

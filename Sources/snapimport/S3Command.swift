@@ -63,7 +63,7 @@ struct S3Command: ParsableCommand {
         func run() throws {
             let target = try S3Location(location, requireKey: true)
             let context = S3Context.make(global: global)
-            let path = file == "-" ? "/dev/stdout" : file
+            let path = file
             let bar = ProgressBar(label: "get", enabled: file != "-" && isatty(STDERR_FILENO) == 1)
             let head: ObjectHead?
             do {
@@ -71,6 +71,13 @@ struct S3Command: ParsableCommand {
                     head = try context.client.downloadFile(
                         bucket: target.bucket, key: target.key, path: path, concurrency: parallel, chunkSize: chunkSize,
                         progress: { bar.update(done: $0, total: $1) })
+                } else if file == "-" {
+                    // Standard output is written as a stream, never reopened by path: reopening
+                    // /dev/stdout would truncate a file that stdout is redirected to.
+                    let stdout = FileHandle.standardOutput
+                    head = try context.client.getObject(bucket: target.bucket, key: target.key, range: nil, ifMatch: nil) {
+                        stdout.write(Data($0))
+                    }
                 } else {
                     head = try context.client.getObject(bucket: target.bucket, key: target.key, toFile: path)
                 }
