@@ -37,6 +37,8 @@ struct RunCommand: AsyncParsableCommand {
                     services: [.init(service: importer, successTerminationBehavior: .gracefullyShutdownGroup)],
                     gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
+            // Blocks of imports that a crash abandoned (and of deleted snapshots) go at the end of a pass.
+            await GarbageCollectionService<ContinuousClock>.collect(service, logger: logger)
             return importer.summaries.last ?? PassSummary()
         }
         ImporterContext.report(summary, json: global.json, verbose: global.verbose)

@@ -51,7 +51,13 @@ struct WatchCommand: AsyncParsableCommand {
                 metadata: ["interval": "\(interval)s", "worker": "\(settings.workerID)"])
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [.init(service: importer)], gracefulShutdownSignals: [.sigterm, .sigint],
+                    services: [
+                        .init(service: importer),
+                        .init(
+                            service: GarbageCollectionService(
+                                service: service, interval: .seconds(3600), clock: ContinuousClock(), logger: logger)),
+                    ],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger))
             try await group.run()
         }
