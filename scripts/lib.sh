@@ -56,6 +56,7 @@ JSON
         -master.port="$(free_port)" -volume.port="$(free_port)" -filer.port="$(free_port)" \
         -master.volumeSizeLimitMB="${SNAP_WEED_VOLUME_MB:-1024}" -master.telemetry=false >"$dir/weed.log" 2>&1 &
     S3_PID=$!
+    disown "$S3_PID" 2>/dev/null || true  # stopped by PID (stop_pid), not as a shell job
     echo "$S3_PID" >"$dir/weed.pid"
     export S3_ENDPOINT="http://127.0.0.1:$port"
     for _ in $(seq 1 120); do
