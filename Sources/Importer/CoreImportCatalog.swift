@@ -84,32 +84,61 @@ public struct CoreImportCatalog: ImportCatalog {
 }
 
 /// Feeds a core `SnapshotWriter` from extents through an ``ExtentBlocker``.
+///
+/// Blocks are hashed and stored by up to `window` concurrent tasks while the pipeline reads the next
+/// extents (the reader downloads and parses on its own thread): hashing and writing overlap with
+/// downloading on both cores. Memory stays bounded at `window` blocks in flight.
 final class CoreSnapshotWriter: SnapshotWriting, @unchecked Sendable {
-    // Safe: `blocker` is mutated only by `write`, which the pipeline calls from one task, awaiting
-    // each call before the next; the core writer itself is Sendable.
+    // Safe: `blocker` and `inFlight` are mutated only by `write`, `commit` and `abort`, which the
+    // pipeline calls from one task, awaiting each call before the next; the core writer is Sendable.
     private let writer: SnapshotWriter
     private var blocker: ExtentBlocker
+    private var inFlight: [Task<Void, any Error>] = []
+    private let window: Int
 
-    init(writer: SnapshotWriter) {
+    init(writer: SnapshotWriter, window: Int = 6) {
         self.writer = writer
         self.blocker = ExtentBlocker(blockSize: writer.blockSize, virtualSize: writer.virtualSize)
+        self.window = max(1, window)
     }
 
     var id: SnapshotID { writer.id }
 
     func write(_ extent: Extent) async throws {
-        let writer = writer
         try await blocker.feed(extent) { index, bytes in
-            try await writer.writeBlock(index: index, bytes: bytes)
+            try await self.enqueue(index, bytes)
         }
     }
 
+    private func enqueue(_ index: UInt64, _ bytes: [UInt8]) async throws {
+        while inFlight.count >= window {
+            try await inFlight.removeFirst().value
+        }
+        let writer = writer
+        inFlight.append(Task { try await writer.writeBlock(index: index, bytes: bytes) })
+    }
+
+    /// Waits for every block in flight; the first failure is thrown after all have ended.
+    private func drain() async throws {
+        var failure: (any Error)?
+        while !inFlight.isEmpty {
+            do {
+                try await inFlight.removeFirst().value
+            } catch {
+                if failure == nil { failure = error }
+            }
+        }
+        if let failure { throw failure }
+    }
+
     func commit() async throws -> SnapshotRecord {
+        try await drain()
         try blocker.finish()
         return try await writer.commit()
     }
 
     func abort() async {
+        try? await drain()
         await writer.abort(reason: "import abandoned")
     }
 }

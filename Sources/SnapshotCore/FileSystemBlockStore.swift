@@ -83,6 +83,9 @@ public final class FileSystemBlockStore: BlockStore {
         let fd = try POSIX.open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
         do {
             try POSIX.pwriteAll(fd, bytes, at: 0, path: temporary)
+            // The disk writes while the import downloads and hashes the next blocks; the fsync at
+            // sync() then mostly waits for I/O already done.
+            POSIX.startWriteback(fd)
             POSIX.close(fd)
         } catch {
             POSIX.close(fd)
