@@ -31,8 +31,8 @@ public struct ImportPipeline: ObjectImporting {
         public init(
             bucket: String, layout: BucketLayout = BucketLayout(), limits: InspectionLimits = InspectionLimits(),
             maxAttempts: Int = 5, leaseDuration: Duration = .seconds(60), workerID: String,
-            progressInterval: Duration = .seconds(10), chunkSize: Int = 8 << 20, cachedChunks: Int = 2,
-            readAhead: Int = 4
+            progressInterval: Duration = .seconds(10), chunkSize: Int = 8 << 20, cachedChunks: Int = 6,
+            readAhead: Int = 3
         ) {
             self.bucket = bucket
             self.layout = layout
