@@ -24,9 +24,11 @@ public final class SQLiteCatalog: Catalog {
         pool = try Self.openPool(path: path, configuration: config)
     }
 
-    /// Opens the pool and migrates it. Two processes opening a brand-new file at once can meet
-    /// SQLITE_BUSY on the first `PRAGMA journal_mode = WAL`, which SQLite does not hand to the busy
-    /// handler: that case is retried briefly.
+    /// Opens the pool and migrates it. Several processes opening a brand-new file at once race in two
+    /// places, both retried briefly: SQLITE_BUSY on the first `PRAGMA journal_mode = WAL` (SQLite does
+    /// not hand it to the busy handler), and two migrators that both saw the schema unapplied — the
+    /// loser's transaction fails with "already exists" and rolls back; on retry it finds the migration
+    /// recorded and does nothing.
     private static func openPool(path: String, configuration: Configuration) throws -> DatabasePool {
         var attempt = 0
         while true {
@@ -34,13 +36,18 @@ public final class SQLiteCatalog: Catalog {
                 let pool = try DatabasePool(path: path, configuration: configuration)
                 try migrator.migrate(pool)
                 return pool
-            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && attempt < 40 {
+            } catch let error as DatabaseError where Self.isOpeningRace(error) && attempt < 40 {
                 attempt += 1
                 Thread.sleep(forTimeInterval: Double.random(in: 0.02...0.1))
             } catch {
                 throw SnapshotError(.catalog, "cannot open the catalog \(path)", underlying: error)
             }
         }
+    }
+
+    private static func isOpeningRace(_ error: DatabaseError) -> Bool {
+        error.resultCode == .SQLITE_BUSY
+            || (error.resultCode == .SQLITE_ERROR && (error.message ?? "").contains("already exists"))
     }
 
     /// The schema; append migrations, never edit a shipped one.
