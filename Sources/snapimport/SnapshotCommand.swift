@@ -19,6 +19,17 @@ struct SnapshotCommand: AsyncParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Option(name: .long, help: "Act as this project (P@C); without it, act as the operator.")
         var project: String?
+
+        /// The shape of every owner-only change: parse the caller and the snapshot ID (exit 2 when
+        /// malformed), apply `change` through the service, print the updated snapshot.
+        func change(
+            _ snapshot: String, _ change: (SnapshotService, SnapshotID, Caller) async throws -> SnapshotRecord
+        ) async {
+            let caller = CoreContext.caller(project, json: global.json)
+            let id: SnapshotID = CoreContext.id(snapshot, json: global.json)
+            let record = await CoreContext.run(global) { try await change($0, id, caller) }
+            output(record, json: global.json)
+        }
     }
 
     struct List: AsyncParsableCommand {
@@ -101,10 +112,7 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Argument(help: "The new description.") var text: String
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
-            let record = await CoreContext.run(common.global) { try await $0.setDescription(id, text, caller: caller) }
-            output(record, json: common.global.json)
+            await common.change(snapshot) { try await $0.setDescription($1, text, caller: $2) }
         }
     }
 
@@ -115,10 +123,7 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Option(name: .long, help: "The project to grant (P@C).") var with: String
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
-            let record = await CoreContext.run(common.global) { try await $0.share(id, with: with, caller: caller) }
-            output(record, json: common.global.json)
+            await common.change(snapshot) { try await $0.share($1, with: with, caller: $2) }
         }
     }
 
@@ -129,10 +134,7 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Option(name: .long, help: "The project to revoke (P@C).") var with: String
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
-            let record = await CoreContext.run(common.global) { try await $0.unshare(id, with: with, caller: caller) }
-            output(record, json: common.global.json)
+            await common.change(snapshot) { try await $0.unshare($1, with: with, caller: $2) }
         }
     }
 
@@ -144,12 +146,7 @@ struct SnapshotCommand: AsyncParsableCommand {
         var confirmBootable = false
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
-            let record = await CoreContext.run(common.global) {
-                try await $0.publish(id, confirmBootable: confirmBootable, caller: caller)
-            }
-            output(record, json: common.global.json)
+            await common.change(snapshot) { try await $0.publish($1, confirmBootable: confirmBootable, caller: $2) }
         }
     }
 
@@ -159,10 +156,7 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Argument(help: "The snapshot (snap-…).") var snapshot: String
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
-            let record = await CoreContext.run(common.global) { try await $0.unpublish(id, caller: caller) }
-            output(record, json: common.global.json)
+            await common.change(snapshot) { try await $0.unpublish($1, caller: $2) }
         }
     }
 
