@@ -267,13 +267,8 @@ func withStore<R: Sendable>(
             try await body(LocalStore.open(path: data, catalog: catalog, options: options, logger: logger))
         }
     }
-    // A worker may be creating the SQLite file right now (SQLITE_BUSY on the WAL switch): retry.
-    var opened: SnapshotService?
-    for _ in 1..<20 where opened == nil {
-        opened = try? LocalStore.open(path: data, options: options, logger: logger)
-        if opened == nil { try await Task.sleep(for: .milliseconds(50)) }
-    }
-    let service = try opened ?? LocalStore.open(path: data, options: options, logger: logger)
+    // A worker may be creating the SQLite file right now: SQLiteCatalog retries that race itself.
+    let service = try LocalStore.open(path: data, options: options, logger: logger)
     let result = try await body(service)
     try? await service.catalog.close()
     return result
