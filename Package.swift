@@ -34,6 +34,7 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        .systemLibrary(name: "CFileSystem"),
         .systemLibrary(
             name: "CCompression",
             pkgConfig: "libzstd",
@@ -64,6 +65,7 @@ let package = Package(
         .target(
             name: "SnapshotCore",
             dependencies: [
+                "CFileSystem",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),

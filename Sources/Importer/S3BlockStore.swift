@@ -120,12 +120,16 @@ public final class S3BlockStore: BlockStore {
         }
     }
 
-    public func remove(_ hash: BlockHash, unlessModifiedSince cutoff: Date) async throws -> Bool {
-        guard let head = try await head(hash), let modified = head.lastModified, modified < cutoff else { return false }
-        let key = key(hash)
-        let (client, bucket) = (client, bucket)
-        try await storage("remove block \(hash.hex)") { try client.deleteObject(bucket: bucket, key: key) }
-        return true
+    public func remove(_ hashes: [BlockHash], unlessModifiedSince cutoff: Date) async throws -> Set<BlockHash> {
+        var removed = Set<BlockHash>()
+        for hash in hashes {
+            guard let head = try await head(hash), let modified = head.lastModified, modified < cutoff else { continue }
+            let key = key(hash)
+            let (client, bucket) = (client, bucket)
+            try await storage("remove block \(hash.hex)") { try client.deleteObject(bucket: bucket, key: key) }
+            removed.insert(hash)
+        }
+        return removed
     }
 
     private func head(_ hash: BlockHash) async throws -> ObjectHead? {

@@ -1,3 +1,4 @@
+import CFileSystem
 import Foundation
 
 #if canImport(Glibc)
@@ -19,6 +20,17 @@ enum POSIX {
             let fd = systemOpen(path, flags | O_CLOEXEC, mode)
             if fd >= 0 { return fd }
             if errno == EINTR { continue }
+            throw error("cannot open", path)
+        }
+    }
+
+    /// - Returns: nil when the file does not exist.
+    static func openExisting(_ path: String, _ flags: Int32) throws -> Int32? {
+        while true {
+            let fd = systemOpen(path, flags | O_CLOEXEC, 0)
+            if fd >= 0 { return fd }
+            if errno == EINTR { continue }
+            if errno == ENOENT { return nil }
             throw error("cannot open", path)
         }
     }
@@ -65,13 +77,43 @@ enum POSIX {
         if systemFsync(fd) != 0 { throw error("cannot fsync", path) }
     }
 
-    /// Starts writing the file's dirty pages to disk now, without waiting (Linux: `posix_fadvise`
-    /// `DONTNEED` queues the writeback), so a later `fsync` finds most of the work done. A hint:
-    /// durability still comes from `fsync`; failures are ignored.
-    static func startWriteback(_ fd: Int32) {
-        #if os(Linux)
-            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
-        #endif
+    /// `fdatasync`: the file's data and size are durable (not its times).
+    static func fdatasync(_ fd: Int32, path: String) throws {
+        if systemFdatasync(fd) != 0 { throw error("cannot sync", path) }
+    }
+
+    /// Starts writing a range's dirty pages to disk now, without waiting (Linux `sync_file_range`),
+    /// so a later `fdatasync` finds most of the work done. A hint: durability still comes from the
+    /// sync; failures are ignored.
+    static func startWriteback(_ fd: Int32, offset: UInt64, length: Int) {
+        _ = snapimport_start_writeback(fd, off_t(offset), off_t(length))
+    }
+
+    /// Frees a range of a file, which then reads as zeros; the file keeps its size.
+    static func punchHole(_ fd: Int32, offset: UInt64, length: UInt64, path: String) throws {
+        guard length > 0 else { return }
+        while snapimport_punch_hole(fd, off_t(offset), off_t(length)) != 0 {
+            if errno == EINTR { continue }
+            throw error("cannot free a range of", path)
+        }
+    }
+
+    /// Takes an exclusive `flock` on the open file, waiting for it when `wait`.
+    /// - Returns: false when another open file description holds it and `wait` is false.
+    static func lock(_ fd: Int32, wait: Bool, path: String) throws -> Bool {
+        while systemFlock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0 {
+            if errno == EINTR { continue }
+            if errno == EWOULDBLOCK { return false }
+            throw error("cannot lock", path)
+        }
+        return true
+    }
+
+    /// The file's size.
+    static func size(_ fd: Int32, path: String) throws -> UInt64 {
+        let end = systemLseek(fd, 0, SEEK_END)
+        if end < 0 { throw error("cannot size", path) }
+        return UInt64(end)
     }
 
     /// fsync of a file or directory by path.
@@ -99,13 +141,6 @@ enum POSIX {
         if systemUnlink(path) == 0 { return true }
         if errno == ENOENT { return false }
         throw error("cannot remove", path)
-    }
-
-    /// Sets the modification time to now. - Returns: false when the file does not exist.
-    static func touch(_ path: String) throws -> Bool {
-        if systemUtimensat(AT_FDCWD, path, nil, 0) == 0 { return true }
-        if errno == ENOENT { return false }
-        throw error("cannot freshen", path)
     }
 
     /// Size and modification time, or nil when absent.
@@ -149,12 +184,11 @@ private func systemClose(_ fd: Int32) -> Int32 { close(fd) }
 private func systemPwrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int, _ o: off_t) -> Int { pwrite(fd, p, n, o) }
 private func systemPread(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int, _ o: off_t) -> Int { pread(fd, p, n, o) }
 private func systemFsync(_ fd: Int32) -> Int32 { fsync(fd) }
+private func systemFdatasync(_ fd: Int32) -> Int32 { fdatasync(fd) }
+private func systemFlock(_ fd: Int32, _ operation: Int32) -> Int32 { flock(fd, operation) }
 private func systemFtruncate(_ fd: Int32, _ size: off_t) -> Int32 { ftruncate(fd, size) }
 private func systemRename(_ a: String, _ b: String) -> Int32 { rename(a, b) }
 private func systemUnlink(_ path: String) -> Int32 { unlink(path) }
 private func systemMkdir(_ path: String, _ mode: mode_t) -> Int32 { mkdir(path, mode) }
-private func systemUtimensat(_ fd: Int32, _ path: String, _ times: UnsafePointer<timespec>?, _ flags: Int32) -> Int32 {
-    utimensat(fd, path, times, flags)
-}
 private typealias SystemStat = stat
 private func systemStat(_ path: String, _ info: UnsafeMutablePointer<stat>) -> Int32 { stat(path, info) }

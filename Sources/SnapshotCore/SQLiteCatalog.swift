@@ -21,33 +21,11 @@ public final class SQLiteCatalog: Catalog {
         config.busyMode = .timeout(busyTimeout)
         config.foreignKeysEnabled = true
         config.label = "snapimport.catalog"
-        pool = try Self.openPool(path: path, configuration: config)
-    }
-
-    /// Opens the pool and migrates it. Several processes opening a brand-new file at once race in two
-    /// places, both retried briefly: SQLITE_BUSY on the first `PRAGMA journal_mode = WAL` (SQLite does
-    /// not hand it to the busy handler), and two migrators that both saw the schema unapplied — the
-    /// loser's transaction fails with "already exists" and rolls back; on retry it finds the migration
-    /// recorded and does nothing.
-    private static func openPool(path: String, configuration: Configuration) throws -> DatabasePool {
-        var attempt = 0
-        while true {
-            do {
-                let pool = try DatabasePool(path: path, configuration: configuration)
-                try migrator.migrate(pool)
-                return pool
-            } catch let error as DatabaseError where Self.isOpeningRace(error) && attempt < 40 {
-                attempt += 1
-                Thread.sleep(forTimeInterval: Double.random(in: 0.02...0.1))
-            } catch {
-                throw SnapshotError(.catalog, "cannot open the catalog \(path)", underlying: error)
-            }
+        do {
+            pool = try DatabasePool.openMigrated(path: path, configuration: config, migrator: Self.migrator)
+        } catch {
+            throw SnapshotError(.catalog, "cannot open the catalog \(path)", underlying: error)
         }
-    }
-
-    private static func isOpeningRace(_ error: DatabaseError) -> Bool {
-        error.resultCode == .SQLITE_BUSY
-            || (error.resultCode == .SQLITE_ERROR && (error.message ?? "").contains("already exists"))
     }
 
     /// The schema; append migrations, never edit a shipped one.
@@ -483,5 +461,31 @@ public final class SQLiteCatalog: Catalog {
             snapshotID: try snapshotID.map(SnapshotID.init(parsing:)), errorCode: row["error_code"],
             errorMessage: row["error_message"], createdAt: date(row["created_at"]), updatedAt: date(row["updated_at"]),
             version: row["version"])
+    }
+}
+
+extension DatabasePool {
+    /// Opens a pool and migrates it. Several processes opening a brand-new file at once race in two
+    /// places, both retried briefly: SQLITE_BUSY on the first `PRAGMA journal_mode = WAL` (SQLite does
+    /// not hand it to the busy handler), and two migrators that both saw the schema unapplied — the
+    /// loser's transaction fails with "already exists" and rolls back; on retry it finds the migration
+    /// recorded and does nothing. Used by the catalog and the block store's index.
+    static func openMigrated(path: String, configuration: Configuration, migrator: DatabaseMigrator) throws -> DatabasePool {
+        var attempt = 0
+        while true {
+            do {
+                let pool = try DatabasePool(path: path, configuration: configuration)
+                try migrator.migrate(pool)
+                return pool
+            } catch let error as DatabaseError where isOpeningRace(error) && attempt < 40 {
+                attempt += 1
+                Thread.sleep(forTimeInterval: Double.random(in: 0.02...0.1))
+            }
+        }
+    }
+
+    private static func isOpeningRace(_ error: DatabaseError) -> Bool {
+        error.resultCode == .SQLITE_BUSY
+            || (error.resultCode == .SQLITE_ERROR && (error.message ?? "").contains("already exists"))
     }
 }

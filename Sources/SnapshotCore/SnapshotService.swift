@@ -346,16 +346,26 @@ public struct SnapshotService: Sendable {
         return min(now, oldest ?? now).addingTimeInterval(-options.gcSafetyMargin)
     }
 
-    private func remove(_ candidates: some Sequence<BlockHash>, cutoff: Date) async throws -> CollectionReport {
+    /// Removes unreferenced blocks in batches (a store makes each batch durable at once).
+    /// - Parameter sizes: the candidates' sizes, for the report's byte count, when known.
+    private func remove(
+        _ candidates: some Sequence<BlockHash>, sizes: [BlockHash: Int] = [:], cutoff: Date
+    ) async throws -> CollectionReport {
         var report = CollectionReport()
-        for hash in candidates {
-            report.scanned += 1
-            if try await blocks.remove(hash, unlessModifiedSince: cutoff) {
-                report.removed += 1
-            } else {
-                report.kept += 1
-            }
+        var batch: [BlockHash] = []
+        func flush() async throws {
+            let removed = try await blocks.remove(batch, unlessModifiedSince: cutoff)
+            report.scanned += batch.count
+            report.removed += removed.count
+            report.kept += batch.count - removed.count
+            report.removedBytes += removed.reduce(0) { $0 + (sizes[$1] ?? 0) }
+            batch.removeAll(keepingCapacity: true)
         }
+        for hash in candidates {
+            batch.append(hash)
+            if batch.count == 512 { try await flush() }
+        }
+        if !batch.isEmpty { try await flush() }
         return report
     }
 
@@ -370,17 +380,11 @@ public struct SnapshotService: Sendable {
         for (_, manifest) in try await catalog.manifests() {
             for entry in manifest.entries { referenced.insert(entry.hash) }
         }
-        var report = CollectionReport()
-        for block in try await blocks.list() {
-            report.scanned += 1
-            guard !referenced.contains(block.hash) else { continue }
-            if try await blocks.remove(block.hash, unlessModifiedSince: cutoff) {
-                report.removed += 1
-                report.removedBytes += block.size
-            } else {
-                report.kept += 1
-            }
-        }
+        let stored = try await blocks.list()
+        var sizes: [BlockHash: Int] = [:]
+        for block in stored where !referenced.contains(block.hash) { sizes[block.hash] = block.size }
+        var report = try await remove(sizes.keys, sizes: sizes, cutoff: cutoff)
+        report.scanned = stored.count
         _ = try await blocks.removeStaleTemporaries(olderThan: cutoff)
         logger.info(
             "garbage collected", metadata: ["removed": "\(report.removed)", "bytes": "\(report.removedBytes)"])

@@ -193,9 +193,7 @@ struct ImportsAndConcurrencyContractTests {
             let old = try await h.snapshot(owner: Self.owner, disk: disk)
             // Age every stored block so only freshening can protect it.
             for block in try await h.store.list() {
-                let path = "\(h.store.root)/\(block.hash.hex.prefix(2))/\(block.hash.hex)"
-                try FileManager.default.setAttributes(
-                    [.modificationDate: Date().addingTimeInterval(-3600)], ofItemAtPath: path)
+                try h.store.setModified(block.hash, to: Date().addingTimeInterval(-3600))
             }
             let writer = try await s.beginSnapshot(
                 NewSnapshot(
