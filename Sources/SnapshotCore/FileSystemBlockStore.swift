@@ -36,21 +36,50 @@ import Synchronization
 /// A store of the earlier layout (one file per block under `<2 hex digits>/`) is moved into packs
 /// when first opened.
 public final class FileSystemBlockStore: BlockStore {
-    /// A pack this instance appends to. Its descriptor (and with it the `flock` that tells collectors
-    /// the pack is in use) is closed when the last reference goes: the store's current pack, and
-    /// every block written to it but not yet indexed.
+    /// A pack this instance appends to. Its descriptors (and with them the `flock` that tells
+    /// collectors the pack is in use) are closed when the last reference goes: the store's current
+    /// pack, and every block written to it but not yet indexed.
     final class Pack: Sendable {
         let name: String
         let path: String
+        /// For appends: `O_DIRECT` where the filesystem supports it (see ``FileSystemBlockStore/write(_:to:at:)``).
         let fd: Int32
+        let direct: Bool
+        /// For reads of blocks not yet indexed (buffered: direct reads would need aligned buffers).
+        let readFD: Int32
 
-        init(name: String, path: String, fd: Int32) {
+        init(name: String, path: String, fd: Int32, direct: Bool, readFD: Int32) {
             self.name = name
             self.path = path
             self.fd = fd
+            self.direct = direct
+            self.readFD = readFD
         }
 
-        deinit { POSIX.close(fd) }
+        deinit {
+            POSIX.close(readFD)
+            POSIX.close(fd)
+        }
+    }
+
+    /// The aligned staging buffer of direct writes; used only on the store's write queue.
+    private final class StagingBuffer: @unchecked Sendable {
+        private(set) var pointer: UnsafeMutableRawPointer
+        private(set) var capacity: Int
+
+        init() {
+            capacity = 1 << 20
+            pointer = .allocate(byteCount: capacity, alignment: Int(FileSystemBlockStore.alignment))
+        }
+
+        func reserve(_ count: Int) {
+            guard count > capacity else { return }
+            pointer.deallocate()
+            capacity = count
+            pointer = .allocate(byteCount: capacity, alignment: Int(FileSystemBlockStore.alignment))
+        }
+
+        deinit { pointer.deallocate() }
     }
 
     /// A block appended by this instance and not yet in the index.
@@ -79,11 +108,16 @@ public final class FileSystemBlockStore: BlockStore {
     let packsDirectory: String
     private let batchLimit: Int
     private let packLimit: UInt64
+    private let directWrites: Bool
     private let index: DatabasePool
     // The mutable state (current pack, pending blocks) is behind this Mutex; the rest is immutable.
     private let state = Mutex(State())
     // Serializes syncs (held only across synchronous calls, never across a suspension).
     private let syncLock = Mutex(())
+    // Appends run one at a time on this queue, off the concurrency pool (a direct write blocks for
+    // the device): no two writers contend for the pack's inode lock, and hashing keeps both cores.
+    private let writeQueue = DispatchQueue(label: "snapimport.blocks.write")
+    private let staging = StagingBuffer()
 
     /// Packs start every block at a multiple of this, so that a removed block's range can be freed.
     static let alignment: UInt64 = 4096
@@ -94,10 +128,14 @@ public final class FileSystemBlockStore: BlockStore {
     ///   - batchLimit: blocks appended before an automatic ``sync()`` (bounds what a crash can leave unindexed).
     ///   - packLimit: bytes after which a writer starts a new pack.
     ///   - busyTimeout: how long an index write waits for another process's transaction.
-    public init(root: String, batchLimit: Int = 256, packLimit: UInt64 = 1 << 30, busyTimeout: TimeInterval = 30)
-        throws
-    {
+    ///   - directWrites: append with direct I/O where the filesystem supports it (false: through the
+    ///     page cache, with early writeback).
+    public init(
+        root: String, batchLimit: Int = 256, packLimit: UInt64 = 1 << 30, busyTimeout: TimeInterval = 30,
+        directWrites: Bool = true
+    ) throws {
         self.root = root
+        self.directWrites = directWrites
         self.packsDirectory = root + "/packs"
         self.batchLimit = max(1, batchLimit)
         self.packLimit = max(Self.alignment, packLimit)
@@ -144,10 +182,11 @@ public final class FileSystemBlockStore: BlockStore {
         if freshenPending(hash, at: now) { return false }
         if try freshenIndexed(hash, at: now) { return false }
         let (pack, offset) = try reserve(bytes.count)
-        try POSIX.pwriteAll(pack.fd, bytes, at: offset, path: pack.path)
-        // The disk writes while the import downloads and hashes the next blocks; the sync before the
-        // commit then mostly waits for I/O already done.
-        POSIX.startWriteback(pack.fd, offset: offset, length: bytes.count)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            writeQueue.async {
+                continuation.resume(with: Result { try self.write(bytes, to: pack, at: offset) })
+            }
+        }
         let (duplicate, count) = state.withLock { state -> (Bool, Int) in
             if state.pending[hash] != nil {
                 state.pending[hash]?.modified = now
@@ -174,7 +213,7 @@ public final class FileSystemBlockStore: BlockStore {
     public func get(_ hash: BlockHash) async throws -> [UInt8] {
         let bytes: [UInt8]
         if let block = state.withLock({ $0.pending[hash] }) {
-            bytes = try POSIX.preadFull(block.pack.fd, count: block.size, at: block.offset, path: block.pack.path)
+            bytes = try POSIX.preadFull(block.pack.readFD, count: block.size, at: block.offset, path: block.pack.path)
         } else {
             guard let location = try location(of: hash) else { throw Self.missing(hash) }
             let path = packPath(location.pack)
@@ -324,17 +363,47 @@ public final class FileSystemBlockStore: BlockStore {
     private func createPack() throws -> Pack {
         let name = UUID().uuidString.lowercased()
         let temporary = packPath(name + ".new")
+        let final = packPath(name + ".pack")
         let fd = try POSIX.open(temporary, O_RDWR | O_CREAT | O_EXCL)
+        var descriptors = [fd]
         do {
             _ = try POSIX.lock(fd, wait: true, path: temporary)
-            try POSIX.rename(temporary, packPath(name + ".pack"))
+            // A second descriptor for appends, direct where the filesystem allows it (not tmpfs).
+            let direct = directWrites ? POSIX.openDirect(temporary) : nil
+            if let direct { descriptors.append(direct) }
+            try POSIX.rename(temporary, final)
             try POSIX.fsync(path: packsDirectory, directory: true)
+            return Pack(name: name + ".pack", path: final, fd: direct ?? fd, direct: direct != nil, readFD: fd)
         } catch {
-            POSIX.close(fd)
+            for descriptor in descriptors { POSIX.close(descriptor) }
             _ = try? POSIX.unlink(temporary)
             throw error
         }
-        return Pack(name: name + ".pack", path: packPath(name + ".pack"), fd: fd)
+    }
+
+    /// Appends a block at its reserved offset.
+    ///
+    /// Direct I/O (`O_DIRECT`) where available: the bytes go from an aligned staging buffer straight
+    /// to the device, skipping the page cache. Copying 1 MiB into the buffer costs a fraction of what
+    /// a buffered write costs the kernel (page allocation, accounting, later writeback): measured here,
+    /// 870 MB written with `dd` took 0.08–0.15 s of system CPU direct against 0.46–1.89 s buffered.
+    /// The tail of the last 4 KiB is written as zeros (blocks start at aligned offsets anyway). The
+    /// sync before indexing still `fdatasync`s the pack (device cache, extents, size).
+    /// Runs on `writeQueue` (or before any put, when moving the earlier layout), which owns `staging`.
+    private func write(_ bytes: [UInt8], to pack: Pack, at offset: UInt64) throws {
+        guard pack.direct else {
+            try POSIX.pwriteAll(pack.fd, bytes, at: offset, path: pack.path)
+            // The disk writes while the import downloads and hashes the next blocks.
+            POSIX.startWriteback(pack.fd, offset: offset, length: bytes.count)
+            return
+        }
+        let length = Int(Self.aligned(bytes.count))
+        staging.reserve(length)
+        bytes.withUnsafeBytes { source in
+            staging.pointer.copyMemory(from: source.baseAddress!, byteCount: source.count)
+        }
+        (staging.pointer + bytes.count).initializeMemory(as: UInt8.self, repeating: 0, count: length - bytes.count)
+        try POSIX.pwriteAll(pack.fd, UnsafeRawBufferPointer(start: staging.pointer, count: length), at: offset, path: pack.path)
     }
 
     private func syncPending() throws {
@@ -449,7 +518,7 @@ public final class FileSystemBlockStore: BlockStore {
                 POSIX.close(fd)
                 guard Blocks.hash(bytes) == hash else { continue }  // corrupt: left where it is
                 let (pack, offset) = try reserve(bytes.count)
-                try POSIX.pwriteAll(pack.fd, bytes, at: offset, path: pack.path)
+                try write(bytes, to: pack, at: offset)
                 state.withLock {
                     $0.pending[hash] = PendingBlock(pack: pack, offset: offset, size: bytes.count, modified: info.modified)
                 }

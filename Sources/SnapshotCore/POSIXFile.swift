@@ -35,6 +35,17 @@ enum POSIX {
         }
     }
 
+    /// Opens an existing file for direct writes (`O_DIRECT`: no page cache; offsets, lengths and
+    /// buffers aligned to 4 KiB). - Returns: nil where unsupported (tmpfs, non-Linux).
+    static func openDirect(_ path: String) -> Int32? {
+        #if os(Linux)
+            let fd = systemOpen(path, O_WRONLY | O_CLOEXEC | snapimport_o_direct(), 0)
+            return fd >= 0 ? fd : nil
+        #else
+            return nil
+        #endif
+    }
+
     static func close(_ fd: Int32) { _ = systemClose(fd) }
 
     /// Writes all of `bytes` at `offset`.
