@@ -110,7 +110,7 @@ final class CoreSnapshotWriter: SnapshotWriting, @unchecked Sendable {
         }
     }
 
-    private func enqueue(_ index: UInt64, _ bytes: [UInt8]) async throws {
+    private func enqueue(_ index: UInt64, _ bytes: ArraySlice<UInt8>) async throws {
         while inFlight.count >= window {
             try await inFlight.removeFirst().value
         }

@@ -2,9 +2,10 @@ public import DiskImage
 
 /// Cuts the ordered extents of a virtual disk into the snapshot's fixed-size blocks.
 ///
-/// Data extents are copied into the current block; zero extents either pad the current block or
-/// skip whole blocks (blocks never emitted are zeros in a snapshot, so they cost nothing). Memory
-/// is one block plus the extent being cut.
+/// A whole block inside a data extent is emitted as a slice of it (no copy); a block the extents
+/// split is gathered into a buffer; zero extents either pad the current block or skip whole blocks
+/// (blocks never emitted are zeros in a snapshot, so they cost nothing). Memory is one block plus
+/// the extents whose slices are still in use.
 public struct ExtentBlocker {
     public let blockSize: Int
     public let virtualSize: UInt64
@@ -25,7 +26,7 @@ public struct ExtentBlocker {
 
     /// Feeds the next extent (extents must be contiguous and in order).
     /// - Parameter emit: called with each completed block holding data (`index`, `bytes`).
-    public mutating func feed(_ extent: Extent, emit: (UInt64, [UInt8]) async throws -> Void) async throws {
+    public mutating func feed(_ extent: Extent, emit: (UInt64, ArraySlice<UInt8>) async throws -> Void) async throws {
         let position = index * UInt64(blockSize) + UInt64(buffer.count)
         guard extent.offset == position else {
             throw ImporterError(
@@ -58,7 +59,7 @@ public struct ExtentBlocker {
                 let take = min(room, bytes.count - at)
                 if buffer.isEmpty && take == blockLength {
                     // A whole block straight from the extent.
-                    try await emit(index, Array(bytes[at..<at + take]))
+                    try await emit(index, bytes[at..<at + take])
                     index += 1
                 } else {
                     buffer.append(contentsOf: bytes[at..<at + take])
@@ -70,9 +71,9 @@ public struct ExtentBlocker {
         }
     }
 
-    private mutating func flushIfFull(_ emit: (UInt64, [UInt8]) async throws -> Void) async throws {
+    private mutating func flushIfFull(_ emit: (UInt64, ArraySlice<UInt8>) async throws -> Void) async throws {
         guard buffer.count == length(of: index) else { return }
-        if bufferHasData { try await emit(index, buffer) }
+        if bufferHasData { try await emit(index, buffer[...]) }
         buffer.removeAll(keepingCapacity: true)
         bufferHasData = false
         index += 1

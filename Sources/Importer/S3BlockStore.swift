@@ -60,8 +60,9 @@ public final class S3BlockStore: BlockStore {
         return "\(prefix)\(hex.prefix(2))/\(hex)"
     }
 
-    public func put(_ hash: BlockHash, _ bytes: [UInt8]) async throws -> Bool {
+    public func put(_ hash: BlockHash, _ bytes: ArraySlice<UInt8>) async throws -> Bool {
         let key = key(hash)
+        let bytes = Array(bytes)
         let (client, bucket) = (client, bucket)
         let existed = try await storage("put block \(hash.hex)") {
             do {

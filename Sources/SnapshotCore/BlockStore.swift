@@ -36,10 +36,11 @@ public struct StoredBlock: Hashable, Sendable {
 /// So a block written or reused by a writer that began before the collector looked is never collected.
 public protocol BlockStore: Sendable {
     /// Stores `bytes` under `hash` when absent, or freshens the existing block. Idempotent.
-    /// The block becomes durable at the next ``sync()``.
+    /// The block becomes durable at the next ``sync()``. A slice, so that the writer can hand over a
+    /// block cut from a larger extent without copying it.
     /// - Returns: true when the block was new to the store.
     /// - Throws: `.storage` on I/O failure.
-    func put(_ hash: BlockHash, _ bytes: [UInt8]) async throws -> Bool
+    func put(_ hash: BlockHash, _ bytes: ArraySlice<UInt8>) async throws -> Bool
 
     /// Reads and verifies a block. - Throws: `.missingBlock`, `.corruptBlock` (hash mismatch), `.storage`.
     func get(_ hash: BlockHash) async throws -> [UInt8]
@@ -69,6 +70,11 @@ extension BlockStore {
     /// Stores without temporary files have nothing to clean.
     public func removeStaleTemporaries(olderThan cutoff: Date) async throws -> Int { 0 }
 
+    /// Stores a whole array (see ``put(_:_:)-(_,ArraySlice<UInt8>)``).
+    public func put(_ hash: BlockHash, _ bytes: [UInt8]) async throws -> Bool {
+        try await put(hash, bytes[...])
+    }
+
     /// Removes one block unless it was put or freshened at or after `cutoff`. - Returns: true when removed.
     public func remove(_ hash: BlockHash, unlessModifiedSince cutoff: Date) async throws -> Bool {
         try await remove([hash], unlessModifiedSince: cutoff).contains(hash)
@@ -88,13 +94,19 @@ public enum Blocks {
     public static let defaultSize = 1 << 20
 
     /// SHA-256 of `bytes`.
-    public static func hash(_ bytes: [UInt8]) -> BlockHash {
+    public static func hash(_ bytes: [UInt8]) -> BlockHash { hash(bytes[...]) }
+
+    /// SHA-256 of `bytes`.
+    public static func hash(_ bytes: ArraySlice<UInt8>) -> BlockHash {
         // A SHA-256 digest is always 32 bytes, so the initializer cannot fail.
-        BlockHash(bytes: Array(SHA256.hash(data: bytes)))!
+        bytes.withUnsafeBytes { BlockHash(bytes: Array(SHA256.hash(data: $0)))! }
     }
 
     /// True when every byte is zero (word-at-a-time).
-    public static func isZero(_ bytes: [UInt8]) -> Bool {
+    public static func isZero(_ bytes: [UInt8]) -> Bool { isZero(bytes[...]) }
+
+    /// True when every byte is zero (word-at-a-time).
+    public static func isZero(_ bytes: ArraySlice<UInt8>) -> Bool {
         bytes.withUnsafeBytes { raw in
             let words = raw.count / 8
             for i in 0..<words where raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }

@@ -175,7 +175,7 @@ public final class FileSystemBlockStore: BlockStore {
 
     // MARK: - BlockStore
 
-    public func put(_ hash: BlockHash, _ bytes: [UInt8]) async throws -> Bool {
+    public func put(_ hash: BlockHash, _ bytes: ArraySlice<UInt8>) async throws -> Bool {
         let now = Date()
         // Freshen rather than rewrite (see the GC contract in BlockStore): a block of this instance
         // not indexed yet (its row gets the latest time), else an indexed one.
@@ -390,9 +390,9 @@ public final class FileSystemBlockStore: BlockStore {
     /// The tail of the last 4 KiB is written as zeros (blocks start at aligned offsets anyway). The
     /// sync before indexing still `fdatasync`s the pack (device cache, extents, size).
     /// Runs on `writeQueue` (or before any put, when moving the earlier layout), which owns `staging`.
-    private func write(_ bytes: [UInt8], to pack: Pack, at offset: UInt64) throws {
+    private func write(_ bytes: ArraySlice<UInt8>, to pack: Pack, at offset: UInt64) throws {
         guard pack.direct else {
-            try POSIX.pwriteAll(pack.fd, bytes, at: offset, path: pack.path)
+            try bytes.withUnsafeBytes { try POSIX.pwriteAll(pack.fd, $0, at: offset, path: pack.path) }
             // The disk writes while the import downloads and hashes the next blocks.
             POSIX.startWriteback(pack.fd, offset: offset, length: bytes.count)
             return
@@ -400,7 +400,8 @@ public final class FileSystemBlockStore: BlockStore {
         let length = Int(Self.aligned(bytes.count))
         staging.reserve(length)
         bytes.withUnsafeBytes { source in
-            staging.pointer.copyMemory(from: source.baseAddress!, byteCount: source.count)
+            guard let base = source.baseAddress else { return }
+            staging.pointer.copyMemory(from: base, byteCount: source.count)
         }
         (staging.pointer + bytes.count).initializeMemory(as: UInt8.self, repeating: 0, count: length - bytes.count)
         try POSIX.pwriteAll(pack.fd, UnsafeRawBufferPointer(start: staging.pointer, count: length), at: offset, path: pack.path)
@@ -518,7 +519,7 @@ public final class FileSystemBlockStore: BlockStore {
                 POSIX.close(fd)
                 guard Blocks.hash(bytes) == hash else { continue }  // corrupt: left where it is
                 let (pack, offset) = try reserve(bytes.count)
-                try write(bytes, to: pack, at: offset)
+                try write(bytes[...], to: pack, at: offset)
                 state.withLock {
                     $0.pending[hash] = PendingBlock(pack: pack, offset: offset, size: bytes.count, modified: info.modified)
                 }

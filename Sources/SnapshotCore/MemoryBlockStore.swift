@@ -17,14 +17,14 @@ public final class MemoryBlockStore: BlockStore {
         self.clock = clock
     }
 
-    public func put(_ hash: BlockHash, _ bytes: [UInt8]) async throws -> Bool {
+    public func put(_ hash: BlockHash, _ bytes: ArraySlice<UInt8>) async throws -> Bool {
         let now = clock()
         return blocks.withLock { map in
             if map[hash] != nil {
                 map[hash]?.modified = now
                 return false
             }
-            map[hash] = Entry(bytes: bytes, modified: now)
+            map[hash] = Entry(bytes: Array(bytes), modified: now)
             return true
         }
     }

@@ -76,6 +76,11 @@ public final class SnapshotWriter: Sendable {
     /// - Throws: `.invalidArgument` (index or length), `.invalidState` after commit/abort, `.storage`,
     ///   `.leaseLost` when an automatic renewal finds the snapshot taken away.
     public func writeBlock(index: UInt64, bytes: [UInt8]) async throws {
+        try await writeBlock(index: index, bytes: bytes[...])
+    }
+
+    /// Stores block `index` from a slice (of a larger extent, without copying it).
+    public func writeBlock(index: UInt64, bytes: ArraySlice<UInt8>) async throws {
         guard index < blockCount else {
             throw SnapshotError(.invalidArgument, "block \(index) is past the end of a \(blockCount)-block disk")
         }
@@ -125,7 +130,7 @@ public final class SnapshotWriter: Sendable {
             guard length > 0, at + length <= bytes.count else {
                 throw SnapshotError(.invalidArgument, "data at offset \(offset) does not end on a block boundary")
             }
-            try await writeBlock(index: index, bytes: Array(bytes[at..<at + length]))
+            try await writeBlock(index: index, bytes: bytes[at..<at + length])
             at += length
             index += 1
         }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DiskImage
 import Foundation
 import Importer
 import Logging
@@ -15,6 +16,7 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
+        DiskImage.tuneAllocatorForLargeExtents()  // multi-MiB extents and blocks: see its notes
         let environment = ProcessInfo.processInfo.environment
         let config = ImporterContext.configuration(global, environment: environment)
         let bucket = ImporterContext.bucket(config, json: global.json)
