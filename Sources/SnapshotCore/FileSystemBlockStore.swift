@@ -45,20 +45,21 @@ public final class FileSystemBlockStore: BlockStore {
         /// For appends: `O_DIRECT` where the filesystem supports it (see ``FileSystemBlockStore/write(_:to:at:)``).
         let fd: Int32
         let direct: Bool
-        /// For reads of blocks not yet indexed (buffered: direct reads would need aligned buffers).
-        let readFD: Int32
+        /// Through the page cache: reads of blocks not yet indexed (direct reads would need aligned
+        /// buffers), and writes a filesystem refuses to take direct.
+        let bufferedFD: Int32
 
-        init(name: String, path: String, fd: Int32, direct: Bool, readFD: Int32) {
+        init(name: String, path: String, fd: Int32, direct: Bool, bufferedFD: Int32) {
             self.name = name
             self.path = path
             self.fd = fd
             self.direct = direct
-            self.readFD = readFD
+            self.bufferedFD = bufferedFD
         }
 
         deinit {
-            POSIX.close(readFD)
-            POSIX.close(fd)
+            if fd != bufferedFD { POSIX.close(fd) }
+            POSIX.close(bufferedFD)
         }
     }
 
@@ -213,7 +214,7 @@ public final class FileSystemBlockStore: BlockStore {
     public func get(_ hash: BlockHash) async throws -> [UInt8] {
         let bytes: [UInt8]
         if let block = state.withLock({ $0.pending[hash] }) {
-            bytes = try POSIX.preadFull(block.pack.readFD, count: block.size, at: block.offset, path: block.pack.path)
+            bytes = try POSIX.preadFull(block.pack.bufferedFD, count: block.size, at: block.offset, path: block.pack.path)
         } else {
             guard let location = try location(of: hash) else { throw Self.missing(hash) }
             let path = packPath(location.pack)
@@ -373,7 +374,7 @@ public final class FileSystemBlockStore: BlockStore {
             if let direct { descriptors.append(direct) }
             try POSIX.rename(temporary, final)
             try POSIX.fsync(path: packsDirectory, directory: true)
-            return Pack(name: name + ".pack", path: final, fd: direct ?? fd, direct: direct != nil, readFD: fd)
+            return Pack(name: name + ".pack", path: final, fd: direct ?? fd, direct: direct != nil, bufferedFD: fd)
         } catch {
             for descriptor in descriptors { POSIX.close(descriptor) }
             _ = try? POSIX.unlink(temporary)
@@ -404,7 +405,14 @@ public final class FileSystemBlockStore: BlockStore {
             staging.pointer.copyMemory(from: base, byteCount: source.count)
         }
         (staging.pointer + bytes.count).initializeMemory(as: UInt8.self, repeating: 0, count: length - bytes.count)
-        try POSIX.pwriteAll(pack.fd, UnsafeRawBufferPointer(start: staging.pointer, count: length), at: offset, path: pack.path)
+        do {
+            try POSIX.pwriteAll(
+                pack.fd, UnsafeRawBufferPointer(start: staging.pointer, count: length), at: offset, path: pack.path)
+        } catch {
+            // A filesystem that took O_DIRECT at open but refuses the write (rules of its own): the
+            // same bytes through the page cache. A real I/O error fails again and is thrown.
+            try bytes.withUnsafeBytes { try POSIX.pwriteAll(pack.bufferedFD, $0, at: offset, path: pack.path) }
+        }
     }
 
     private func syncPending() throws {
