@@ -37,7 +37,7 @@ struct ImportCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        DiskImage.tuneAllocatorForLargeExtents()  // multi-MiB extents and blocks: see its notes
+        DiskImage.tuneAllocatorForImports()
         let environment = ProcessInfo.processInfo.environment
         let config = ImporterContext.configuration(global, environment: environment)
         let owner = try ProjectRef(parsing: project)

@@ -16,7 +16,7 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        DiskImage.tuneAllocatorForLargeExtents()  // multi-MiB extents and blocks: see its notes
+        DiskImage.tuneAllocatorForImports()
         let environment = ProcessInfo.processInfo.environment
         let config = ImporterContext.configuration(global, environment: environment)
         let bucket = ImporterContext.bucket(config, json: global.json)

@@ -27,7 +27,7 @@ struct WatchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        DiskImage.tuneAllocatorForLargeExtents()  // multi-MiB extents and blocks: see its notes
+        DiskImage.tuneAllocatorForImports()
         let environment = ProcessInfo.processInfo.environment
         let config = ImporterContext.configuration(global, environment: environment)
         let bucket = ImporterContext.bucket(config, json: global.json)
