@@ -13,19 +13,22 @@ extension DiskImage {
     }
 
     /// Tunes the C allocator for imports (`import`, `run`, `watch`): 8 MiB chunks, extents and 1 MiB
-    /// blocks come from the heap (no page faults of fresh mappings for each), and free heap above
-    /// 64 MiB is still returned, so the peak stays bounded.
+    /// blocks come from the heap (no page faults of fresh mappings for each), free heap above 64 MiB
+    /// is still returned, and at most 2 arenas keep free memory (glibc's default is 8 per core, each
+    /// holding on to its own free chunks: the peak RSS of one import then depended on how many
+    /// threads had happened to allocate).
     ///
-    /// Measured (scripts/bench cases, 3 runs each, warm): qcow2 0.86–0.91 s and 158–167 MiB peak RSS
-    /// for the 2 GiB raw image, against 0.91–0.95 s / 173–177 MiB untuned and 0.88–0.89 s / 204–213 MiB
-    /// with the conversion's settings (which keep up to 512 MiB of free heap). Same rules as
-    /// ``tuneAllocatorForLargeExtents()``: executables only.
+    /// Measured on the 2 GiB raw image (scripts/bench shape, 4 runs each): 139–168 MiB peak RSS and
+    /// 0.38–0.47 s of system CPU, against 169–185 MiB / 0.56–0.67 s untuned and 200–229 MiB with the
+    /// same thresholds but unbounded arenas. Same rules as ``tuneAllocatorForLargeExtents()``:
+    /// executables only.
     public static func tuneAllocatorForImports() {
-        tuneAllocator(mmapThreshold: 16 << 20, trimThreshold: 64 << 20)
+        tuneAllocator(mmapThreshold: 16 << 20, trimThreshold: 64 << 20, arenas: 2)
     }
 
-    private static func tuneAllocator(mmapThreshold: Int32, trimThreshold: Int32) {
+    private static func tuneAllocator(mmapThreshold: Int32, trimThreshold: Int32, arenas: Int32? = nil) {
         #if canImport(Glibc)
+        if let arenas { _ = mallopt(M_ARENA_MAX, arenas) }
         _ = mallopt(M_MMAP_THRESHOLD, mmapThreshold)
         _ = mallopt(M_TRIM_THRESHOLD, trimThreshold)
         #endif

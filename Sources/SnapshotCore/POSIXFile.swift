@@ -100,11 +100,13 @@ enum POSIX {
         _ = snapimport_start_writeback(fd, off_t(offset), off_t(length))
     }
 
-    /// Frees a range of a file, which then reads as zeros; the file keeps its size.
+    /// Frees a range of a file, which then reads as zeros; the file keeps its size. On a filesystem
+    /// without hole punching this does nothing: the space comes back only when the whole file goes.
     static func punchHole(_ fd: Int32, offset: UInt64, length: UInt64, path: String) throws {
         guard length > 0 else { return }
         while snapimport_punch_hole(fd, off_t(offset), off_t(length)) != 0 {
             if errno == EINTR { continue }
+            if errno == EOPNOTSUPP || errno == ENOSYS { return }
             throw error("cannot free a range of", path)
         }
     }
