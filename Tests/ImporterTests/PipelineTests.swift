@@ -9,9 +9,12 @@ import Testing
 /// The pipeline over an in-memory bucket and a real (temporary) SQLite store: the policies that
 /// need no S3 server.
 @Suite("Import pipeline policies")
-struct PipelineTests {
+final class PipelineTests {
     let data = NSTemporaryDirectory() + "pipeline-\(UInt32.random(in: 0...UInt32.max))"
     let bucket = "b"
+
+    // Swift Testing makes one instance per test: its store goes with it.
+    deinit { try? FileManager.default.removeItem(atPath: data) }
 
     func pass(_ store: MemoryObjectStore, maxAttempts: Int = 3) async throws -> PassSummary {
         let logger = Logger(label: "pipeline")

@@ -97,7 +97,9 @@ struct BlockStoreTests {
 
     @Test("remove keeps a block freshened after the cutoff and removes an older one")
     func conditionalRemove() async throws {
-        for store in [try Self.tempStore().0 as any BlockStore, MemoryBlockStore()] {
+        let (fileStore, directory) = try Self.tempStore()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        for store in [fileStore as any BlockStore, MemoryBlockStore()] {
             let bytes = [UInt8](repeating: 1, count: 100)
             let hash = Blocks.hash(bytes)
             _ = try await store.put(hash, bytes)
