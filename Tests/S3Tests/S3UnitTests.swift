@@ -139,12 +139,12 @@ struct S3UnitTests {
             [work]
             aws_access_key_id=WORKKEY
             aws_secret_access_key=WORKSECRET
-            """.write(toFile: home + "/.aws/credentials", atomically: true, encoding: .utf8)
+            """.write(toFile: home + "/.aws/credentials", atomically: false, encoding: .utf8)
         try """
             [profile work]
             region = eu-central-1
             endpoint_url = http://127.0.0.1:8333
-            """.write(toFile: home + "/.aws/config", atomically: true, encoding: .utf8)
+            """.write(toFile: home + "/.aws/config", atomically: false, encoding: .utf8)
         let work = try S3Credentials.resolve(environment: ["AWS_PROFILE": "work"], homeDirectory: home)
         #expect(work.accessKeyID == "WORKKEY")
         #expect(work.secretAccessKey == "WORKSECRET")

@@ -63,7 +63,7 @@ struct CommandLineTests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let config = directory + "/snapimport.toml"
-        try "[store]\npath = \"\(directory)/data\"\n".write(toFile: config, atomically: true, encoding: .utf8)
+        try "[store]\npath = \"\(directory)/data\"\n".write(toFile: config, atomically: false, encoding: .utf8)
         let results = Mutex([Result?](repeating: nil, count: 8))
         DispatchQueue.concurrentPerform(iterations: 8) { i in
             let result = try? Self.run(binary, ["instance", "create", "--project", "p\(i)@acme", "--json"], config: config)
@@ -87,7 +87,7 @@ struct CommandLineTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let config = directory + "/snapimport.toml"
         try "[store]\npath = \"\(directory)/data\"\nblock_size = 65536\n".write(
-            toFile: config, atomically: true, encoding: .utf8)
+            toFile: config, atomically: false, encoding: .utf8)
         // A 4 MiB raw disk with an MBR boot signature and some data.
         var disk = [UInt8](repeating: 0, count: 4 << 20)
         disk[510] = 0x55

@@ -97,7 +97,7 @@ struct E2E: Sendable {
             """
         text += "\n[limits]\nmax_attempts = 3\nconcurrent_imports = 2\n"
         let path = "\(work)/\(name)"
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
         return path
     }
 

@@ -44,7 +44,7 @@ final class CuttableProxy: @unchecked Sendable {
         }
         target = "\(host) \(targetPort)"
         script = "\(work)/proxy.py"
-        try Self.source.write(toFile: script, atomically: true, encoding: .utf8)
+        try Self.source.write(toFile: script, atomically: false, encoding: .utf8)
         // A free port: bind to 0 and read it back.
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()
