@@ -268,15 +268,15 @@ public final class FileSystemBlockStore: BlockStore {
                 return removed
             }
         }
-        var packs = Set<String>()
-        for (_, location) in removed {
-            packs.insert(location.pack)
-            let path = packPath(location.pack)
+        for (pack, locations) in Dictionary(grouping: removed.map(\.1), by: \.pack) {
+            let path = packPath(pack)
             guard let fd = try POSIX.openExisting(path, O_WRONLY) else { continue }
             defer { POSIX.close(fd) }
-            try POSIX.punchHole(fd, offset: location.offset, length: Self.aligned(location.size), path: path)
+            for location in locations {
+                try POSIX.punchHole(fd, offset: location.offset, length: Self.aligned(location.size), path: path)
+            }
+            try removeIfUnused(pack)
         }
-        for pack in packs { try removeIfUnused(pack) }
         return Set(removed.map(\.0))
     }
 
