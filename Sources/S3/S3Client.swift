@@ -339,41 +339,15 @@ public final class S3Client: Sendable {
         let partCount = Int((source.size + part - 1) / part)
         let uploadID = try createMultipartUpload(
             bucket: destinationBucket, key: destinationKey, metadata: metadata, contentType: source.contentType)
-        struct State {
-            var next = 1
-            var parts: [UploadedPart] = []
-            var failure: (any Error)?
-        }
-        let state = Mutex(State())
-        runThreads(min(4, partCount)) {
-            while true {
-                let number: Int? = state.withLock { s in
-                    guard s.failure == nil, s.next <= partCount else { return nil }
-                    defer { s.next += 1 }
-                    return s.next
-                }
-                guard let number else { return }
-                let start = UInt64(number - 1) * part
-                let end = min(start + part, source.size) - 1
-                do {
-                    let etag = try self.uploadPartCopy(
-                        bucket: destinationBucket, key: destinationKey, uploadID: uploadID, partNumber: number,
-                        sourceBucket: sourceBucket, sourceKey: sourceKey, range: start...end, ifMatch: source.etag)
-                    state.withLock { $0.parts.append(UploadedPart(partNumber: number, etag: etag, size: end - start + 1)) }
-                } catch {
-                    state.withLock { s in if s.failure == nil { s.failure = error } }
-                    return
-                }
-            }
-        }
-        let (parts, failure) = state.withLock { ($0.parts, $0.failure) }
-        do {
-            if let failure { throw failure }
-            return try completeMultipartUpload(
-                bucket: destinationBucket, key: destinationKey, uploadID: uploadID, parts: parts)
-        } catch {
-            try? abortMultipartUpload(bucket: destinationBucket, key: destinationKey, uploadID: uploadID)
-            throw error
+        return try runMultipart(
+            bucket: destinationBucket, key: destinationKey, uploadID: uploadID, partCount: partCount, concurrency: 4
+        ) { number in
+            let start = UInt64(number - 1) * part
+            let end = min(start + part, source.size) - 1
+            let etag = try self.uploadPartCopy(
+                bucket: destinationBucket, key: destinationKey, uploadID: uploadID, partNumber: number,
+                sourceBucket: sourceBucket, sourceKey: sourceKey, range: start...end, ifMatch: source.etag)
+            return UploadedPart(partNumber: number, etag: etag, size: end - start + 1)
         }
     }
 

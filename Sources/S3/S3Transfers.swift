@@ -28,6 +28,31 @@ extension S3Client {
         }
         let partCount = Int((size + UInt64(part) - 1) / UInt64(part))
         let uploadID = try createMultipartUpload(bucket: bucket, key: key, metadata: metadata, contentType: contentType)
+        var report: (@Sendable (UInt64) -> Void)?
+        if let progress { report = { progress($0, size) } }
+        return try runMultipart(
+            bucket: bucket, key: key, uploadID: uploadID, partCount: partCount, concurrency: concurrency,
+            progress: report
+        ) { number in
+            let offset = UInt64(number - 1) * UInt64(part)
+            let count = Int(min(UInt64(part), size - offset))
+            let body = try file.read(offset: offset, count: count)
+            let etag = try self.uploadPart(bucket: bucket, key: key, uploadID: uploadID, partNumber: number, body: body)
+            return UploadedPart(partNumber: number, etag: etag, size: UInt64(count))
+        }
+    }
+
+    /// Finishes a multipart upload already created: parts 1...`partCount` by `concurrency` threads
+    /// (the first failure stops the others from taking more), then CompleteMultipartUpload, or
+    /// AbortMultipartUpload when anything failed. Shared by uploads and multipart copies.
+    /// - Parameters:
+    ///   - progress: called with the bytes done after each part (from any thread).
+    ///   - uploadPart: sends part `number` and describes it.
+    /// - Returns: the object's ETag without quotes.
+    func runMultipart(
+        bucket: String, key: String, uploadID: String, partCount: Int, concurrency: Int,
+        progress: (@Sendable (UInt64) -> Void)? = nil, uploadPart: @escaping @Sendable (Int) throws -> UploadedPart
+    ) throws -> String {
         struct State {
             var next = 1
             var parts: [UploadedPart] = []
@@ -43,18 +68,14 @@ extension S3Client {
                     return s.next
                 }
                 guard let number else { return }
-                let offset = UInt64(number - 1) * UInt64(part)
-                let count = Int(min(UInt64(part), size - offset))
                 do {
-                    let body = try file.read(offset: offset, count: count)
-                    let etag = try self.uploadPart(
-                        bucket: bucket, key: key, uploadID: uploadID, partNumber: number, body: body)
+                    let uploaded = try uploadPart(number)
                     let done = state.withLock { s -> UInt64 in
-                        s.parts.append(UploadedPart(partNumber: number, etag: etag, size: UInt64(count)))
-                        s.done += UInt64(count)
+                        s.parts.append(uploaded)
+                        s.done += uploaded.size
                         return s.done
                     }
-                    progress?(done, size)
+                    progress?(done)
                 } catch {
                     state.withLock { s in if s.failure == nil { s.failure = error } }
                     return

@@ -511,8 +511,10 @@ public final class FileSystemBlockStore: BlockStore {
     /// Moves blocks of the earlier layout (`<root>/<2 hex>/<64 hex>`, one file each) into packs,
     /// keeping their times; under an exclusive lock, so concurrent openers wait for one mover.
     private func moveLegacyBlocks() throws {
+        // One directory read on every open (not a stat per possible fan-out directory).
         let fanOut = (0..<256).map { String(format: "%02x", $0) }
-        guard fanOut.contains(where: { FileManager.default.fileExists(atPath: "\(root)/\($0)") }) else { return }
+        let entries = Set((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [])
+        guard fanOut.contains(where: entries.contains) else { return }
         let lockPath = root + "/migrate.lock"
         let lockFD = try POSIX.open(lockPath, O_RDWR | O_CREAT)
         defer { POSIX.close(lockFD) }

@@ -32,8 +32,13 @@ enum CoreContext {
     /// The caller: the operator without `--project`, else that project (exit 2 when malformed).
     static func caller(_ project: String?, json: Bool) -> Caller {
         guard let project else { return .operator }
+        return .project(self.project(project, json: json))
+    }
+
+    /// Parses a project reference `P@C` (exit 2 when malformed).
+    static func project(_ text: String, json: Bool) -> ProjectRef {
         do {
-            return .project(try ProjectRef(parsing: project))
+            return try ProjectRef(parsing: text)
         } catch {
             fail(error, json: json)
         }

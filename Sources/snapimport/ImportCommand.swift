@@ -51,16 +51,12 @@ struct ImportCommand: AsyncParsableCommand {
         do {
             if source.hasPrefix("s3://") {
                 let location = try S3Location(source, requireKey: true)
-                let client = ImporterContext.s3Client(config, global: global, environment: environment)
-                let settings = ImporterContext.settings(config, bucket: location.bucket, environment: environment)
                 let description = description
                 let key = location.key
-                let result = try await ImporterContext.withService(config, s3: client, json: json, logger: logger) {
-                    service in
-                    let pipeline = ImportPipeline(
-                        store: S3ObjectStore(client: client, bucket: location.bucket),
-                        catalog: CoreImportCatalog(service: service), settings: settings, logger: logger)
-                    return try await pipeline.importObjectManually(
+                let result = try await ImporterContext.withPipeline(
+                    config, global: global, bucket: location.bucket, logger: logger, environment: environment
+                ) { pipeline, _ in
+                    try await pipeline.importObjectManually(
                         key: key, owner: owner, description: description, claimedFormat: claimed,
                         cancellation: CancellationFlag(), progress: progress)
                 }

@@ -51,6 +51,22 @@ enum ImporterContext {
         try await StoreContext.withService(config, s3: s3, json: json, logger: logger, body)
     }
 
+    /// Opens the snapshot service and wires the pipeline for objects of `bucket` (`run`, `watch`,
+    /// `import s3://…`), runs `body`, closes the service. Configuration problems exit 2.
+    static func withPipeline<R: Sendable>(
+        _ config: Configuration, global: GlobalOptions, bucket: String, logger: Logger,
+        environment: [String: String], _ body: (ImportPipeline, SnapshotService) async throws -> R
+    ) async throws -> R {
+        let client = s3Client(config, global: global, environment: environment)
+        let settings = settings(config, bucket: bucket, environment: environment)
+        return try await withService(config, s3: client, json: global.json, logger: logger) { service in
+            let pipeline = ImportPipeline(
+                store: S3ObjectStore(client: client, bucket: bucket), catalog: CoreImportCatalog(service: service),
+                settings: settings, logger: logger)
+            return try await body(pipeline, service)
+        }
+    }
+
     /// `host:pid`: names this worker in claims and logs.
     static var workerID: String {
         "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"

@@ -23,9 +23,7 @@ struct InstanceCommand: AsyncParsableCommand {
             let ownerRef: ProjectRef
             switch (caller, owner) {
             case (.project(let project), nil): ownerRef = project
-            case (_, let text?):
-                guard case .project(let project) = CoreContext.caller(text, json: json) else { fatalError() }
-                ownerRef = project
+            case (_, let text?): ownerRef = CoreContext.project(text, json: json)
             case (.operator, nil):
                 CommandOutput.fail(
                     code: "InvalidArgument", message: "instance create needs --project P@C (or --owner P@C)",
@@ -44,13 +42,7 @@ struct InstanceCommand: AsyncParsableCommand {
         @Argument(help: "The instance (i-…).") var instance: String
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: InstanceID = CoreContext.id(instance, json: common.global.json)
-            let view = await CoreContext.run(common.global) { service in
-                let instance = try await service.startInstance(id, caller: caller)
-                return InstanceView(instance, volumes: try await service.attachedVolumes(id).map(\.id))
-            }
-            output(view, json: common.global.json)
+            await change(common, instance) { try await $0.startInstance($1, caller: $2) }
         }
     }
 
@@ -60,13 +52,7 @@ struct InstanceCommand: AsyncParsableCommand {
         @Argument(help: "The instance (i-…).") var instance: String
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: InstanceID = CoreContext.id(instance, json: common.global.json)
-            let view = await CoreContext.run(common.global) { service in
-                let instance = try await service.stopInstance(id, caller: caller)
-                return InstanceView(instance, volumes: try await service.attachedVolumes(id).map(\.id))
-            }
-            output(view, json: common.global.json)
+            await change(common, instance) { try await $0.stopInstance($1, caller: $2) }
         }
     }
 
@@ -93,6 +79,17 @@ struct InstanceCommand: AsyncParsableCommand {
 
 private func line(_ i: InstanceView) -> String {
     "\(i.id)  \(i.project)  \(i.state)  volumes: \(i.volumes.isEmpty ? "-" : i.volumes.joined(separator: ","))"
+}
+
+/// Starts or stops an instance (``SnapshotCommand/Common/run(on:_:)``) and prints it with its volumes.
+private func change(
+    _ common: SnapshotCommand.Common, _ instance: String,
+    _ change: @escaping (SnapshotService, InstanceID, Caller) async throws -> InstanceRecord
+) async {
+    let view = await common.run(on: instance) { (service, id: InstanceID, caller) in
+        InstanceView(try await change(service, id, caller), volumes: try await service.attachedVolumes(id).map(\.id))
+    }
+    output(view, json: common.global.json)
 }
 
 private func output(_ view: InstanceView, json: Bool) {

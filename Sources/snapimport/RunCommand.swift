@@ -20,14 +20,10 @@ struct RunCommand: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let config = ImporterContext.configuration(global, environment: environment)
         let bucket = ImporterContext.bucket(config, json: global.json)
-        let client = ImporterContext.s3Client(config, global: global, environment: environment)
         let logger = ImporterContext.logger("snapimport.run", level: global.verbose ? .debug : .warning)
-        let settings = ImporterContext.settings(config, bucket: bucket, environment: environment)
-        let summary = try await ImporterContext.withService(config, s3: client, json: global.json, logger: logger) {
-            service in
-            let pipeline = ImportPipeline(
-                store: S3ObjectStore(client: client, bucket: bucket), catalog: CoreImportCatalog(service: service),
-                settings: settings, logger: logger)
+        let summary = try await ImporterContext.withPipeline(
+            config, global: global, bucket: bucket, logger: logger, environment: environment
+        ) { pipeline, service in
             let importer = Importer(
                 worker: pipeline,
                 options: .init(

@@ -20,15 +20,22 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Option(name: .long, help: "Act as this project (P@C); without it, act as the operator.")
         var project: String?
 
-        /// The shape of every owner-only change: parse the caller and the snapshot ID (exit 2 when
-        /// malformed), apply `change` through the service, print the updated snapshot.
+        /// The shape of every command on one resource (snapshot, volume, instance): parse the caller,
+        /// then the resource's ID (exit 2 when malformed), and run `body` through the service
+        /// (``CoreContext/run(_:environment:_:)``: its errors end the command).
+        func run<ID: ResourceID, R: Sendable>(
+            on resource: String, _ body: (SnapshotService, ID, Caller) async throws -> R
+        ) async -> R {
+            let caller = CoreContext.caller(project, json: global.json)
+            let id: ID = CoreContext.id(resource, json: global.json)
+            return await CoreContext.run(global) { try await body($0, id, caller) }
+        }
+
+        /// The shape of every owner-only change: ``run(on:_:)`` on the snapshot, print the updated snapshot.
         func change(
             _ snapshot: String, _ change: (SnapshotService, SnapshotID, Caller) async throws -> SnapshotRecord
         ) async {
-            let caller = CoreContext.caller(project, json: global.json)
-            let id: SnapshotID = CoreContext.id(snapshot, json: global.json)
-            let record = await CoreContext.run(global) { try await change($0, id, caller) }
-            output(record, json: global.json)
+            output(await run(on: snapshot, change), json: global.json)
         }
     }
 
@@ -55,10 +62,8 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Option(name: .long, help: "A brief description.") var description: String = ""
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: VolumeID = CoreContext.id(volume, json: common.global.json)
-            let snapshot = await CoreContext.run(common.global) {
-                try await $0.snapshotVolume(id, description: description, caller: caller)
+            let snapshot = await common.run(on: volume) { (service, id: VolumeID, caller) in
+                try await service.snapshotVolume(id, description: description, caller: caller)
             }
             output(snapshot, json: common.global.json)
         }
@@ -70,9 +75,9 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Argument(help: "The snapshot (snap-…).") var snapshot: String
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
-            let record = await CoreContext.run(common.global) { try await $0.snapshot(id, caller: caller) }
+            let record = await common.run(on: snapshot) { (service, id: SnapshotID, caller) in
+                try await service.snapshot(id, caller: caller)
+            }
             if common.global.json {
                 CoreContext.printJSON(SnapshotView(record))
             } else {
@@ -167,9 +172,9 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Argument(help: "The snapshot (snap-…).") var snapshot: String
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
-            let report = await CoreContext.run(common.global) { try await $0.deleteSnapshot(id, caller: caller) }
+            let (id, report) = await common.run(on: snapshot) { (service, id: SnapshotID, caller) in
+                (id, try await service.deleteSnapshot(id, caller: caller))
+            }
             if common.global.json {
                 CoreContext.printJSON(DeleteResult(id: id.rawValue, deleted: true, blocksFreed: report.removed))
             } else {

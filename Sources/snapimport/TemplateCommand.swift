@@ -18,9 +18,7 @@ struct TemplateCommand: AsyncParsableCommand {
         @Option(name: .long, help: "The instance (i-…); it must be stopped.") var instance: String
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: InstanceID = CoreContext.id(instance, json: common.global.json)
-            let view = await CoreContext.run(common.global) { service in
+            let view = await common.run(on: instance) { (service, id: InstanceID, caller) in
                 TemplateView(try await service.createTemplate(instance: id, caller: caller).template)
             }
             output(view, json: common.global.json)

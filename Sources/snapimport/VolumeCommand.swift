@@ -18,9 +18,7 @@ struct VolumeCommand: AsyncParsableCommand {
         @Option(name: .long, help: "Also write the volume's bytes to FILE (sparse raw).") var output: String?
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: SnapshotID = CoreContext.id(snapshot, json: common.global.json)
-            let view = await CoreContext.run(common.global) { service in
+            let view = await common.run(on: snapshot) { (service, id: SnapshotID, caller) in
                 let volume = try await service.createVolume(from: id, caller: caller, output: output)
                 return VolumeView(volume, path: service.volumePath(volume))
             }
@@ -69,9 +67,7 @@ struct VolumeCommand: AsyncParsableCommand {
         @Argument(help: "The volume (vol-…).") var volume: String
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: VolumeID = CoreContext.id(volume, json: common.global.json)
-            let view = await CoreContext.run(common.global) { service in
+            let view = await common.run(on: volume) { (service, id: VolumeID, caller) in
                 let volume = try await service.detachVolume(id, caller: caller)
                 return VolumeView(volume, path: service.volumePath(volume))
             }
@@ -85,9 +81,10 @@ struct VolumeCommand: AsyncParsableCommand {
         @Argument(help: "The volume (vol-…).") var volume: String
 
         func run() async throws {
-            let caller = CoreContext.caller(common.project, json: common.global.json)
-            let id: VolumeID = CoreContext.id(volume, json: common.global.json)
-            await CoreContext.run(common.global) { try await $0.deleteVolume(id, caller: caller) }
+            let id = await common.run(on: volume) { (service, id: VolumeID, caller) in
+                try await service.deleteVolume(id, caller: caller)
+                return id
+            }
             if common.global.json {
                 CoreContext.printJSON(["id": id.rawValue, "deleted": "true"])
             } else {

@@ -31,15 +31,13 @@ struct WatchCommand: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let config = ImporterContext.configuration(global, environment: environment)
         let bucket = ImporterContext.bucket(config, json: global.json)
-        let client = ImporterContext.s3Client(config, global: global, environment: environment)
         let logger = ImporterContext.logger("snapimport.watch", level: global.verbose ? .debug : .info)
-        let settings = ImporterContext.settings(config, bucket: bucket, environment: environment)
         let interval = interval
         let grace = shutdownGrace
-        try await ImporterContext.withService(config, s3: client, json: global.json, logger: logger) { service in
-            let pipeline = ImportPipeline(
-                store: S3ObjectStore(client: client, bucket: bucket), catalog: CoreImportCatalog(service: service),
-                settings: settings, logger: logger)
+        try await ImporterContext.withPipeline(
+            config, global: global, bucket: bucket, logger: logger, environment: environment
+        ) { pipeline, service in
+            let settings = pipeline.settings
             let importer = Importer(
                 worker: pipeline,
                 options: .init(
