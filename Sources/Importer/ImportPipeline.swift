@@ -123,7 +123,9 @@ public struct ImportPipeline: ObjectImporting {
                     return .alreadyImported(snapshotID: id.rawValue)
                 }
                 // Sharing is idempotent: re-apply it in case the earlier pass died before it.
-                if let shared = try? await applySidecarSharing(candidate, record: record, logger: logger) {
+                if let sidecar = try? await readSidecar(candidate),
+                    let shared = try? await applySidecarSharing(sidecar, candidate, record: record, logger: logger)
+                {
                     record = shared
                 }
                 try await moveToProcessed(candidate, record: record, logger: logger)
@@ -156,7 +158,7 @@ public struct ImportPipeline: ObjectImporting {
     ) async -> ImportOutcome {
         // The lease is renewed by a child task for as long as the import runs (structured: it ends
         // with the import); a failed renewal cancels the import (another worker owns it now).
-        let attempt: Result<SnapshotRecord, any Error> = await withTaskGroup(of: Void.self) { group in
+        let attempt: Result<(SnapshotRecord, Sidecar?), any Error> = await withTaskGroup(of: Void.self) { group in
             group.addTask { [catalog, settings] in
                 var current = claim
                 while true {
@@ -183,9 +185,11 @@ public struct ImportPipeline: ObjectImporting {
             }
         }
         var record: SnapshotRecord
+        let sidecar: Sidecar?
         switch attempt {
-        case .success(let committed):
+        case .success(let (committed, read)):
             record = committed
+            sidecar = read
         case .failure(let error):
             let failure = cancellation.error ?? Self.importerError(error)
             let rejection = cancellation.error == nil && Self.isRejection(error)
@@ -196,7 +200,7 @@ public struct ImportPipeline: ObjectImporting {
         // Committed: from here on nothing may undo the snapshot. Sharing and the move are finished
         // by a later pass when they fail now.
         do {
-            record = try await applySidecarSharing(candidate, record: record, logger: logger)
+            record = try await applySidecarSharing(sidecar, candidate, record: record, logger: logger)
         } catch {
             logger.warning("applying the sidecar's sharing failed: \(error)")
         }
@@ -240,10 +244,13 @@ public struct ImportPipeline: ObjectImporting {
         return .rejected(code: code, message: finalMessage)
     }
 
+    /// Reads the sidecar and the object's head, then imports the image under the claim.
+    /// - Returns: the committed snapshot and the sidecar it was imported with (its sharing is applied
+    ///   next, without reading it again).
     private func importClaimed(
         _ candidate: BucketLayout.Candidate, claim: ImportClaim, ownerText: String?, cancellation: CancellationFlag,
         logger: inout Logger
-    ) async throws -> SnapshotRecord {
+    ) async throws -> (SnapshotRecord, Sidecar?) {
         guard let ownerText else {
             _ = try layout.ownerText(of: candidate.key)  // throws the precise InvalidProject
             throw ImporterError(.invalidProject, "key \(candidate.key) has no project")
@@ -267,10 +274,11 @@ public struct ImportPipeline: ObjectImporting {
         let source = S3ObjectByteSource(
             store: store, key: candidate.key, etag: candidate.etag, size: head.size, chunkSize: settings.chunkSize,
             cachedChunks: settings.cachedChunks, readAhead: settings.readAhead, cancellation: cancellation)
-        return try await importImage(
+        let record = try await importImage(
             source: source, claim: claim, owner: owner, description: description, claimedFormat: claimedFormat,
             snapshotSource: .object(bucket: settings.bucket, key: candidate.key, etag: candidate.etag),
             cancellation: cancellation, logger: &logger, progress: { _, _ in })
+        return (record, sidecar)
     }
 
     /// A claim token unique to this worker and attempt (`host:pid:random`).
@@ -421,10 +429,12 @@ public struct ImportPipeline: ObjectImporting {
         }
     }
 
+    /// Applies the sidecar's `shareWith`/`public` (idempotent). The sidecar is the one read for the
+    /// import, or read again when a later pass finishes an interrupted one.
     private func applySidecarSharing(
-        _ candidate: BucketLayout.Candidate, record: SnapshotRecord, logger: Logger
+        _ sidecar: Sidecar?, _ candidate: BucketLayout.Candidate, record: SnapshotRecord, logger: Logger
     ) async throws -> SnapshotRecord {
-        guard let sidecar = try await readSidecar(candidate) else { return record }
+        guard let sidecar else { return record }
         let targets = try Self.shareTargets(sidecar, key: candidate.key)
         let makePublic = sidecar.public ?? false
         guard !targets.isEmpty || makePublic else { return record }
