@@ -62,7 +62,6 @@ public final class S3BlockStore: BlockStore {
 
     public func put(_ hash: BlockHash, _ bytes: ArraySlice<UInt8>) async throws -> Bool {
         let key = key(hash)
-        let bytes = Array(bytes)
         let (client, bucket) = (client, bucket)
         let existed = try await storage("put block \(hash.hex)") {
             do {
@@ -72,7 +71,9 @@ public final class S3BlockStore: BlockStore {
                     metadata: ["freshened": String(Int(Date().timeIntervalSince1970))])
                 return true
             } catch let error as S3Error where error.code == .noSuchKey {
-                try client.putObject(bucket: bucket, key: key, body: bytes, contentType: "application/octet-stream")
+                // Copied into an array only when it is uploaded (a freshened block needs no bytes).
+                try client.putObject(
+                    bucket: bucket, key: key, body: Array(bytes), contentType: "application/octet-stream")
                 return false
             }
         }
