@@ -14,6 +14,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "snapimport", targets: ["snapimport"]),
+        .library(name: "SnapImportCLI", targets: ["SnapImportCLI"]),
         .library(name: "SnapshotCore", targets: ["SnapshotCore"]),
         .library(name: "DiskImage", targets: ["DiskImage"]),
         .library(name: "S3", targets: ["S3"]),
@@ -26,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // MARK: C shims
@@ -43,6 +45,11 @@ let package = Package(
 
         // MARK: Libraries
         .target(
+            name: "BlockingIO",
+            dependencies: [.product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "SigV4",
             dependencies: [.product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
@@ -50,7 +57,7 @@ let package = Package(
         .target(
             name: "S3",
             dependencies: [
-                "SigV4", "CCurl",
+                "SigV4", "CCurl", "BlockingIO",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -62,14 +69,21 @@ let package = Package(
             swiftSettings: swiftSettings,
             linkerSettings: [.linkedLibrary("z")]
         ),
+        // The domain, the rules and the protocols (catalog, block store) with in-memory implementations:
+        // no database, no C shim, no transport.
         .target(
             name: "SnapshotCore",
             dependencies: [
-                "CFileSystem",
-                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Adapters of SnapshotCore's protocols
+        .target(
+            name: "SnapshotSQLite",
+            dependencies: ["SnapshotCore", "BlockingIO", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -82,21 +96,46 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
-            name: "Importer",
+            name: "BlockStoreFS",
             dependencies: [
-                "S3", "DiskImage", "SnapshotCore",
+                "SnapshotCore", "SnapshotSQLite", "CFileSystem", "BlockingIO",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "BlockStoreS3",
+            dependencies: ["SnapshotCore", "S3", "BlockingIO", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Opening a store: the adapters wired together
+        .target(
+            name: "SnapshotStores",
+            dependencies: [
+                "SnapshotCore", "SnapshotSQLite", "BlockStoreFS",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),
 
-        // MARK: Executable
-        .executableTarget(
-            name: "snapimport",
+        // MARK: The worker
+        .target(
+            name: "Importer",
             dependencies: [
-                "S3", "DiskImage", "SnapshotCore", "SnapshotPostgres", "Importer",
+                "S3", "DiskImage", "SnapshotCore", "BlockingIO",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: The command line: a library (the composition root) and a one-file executable
+        .target(
+            name: "SnapImportCLI",
+            dependencies: [
+                "S3", "DiskImage", "SnapshotCore", "SnapshotSQLite", "SnapshotPostgres", "BlockStoreFS",
+                "BlockStoreS3", "SnapshotStores", "Importer", "BlockingIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -105,19 +144,58 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "snapimport",
+            dependencies: ["SnapImportCLI"],
+            swiftSettings: swiftSettings
+        ),
 
-        // MARK: Tests
+        // MARK: Tests (one target per module; servers come from environment variables, see scripts/test)
         .testTarget(name: "SigV4Tests", dependencies: ["SigV4"], swiftSettings: swiftSettings),
         .testTarget(name: "S3Tests", dependencies: ["S3"], swiftSettings: swiftSettings),
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage"], swiftSettings: swiftSettings),
+        // Fixtures shared by the catalog and block-store suites: a catalog factory (SQLite, and PostgreSQL
+        // when configured) and a service harness. A library so that several test targets can use it.
+        .target(
+            name: "CatalogTestSupport",
+            dependencies: [
+                "SnapshotCore", "SnapshotSQLite", "SnapshotPostgres", "BlockStoreFS",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/CatalogTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "SnapshotCoreTests",
-            dependencies: ["SnapshotCore", "SnapshotPostgres"],
+            dependencies: ["SnapshotCore", "SnapshotSQLite", "SnapshotStores", "BlockStoreFS", "CatalogTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SnapshotPostgresTests",
+            dependencies: ["SnapshotCore", "SnapshotPostgres", "CatalogTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BlockStoreFSTests",
+            dependencies: ["SnapshotCore", "BlockStoreFS", "CatalogTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BlockStoreS3Tests",
+            dependencies: ["SnapshotCore", "BlockStoreS3", "S3", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "ImporterTests",
-            dependencies: ["Importer", "S3", "DiskImage", "SnapshotCore", "SnapshotPostgres"],
+            dependencies: [
+                "Importer", "S3", "DiskImage", "SnapshotCore", "SnapshotStores", "SnapshotPostgres", "BlockStoreS3",
+                "BlockingIO",
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SnapImportCLITests",
+            dependencies: ["SnapImportCLI", "Importer", "S3", "SnapshotCore"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -137,6 +137,10 @@ final class CoreSnapshotWriter: SnapshotWriting, @unchecked Sendable {
         return try await writer.commit()
     }
 
+    func renewLease() async throws {
+        try await writer.renewLease()
+    }
+
     func abort() async {
         try? await drain()
         await writer.abort(reason: "import abandoned")

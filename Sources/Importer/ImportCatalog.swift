@@ -24,6 +24,9 @@ public protocol SnapshotWriting: Sendable {
     func commit() async throws -> SnapshotRecord
     /// Drops the pending snapshot (best effort; recovery collects what is left after a crash).
     func abort() async
+    /// Extends the pending snapshot's lease. Only the import's one lease owner calls it (the writer never
+    /// renews by itself). - Throws: `leaseLost`.
+    func renewLease() async throws
 }
 
 /// The snapshot-core side of an import: the seam between the importer and SnapshotCore.

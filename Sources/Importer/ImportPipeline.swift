@@ -369,27 +369,52 @@ public struct ImportPipeline: ObjectImporting {
         logger.info(
             "importing",
             metadata: ["format": "\(info.format)", "virtualSize": "\(info.virtualSize)", "bootable": "\(info.bootable)"])
-        let clock = ContinuousClock()
-        var lastReport = clock.now
-        let started = clock.now
+        let progressInterval = settings.progressInterval
+        let logged = logger
         do {
-            while let extent = try await offload({ try reader.next() }) {
-                try cancellation.check()
-                try await writer.write(extent)
-                let done = extent.offset + extent.length
-                progress(done, info.virtualSize)
-                if clock.now - lastReport >= settings.progressInterval {
-                    lastReport = clock.now
-                    logger.info("progress", metadata: ["done": "\(done)", "of": "\(info.virtualSize)"])
+            // A claimed import's lease (and with it the pending snapshot's) is renewed by its one lease
+            // task (`runClaimed`); a local file has no claim, so this import owns the writer's lease.
+            return try await renewing(claim == nil ? writer : nil) {
+                let clock = ContinuousClock()
+                var lastReport = clock.now
+                let started = clock.now
+                while let extent = try await offload({ try reader.next() }) {
+                    try cancellation.check()
+                    try await writer.write(extent)
+                    let done = extent.offset + extent.length
+                    progress(done, info.virtualSize)
+                    if clock.now - lastReport >= progressInterval {
+                        lastReport = clock.now
+                        logged.info("progress", metadata: ["done": "\(done)", "of": "\(info.virtualSize)"])
+                    }
                 }
+                try cancellation.check()
+                let record = try await writer.commit()
+                logged.debug("committed", metadata: ["seconds": "\(clock.now - started)"])
+                return record
             }
-            try cancellation.check()
-            let record = try await writer.commit()
-            logger.debug("committed", metadata: ["seconds": "\(clock.now - started)"])
-            return record
         } catch {
             await writer.abort()
             throw error
+        }
+    }
+
+    /// Runs `body` while one child task renews `writer`'s lease every third of the claim lease; with no
+    /// writer, just runs `body`. A failed renewal ends the renewals: the writer learns of the loss at commit.
+    private func renewing<T: Sendable>(
+        _ writer: (any SnapshotWriting)?, _ body: () async throws -> T
+    ) async throws -> T {
+        guard let writer else { return try await body() }
+        let interval = settings.leaseDuration / 3
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: interval)
+                    try await writer.renewLease()
+                }
+            }
+            defer { group.cancelAll() }
+            return try await body()
         }
     }
 

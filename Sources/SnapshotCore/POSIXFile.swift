@@ -1,21 +1,21 @@
-import CFileSystem
-import Foundation
+package import Foundation
 
 #if canImport(Glibc)
-    import Glibc
+    package import Glibc
 #elseif canImport(Darwin)
-    import Darwin
+    package import Darwin
 #endif
 
-/// Thin, throwing wrappers over the POSIX calls the block store and volumes need
+/// Thin, throwing wrappers over the POSIX calls the volumes (here) and the filesystem block store
+/// (BlockStoreFS, which adds the Linux-only calls) need
 /// (`pread`/`pwrite` at offsets, `fsync`, `rename`, sparse files). Errors become `.storage` with
 /// the path and `errno` text.
-enum POSIX {
-    static func error(_ what: String, _ path: String, _ code: Int32 = errno) -> SnapshotError {
+package enum POSIX {
+    package static func error(_ what: String, _ path: String, _ code: Int32 = errno) -> SnapshotError {
         SnapshotError(.storage, "\(what) \(path): \(String(cString: strerror(code)))")
     }
 
-    static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0o644) throws -> Int32 {
+    package static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0o644) throws -> Int32 {
         while true {
             let fd = systemOpen(path, flags | O_CLOEXEC, mode)
             if fd >= 0 { return fd }
@@ -25,7 +25,7 @@ enum POSIX {
     }
 
     /// - Returns: nil when the file does not exist.
-    static func openExisting(_ path: String, _ flags: Int32) throws -> Int32? {
+    package static func openExisting(_ path: String, _ flags: Int32) throws -> Int32? {
         while true {
             let fd = systemOpen(path, flags | O_CLOEXEC, 0)
             if fd >= 0 { return fd }
@@ -35,21 +35,10 @@ enum POSIX {
         }
     }
 
-    /// Opens an existing file for direct writes (`O_DIRECT`: no page cache; offsets, lengths and
-    /// buffers aligned to 4 KiB). - Returns: nil where unsupported (tmpfs, non-Linux).
-    static func openDirect(_ path: String) -> Int32? {
-        #if os(Linux)
-            let fd = systemOpen(path, O_WRONLY | O_CLOEXEC | snapimport_o_direct(), 0)
-            return fd >= 0 ? fd : nil
-        #else
-            return nil
-        #endif
-    }
-
-    static func close(_ fd: Int32) { _ = systemClose(fd) }
+    package static func close(_ fd: Int32) { _ = systemClose(fd) }
 
     /// Writes all of `bytes` at `offset`.
-    static func pwriteAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws {
+    package static func pwriteAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws {
         var done = 0
         while done < bytes.count {
             let n = systemPwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
@@ -61,13 +50,13 @@ enum POSIX {
         }
     }
 
-    static func pwriteAll(_ fd: Int32, _ bytes: [UInt8], at offset: UInt64, path: String) throws {
+    package static func pwriteAll(_ fd: Int32, _ bytes: [UInt8], at offset: UInt64, path: String) throws {
         guard !bytes.isEmpty else { return }
         try bytes.withUnsafeBytes { try pwriteAll(fd, $0, at: offset, path: path) }
     }
 
     /// Reads exactly `count` bytes at `offset`; bytes past the end of the file read as zeros.
-    static func preadFull(_ fd: Int32, count: Int, at offset: UInt64, path: String) throws -> [UInt8] {
+    package static func preadFull(_ fd: Int32, count: Int, at offset: UInt64, path: String) throws -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: count)
         var done = 0
         try buffer.withUnsafeMutableBytes { raw in
@@ -84,36 +73,18 @@ enum POSIX {
         return buffer
     }
 
-    static func fsync(_ fd: Int32, path: String) throws {
+    package static func fsync(_ fd: Int32, path: String) throws {
         if systemFsync(fd) != 0 { throw error("cannot fsync", path) }
     }
 
     /// `fdatasync`: the file's data and size are durable (not its times).
-    static func fdatasync(_ fd: Int32, path: String) throws {
+    package static func fdatasync(_ fd: Int32, path: String) throws {
         if systemFdatasync(fd) != 0 { throw error("cannot sync", path) }
-    }
-
-    /// Starts writing a range's dirty pages to disk now, without waiting (Linux `sync_file_range`),
-    /// so a later `fdatasync` finds most of the work done. A hint: durability still comes from the
-    /// sync; failures are ignored.
-    static func startWriteback(_ fd: Int32, offset: UInt64, length: Int) {
-        _ = snapimport_start_writeback(fd, off_t(offset), off_t(length))
-    }
-
-    /// Frees a range of a file, which then reads as zeros; the file keeps its size. On a filesystem
-    /// without hole punching this does nothing: the space comes back only when the whole file goes.
-    static func punchHole(_ fd: Int32, offset: UInt64, length: UInt64, path: String) throws {
-        guard length > 0 else { return }
-        while snapimport_punch_hole(fd, off_t(offset), off_t(length)) != 0 {
-            if errno == EINTR { continue }
-            if errno == EOPNOTSUPP || errno == ENOSYS { return }
-            throw error("cannot free a range of", path)
-        }
     }
 
     /// Takes an exclusive `flock` on the open file, waiting for it when `wait`.
     /// - Returns: false when another open file description holds it and `wait` is false.
-    static func lock(_ fd: Int32, wait: Bool, path: String) throws -> Bool {
+    package static func lock(_ fd: Int32, wait: Bool, path: String) throws -> Bool {
         while systemFlock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0 {
             if errno == EINTR { continue }
             if errno == EWOULDBLOCK { return false }
@@ -123,26 +94,26 @@ enum POSIX {
     }
 
     /// The file's size.
-    static func size(_ fd: Int32, path: String) throws -> UInt64 {
+    package static func size(_ fd: Int32, path: String) throws -> UInt64 {
         let end = systemLseek(fd, 0, SEEK_END)
         if end < 0 { throw error("cannot size", path) }
         return UInt64(end)
     }
 
     /// fsync of a file or directory by path.
-    static func fsync(path: String, directory: Bool = false) throws {
+    package static func fsync(path: String, directory: Bool = false) throws {
         let fd = try open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY)
         defer { close(fd) }
         try fsync(fd, path: path)
     }
 
-    static func ftruncate(_ fd: Int32, _ size: UInt64, path: String) throws {
+    package static func ftruncate(_ fd: Int32, _ size: UInt64, path: String) throws {
         if systemFtruncate(fd, off_t(size)) != 0 { throw error("cannot set the size of", path) }
     }
 
     /// - Returns: false when `from` does not exist.
     @discardableResult
-    static func rename(_ from: String, _ to: String) throws -> Bool {
+    package static func rename(_ from: String, _ to: String) throws -> Bool {
         if systemRename(from, to) == 0 { return true }
         if errno == ENOENT { return false }
         throw error("cannot rename", from)
@@ -150,14 +121,14 @@ enum POSIX {
 
     /// - Returns: false when the file does not exist.
     @discardableResult
-    static func unlink(_ path: String) throws -> Bool {
+    package static func unlink(_ path: String) throws -> Bool {
         if systemUnlink(path) == 0 { return true }
         if errno == ENOENT { return false }
         throw error("cannot remove", path)
     }
 
     /// Size and modification time, or nil when absent.
-    static func stat(_ path: String) throws -> (size: Int, modified: Date)? {
+    package static func stat(_ path: String) throws -> (size: Int, modified: Date)? {
         var info = SystemStat()
         if systemStat(path, &info) != 0 {
             if errno == ENOENT { return nil }
@@ -173,7 +144,7 @@ enum POSIX {
 
     /// The offset of the first data at or after `offset` (`SEEK_DATA`), nil when only holes follow.
     /// Filesystems without hole support report everything as data, which is merely slower.
-    static func nextData(_ fd: Int32, from offset: UInt64) -> UInt64? {
+    package static func nextData(_ fd: Int32, from offset: UInt64) -> UInt64? {
         #if canImport(Darwin)
             let seekData: Int32 = 4  // SEEK_DATA on Darwin
         #else
@@ -184,7 +155,7 @@ enum POSIX {
         return errno == ENXIO ? nil : offset
     }
 
-    static func makeDirectory(_ path: String) throws {
+    package static func makeDirectory(_ path: String) throws {
         if systemMkdir(path, 0o755) == 0 || errno == EEXIST { return }
         throw error("cannot create directory", path)
     }

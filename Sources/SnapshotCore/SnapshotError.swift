@@ -77,6 +77,6 @@ public struct SnapshotError: Error, CustomStringConvertible, Equatable, Sendable
 
     public static func == (lhs: SnapshotError, rhs: SnapshotError) -> Bool { lhs.code == rhs.code }
 
-    static func notFound(_ what: String) -> SnapshotError { SnapshotError(.notFound, "\(what) not found") }
-    static func conflict(_ what: String) -> SnapshotError { SnapshotError(.conflict, what) }
+    package static func notFound(_ what: String) -> SnapshotError { SnapshotError(.notFound, "\(what) not found") }
+    package static func conflict(_ what: String) -> SnapshotError { SnapshotError(.conflict, what) }
 }

@@ -605,4 +605,23 @@ public struct SnapshotService: Sendable {
             try await catalog.apply(writes)
         }
     }
+
+    /// Runs `body` while one child task renews `writers`' leases every third of a lease: the lease
+    /// owner of writers that no import claim covers (a volume snapshot, a template, a local-file
+    /// import). A failed renewal ends the renewals; the writer then learns of the loss at commit.
+    public func whileRenewing<T: Sendable>(
+        _ writers: [SnapshotWriter], _ body: () async throws -> T
+    ) async throws -> T {
+        guard let lease = writers.map(\.lease).min(), lease > 0 else { return try await body() }
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: .seconds(lease / 3))
+                    for writer in writers { try await writer.renewLease() }
+                }
+            }
+            defer { group.cancelAll() }
+            return try await body()
+        }
+    }
 }

@@ -30,8 +30,6 @@ public final class SnapshotWriter: Sendable {
         var stored = Set<BlockHash>()
         var statistics = WriterStatistics()
         var finished = false
-        var leaseExpiresAt: Date
-        var renewing = false
     }
 
     /// The snapshot's ID.
@@ -59,7 +57,7 @@ public final class SnapshotWriter: Sendable {
         self.token = record.writer ?? ""
         self.claim = claim
         self.lease = lease
-        self.state = Mutex(State(leaseExpiresAt: record.leaseExpiresAt ?? Date()))
+        self.state = Mutex(State())
     }
 
     /// The length of block `index`: `blockSize`, except a shorter last block.
@@ -96,7 +94,6 @@ public final class SnapshotWriter: Sendable {
                 state.entries[index] = nil
                 state.statistics.zeroBlocks += 1
             }
-            try await renewIfDue()
             return
         }
         let hash = Blocks.hash(bytes)
@@ -114,7 +111,6 @@ public final class SnapshotWriter: Sendable {
                 state.statistics.newBytes += bytes.count
             }
         }
-        try await renewIfDue()
     }
 
     /// Writes block-aligned data: `offset` a multiple of the block size, `bytes` whole blocks (the
@@ -136,22 +132,12 @@ public final class SnapshotWriter: Sendable {
         }
     }
 
-    /// Extends the lease (and the import claim's). - Throws: `.leaseLost`.
+    /// Extends the lease (and the import claim's). Called by the one task that owns the lease (the
+    /// object import's lease task, or ``SnapshotService/whileRenewing(_:_:)``); the writer never renews
+    /// by itself and learns of a lost lease at ``commit(now:)``.
+    /// - Throws: `.leaseLost`.
     public func renewLease(now: Date = Date()) async throws {
         try await service.renew(self, lease: lease, now: now)
-        state.withLock { $0.leaseExpiresAt = now.addingTimeInterval(lease) }
-    }
-
-    private func renewIfDue() async throws {
-        let now = Date()
-        let due = state.withLock { state -> Bool in
-            guard !state.renewing, now > state.leaseExpiresAt.addingTimeInterval(-lease / 2) else { return false }
-            state.renewing = true
-            return true
-        }
-        guard due else { return }
-        defer { state.withLock { $0.renewing = false } }
-        try await renewLease(now: now)
     }
 
     /// Makes every block durable, then marks the snapshot available with its manifest and checksum

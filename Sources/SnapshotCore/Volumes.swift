@@ -182,7 +182,7 @@ extension SnapshotService {
         }
         let writer = SnapshotWriter(service: self, record: record, claim: nil, lease: options.writerLease)
         do {
-            try await copyVolume(volume, into: writer)
+            try await whileRenewing([writer]) { try await copyVolume(volume, into: writer) }
             return try await writer.commit(now: now)
         } catch {
             await writer.abort(reason: "\(error)")
@@ -339,7 +339,9 @@ extension SnapshotService {
         }
         let writers = pairs.map { SnapshotWriter(service: self, record: $0.1, claim: nil, lease: options.writerLease) }
         do {
-            for (writer, pair) in zip(writers, pairs) { try await copyVolume(pair.0, into: writer) }
+            try await whileRenewing(writers) {
+                for (writer, pair) in zip(writers, pairs) { try await copyVolume(pair.0, into: writer) }
+            }
             let template = TemplateRecord(
                 id: templateID, owner: instance.owner, instanceID: instanceID, snapshots: pairs.map(\.1.id),
                 createdAt: Self.stamp(now), version: 1)

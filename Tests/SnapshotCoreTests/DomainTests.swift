@@ -1,6 +1,9 @@
 import Foundation
+import BlockStoreFS
 import SnapshotCore
 import Testing
+
+@testable import CatalogTestSupport
 
 @Suite("Domain: project references, IDs, manifests, documents")
 struct DomainTests {

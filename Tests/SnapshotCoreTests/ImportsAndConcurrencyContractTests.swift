@@ -1,6 +1,9 @@
 import Foundation
+import BlockStoreFS
 import SnapshotCore
 import Testing
+
+@testable import CatalogTestSupport
 
 /// Import claims, recovery, garbage collection and concurrency, against every catalog.
 @Suite("Imports, recovery, GC and concurrency (contract, every catalog)")

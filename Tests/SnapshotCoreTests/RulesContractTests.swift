@@ -1,6 +1,9 @@
 import Foundation
+import BlockStoreFS
 import SnapshotCore
 import Testing
+
+@testable import CatalogTestSupport
 
 /// Every rule of issue 4, written once and run against every catalog in ``CatalogFactory/all``.
 @Suite("Snapshot rules (contract, every catalog)")

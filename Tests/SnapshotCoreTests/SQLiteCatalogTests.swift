@@ -1,6 +1,11 @@
 import Foundation
 import SnapshotCore
+import SnapshotSQLite
+import SnapshotStores
+import BlockStoreFS
 import Testing
+
+@testable import CatalogTestSupport
 
 /// SQLite-specific: one file shared by several connections (as by two `snapimport run` processes on one host).
 @Suite("SQLite catalog")

@@ -3,6 +3,7 @@ import Importer
 import Logging
 import S3
 import SnapshotCore
+import SnapshotStores
 import SnapshotPostgres
 import Synchronization
 

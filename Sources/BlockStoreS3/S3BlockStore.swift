@@ -1,0 +1,160 @@
+public import Foundation
+public import Logging
+public import S3
+public import SnapshotCore
+import BlockingIO
+import Synchronization
+
+/// A block store under an S3 prefix, shared by importers on many hosts (`[store] blocks = "s3://B/P/"`).
+///
+/// Layout: `<prefix><hh>/<hash hex>` where `hh` is the first byte of the hash (fan-out keeps listings
+/// and any per-prefix rate limits spread). Each object is one block, content-addressed, so a PUT is
+/// idempotent and S3's atomic PUT makes it visible whole or not at all.
+///
+/// ## Durability
+/// A PutObject that returned 200 is durable (S3's contract), so ``sync()`` has nothing to flush; it
+/// re-checks instead the blocks this process *reused* since the last sync (see below).
+///
+/// ## Garbage-collection safety (``BlockStore``'s time-based contract)
+/// - Freshening an existing block is a self-copy with `x-amz-metadata-directive: REPLACE`, which
+///   sets a new `Last-Modified` without moving the bytes over the wire.
+/// - ``remove(_:unlessModifiedSince:)`` re-reads `Last-Modified` right before its DeleteObject.
+///   S3 has no atomic rename or time-conditional delete, so a freshen can still land between that
+///   HEAD and the DELETE. That window is closed on the writer's side: ``sync()`` (called before every
+///   commit) HEADs every block freshened since the previous sync and throws `MissingBlock` if one
+///   vanished, so the commit fails, the import is retried, and no snapshot ever becomes available
+///   with a block missing.
+public final class S3BlockStore: BlockStore {
+    private let client: S3Client
+    public let bucket: String
+    public let prefix: String
+    private let logger: Logger
+    /// Blocks freshened (deduplicated) since the last ``sync()``; checked again there.
+    private let reused = Mutex(Set<BlockHash>())
+
+    /// - Parameters:
+    ///   - client: the S3 client (thread-safe, blocking calls; run off the cooperative pool here).
+    ///   - location: `s3://bucket/prefix/`.
+    public init(client: S3Client, location: String, logger: Logger) throws {
+        guard let (bucket, prefix) = Self.parse(location) else {
+            throw SnapshotError(.invalidArgument, "block store location must be s3://bucket/prefix/, not \(location)")
+        }
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.logger = logger
+    }
+
+    /// Splits `s3://bucket/prefix` into bucket and a prefix that is empty or ends with `/`.
+    static func parse(_ location: String) -> (bucket: String, prefix: String)? {
+        guard location.hasPrefix("s3://") else { return nil }
+        let rest = location.dropFirst(5)
+        let bucket = String(rest.prefix { $0 != "/" })
+        guard !bucket.isEmpty else { return nil }
+        var prefix = String(rest.dropFirst(bucket.count + 1))
+        if !prefix.isEmpty && !prefix.hasSuffix("/") { prefix += "/" }
+        return (bucket, prefix)
+    }
+
+    func key(_ hash: BlockHash) -> String {
+        let hex = hash.hex
+        return "\(prefix)\(hex.prefix(2))/\(hex)"
+    }
+
+    public func put(_ hash: BlockHash, _ bytes: ArraySlice<UInt8>) async throws -> Bool {
+        let key = key(hash)
+        let (client, bucket) = (client, bucket)
+        let existed = try await storage("put block \(hash.hex)") {
+            do {
+                // Freshen: a self-copy replacing the metadata updates Last-Modified in place.
+                try client.copyObject(
+                    sourceBucket: bucket, sourceKey: key, destinationBucket: bucket, destinationKey: key,
+                    metadata: ["freshened": String(Int(Date().timeIntervalSince1970))])
+                return true
+            } catch let error as S3Error where error.code == .noSuchKey {
+                // Copied into an array only when it is uploaded (a freshened block needs no bytes).
+                try client.putObject(
+                    bucket: bucket, key: key, body: Array(bytes), contentType: "application/octet-stream")
+                return false
+            }
+        }
+        if existed { reused.withLock { _ = $0.insert(hash) } }
+        return !existed
+    }
+
+    public func get(_ hash: BlockHash) async throws -> [UInt8] {
+        let key = key(hash)
+        let (client, bucket) = (client, bucket)
+        let bytes: [UInt8]
+        do {
+            bytes = try await BlockingExecutor.shared.run { try client.getObject(bucket: bucket, key: key) }
+        } catch let error as S3Error where error.code == .noSuchKey {
+            throw SnapshotError(.missingBlock, "block \(hash.hex) is missing from s3://\(bucket)/\(prefix)")
+        } catch {
+            throw SnapshotError(.storage, "cannot read block \(hash.hex): \(error)", underlying: error)
+        }
+        guard Blocks.hash(bytes) == hash else {
+            throw SnapshotError(.corruptBlock, "block \(hash.hex) does not match its SHA-256 (\(bytes.count) bytes)")
+        }
+        return bytes
+    }
+
+    public func contains(_ hash: BlockHash) async throws -> Bool {
+        try await head(hash) != nil
+    }
+
+    public func sync() async throws {
+        let check = reused.withLock { set -> Set<BlockHash> in
+            defer { set.removeAll() }
+            return set
+        }
+        for hash in check where try await head(hash) == nil {
+            throw SnapshotError(
+                .missingBlock, "block \(hash.hex) was collected while being reused; the write must be retried")
+        }
+    }
+
+    public func list() async throws -> [StoredBlock] {
+        let (client, bucket, prefix) = (client, bucket, prefix)
+        let objects = try await storage("list blocks") { try client.listAllObjects(bucket: bucket, prefix: prefix) }
+        return objects.compactMap { object in
+            guard let hash = BlockHash(hex: String(object.key.split(separator: "/").last ?? "")) else { return nil }
+            return StoredBlock(hash: hash, size: Int(object.size), modified: object.lastModified ?? .distantFuture)
+        }
+    }
+
+    public func remove(_ hashes: [BlockHash], unlessModifiedSince cutoff: Date) async throws -> Set<BlockHash> {
+        var removed = Set<BlockHash>()
+        for hash in hashes {
+            guard let head = try await head(hash), let modified = head.lastModified, modified < cutoff else { continue }
+            let key = key(hash)
+            let (client, bucket) = (client, bucket)
+            try await storage("remove block \(hash.hex)") { try client.deleteObject(bucket: bucket, key: key) }
+            removed.insert(hash)
+        }
+        return removed
+    }
+
+    private func head(_ hash: BlockHash) async throws -> ObjectHead? {
+        let key = key(hash)
+        let (client, bucket) = (client, bucket)
+        return try await storage("check block \(hash.hex)") {
+            do {
+                return try client.headObject(bucket: bucket, key: key)
+            } catch let error as S3Error where error.code == .noSuchKey || error.httpStatus == 404 {
+                return nil
+            }
+        }
+    }
+
+    /// Runs a blocking S3 call off the cooperative pool, mapping failures to `SnapshotError.storage`.
+    private func storage<T: Sendable>(_ what: String, _ work: @escaping @Sendable () throws -> T) async throws -> T {
+        do {
+            return try await BlockingExecutor.shared.run(work)
+        } catch let error as SnapshotError {
+            throw error
+        } catch {
+            throw SnapshotError(.storage, "cannot \(what) in s3://\(bucket)/\(prefix): \(error)", underlying: error)
+        }
+    }
+}

@@ -1,0 +1,45 @@
+import NIOPosix
+
+/// The one place where snapimport leaves Swift's cooperative thread pool.
+///
+/// libcurl transfers, `pread`/`pwrite`, `fsync` and SQLite calls block their thread. Run on the
+/// cooperative pool (one thread per core) they would starve every other task of the process — lease
+/// renewals, catalog commits, the signal handler's shutdown. They run here instead: a fixed pool of
+/// threads (NIO's `NIOThreadPool`), entered with ``run(_:)``, which honours task cancellation: work that
+/// has not started when its task is cancelled never starts and throws `CancellationError` (work already
+/// running finishes; a blocking call cannot be interrupted half-way).
+///
+/// The process shares one pool, ``shared`` (like `NIOThreadPool.singleton`): its size bounds the
+/// blocking work in flight whatever the number of imports, and a pool per component would multiply
+/// threads instead of bounding them.
+public struct BlockingExecutor: Sendable {
+    private let pool: NIOThreadPool
+
+    /// The process's pool: 16 threads, enough for the default concurrency (every import's read-ahead
+    /// GETs, block writes and catalog calls) while still bounded.
+    public static let shared = BlockingExecutor(threads: 16)
+
+    /// A pool of its own (tests, tools). Its threads live as long as the process.
+    public init(threads: Int) {
+        let pool = NIOThreadPool(numberOfThreads: max(1, threads))
+        pool.start()
+        self.pool = pool
+    }
+
+    /// Runs blocking `body` on the pool and returns its result.
+    ///
+    /// - Throws: `CancellationError` when the calling task is cancelled before `body` starts; otherwise
+    ///   whatever `body` throws.
+    public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try Task.checkCancellation()
+        return try await pool.runIfActive(body)
+    }
+
+    /// Starts `body` on the pool without waiting for it (a read-ahead the caller collects later).
+    /// `body` must handle its own errors.
+    public func submit(_ body: @escaping @Sendable () -> Void) {
+        pool.submit { state in
+            if case .active = state { body() }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import ArgumentParser
+import DiskImage
+import Foundation
+
+/// `snapimport inspect SOURCE [--format FMT] [--json]`: detects the format and runs every safety check
+/// without converting. Exit 1 when the image is rejected.
+struct InspectCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect", abstract: "Detect an image's format and validate it without converting.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "A local image path or s3://bucket/key.")
+    var source: String
+
+    @Option(name: .long, help: "The format the image must be (raw, iso, qcow2, vmdk, vhd|vpc, vhdx, vdi).")
+    var format: String?
+
+    func validate() throws {
+        if let format { _ = try parseImageFormat(format) }
+    }
+
+    func run() async throws {
+        let claimed = try format.map(parseImageFormat)
+        let config: Configuration
+        do {
+            config = try Configuration.load(path: global.config)
+        } catch {
+            throw CommandOutput.failure(code: "InvalidConfiguration", message: "\(error)", json: global.json, exit: 2)
+        }
+        let bytes: any ByteSource
+        do {
+            bytes = try openSource(source, global: global)
+        } catch let error as DiskImageError {
+            throw CommandOutput.failure(code: error.code.name, message: error.message, json: global.json, exit: 1)
+        }
+        let limits = InspectionLimits(maxVirtualSize: config.limits.maxVirtualSize)
+        let result = DiskImage.inspect(bytes, claimedFormat: claimed, limits: limits)
+        if global.json {
+            CommandOutput.printJSON(result)
+        } else {
+            print("format:         \(result.format?.rawValue ?? "unknown")")
+            print("virtual size:   \(result.virtualSize) bytes")
+            print("allocated:      \(result.allocatedBytes) bytes")
+            print("bootable:       \(result.bootable ? "yes" : "no")")
+            print("verdict:        \(result.verdict.rawValue)")
+            for reason in result.reasons { print("reason:         \(reason.code): \(reason.message)") }
+        }
+        if result.verdict == .rejected {
+            for reason in result.reasons { CommandOutput.stderr("rejected: \(reason.code): \(reason.message)") }
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// Output helpers shared by the image commands: JSON on stdout, errors on stderr (and as JSON with --json).
+enum CommandOutput {
+    static func printJSON(_ value: some Encodable) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(value), let text = String(data: data, encoding: .utf8) else { return }
+        print(text)
+    }
+
+    static func stderr(_ line: String) {
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+
+    /// The error a command throws; `main.swift` prints it (stderr, and `{"error":{code,message}}` on
+    /// stdout with --json) and exits with `status`.
+    static func failure(code: String, message: String, json: Bool, exit status: Int32) -> CommandError {
+        CommandError(code: code, message: message, exitStatus: status, json: json)
+    }
+}

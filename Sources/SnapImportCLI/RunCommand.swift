@@ -1,0 +1,45 @@
+import ArgumentParser
+import DiskImage
+import Foundation
+import Importer
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+/// `snapimport run [--json]`: one pass over incoming/, for cron. Quiet on success unless `--json`
+/// or `--verbose`; exit 0 when every image was imported (now or before), 1 when any was rejected or
+/// failed, 2 on bad configuration.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Import every image in incoming/ once, then exit (for cron).")
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        DiskImage.tuneAllocatorForImports()
+        let environment = ProcessInfo.processInfo.environment
+        let config = try ImporterContext.configuration(global, environment: environment)
+        let bucket = try ImporterContext.bucket(config, json: global.json)
+        let logger = ImporterContext.logger("snapimport.run", level: global.verbose ? .debug : .warning)
+        let summary = try await ImporterContext.withPipeline(
+            config, global: global, bucket: bucket, logger: logger, environment: environment
+        ) { pipeline, service in
+            let importer = Importer(
+                worker: pipeline,
+                options: .init(
+                    concurrentImports: config.limits.concurrentImports,
+                    concurrentImportsPerCustomer: config.limits.concurrentImportsPerCustomer, once: true),
+                clock: ContinuousClock(), logger: logger)
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [.init(service: importer, successTerminationBehavior: .gracefullyShutdownGroup)],
+                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+            // Blocks of imports that a crash abandoned (and of deleted snapshots) go at the end of a pass.
+            await GarbageCollectionService<ContinuousClock>.collect(service, logger: logger)
+            return importer.summaries.last ?? PassSummary()
+        }
+        ImporterContext.report(summary, json: global.json, verbose: global.verbose)
+        if !summary.succeeded { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,225 @@
+import ArgumentParser
+import Foundation
+import S3
+
+/// `snapimport s3 ls|get|put|rm|mb`: direct access to the bucket (architecture.md, "Command-line contract").
+///
+/// The subcommands are synchronous: the S3 client blocks its calling thread, which must not be one
+/// of Swift's cooperative threads for long.
+struct S3Command: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "s3", abstract: "List, get, put and remove objects in S3.",
+        subcommands: [List.self, Get.self, Put.self, Remove.self, MakeBucket.self])
+
+    /// `s3 ls s3://B/PREFIX`: every key under the prefix (recursive, all pages).
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "ls", abstract: "List every object under a prefix: size, last-modified, key.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "s3://bucket/prefix (the prefix may be empty).") var location: String
+
+        func validate() throws { _ = try S3Location(location, requireKey: false) }
+
+        func run() throws {
+            let target = try S3Location(location, requireKey: false)
+            let context = try S3Context.make(global: global)
+            let objects: [S3Object]
+            do {
+                objects = try context.client.listAllObjects(bucket: target.bucket, prefix: target.key)
+            } catch {
+                throw S3Context.failure(error, json: global.json)
+            }
+            if global.json {
+                CommandOutput.printJSON(objects.map(ListedObject.init))
+            } else {
+                var out = ""
+                for object in objects {
+                    let size = String(object.size)
+                    out += String(repeating: " ", count: max(0, 12 - size.count)) + size + "  "
+                        + (object.lastModified.map(rfc3339) ?? "-") + "  " + object.key + "\n"
+                }
+                FileHandle.standardOutput.write(Data(out.utf8))
+            }
+        }
+    }
+
+    /// `s3 get s3://B/KEY FILE` (`-` is stdout).
+    struct Get: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "get", abstract: "Download an object to a file.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "s3://bucket/key") var location: String
+        @Argument(help: "Destination file ('-' for stdout).") var file: String
+        @Option(name: .long, help: ArgumentHelp("Ranged GETs in parallel (benchmarks).", visibility: .hidden))
+        var parallel: Int = 1
+        @Option(name: .long, help: ArgumentHelp("Bytes per ranged GET with --parallel.", visibility: .hidden))
+        var chunkSize: Int = 64 << 20
+
+        func validate() throws {
+            _ = try S3Location(location, requireKey: true)
+            guard parallel >= 1, parallel <= 64 else { throw ValidationError("--parallel must be 1…64") }
+            if parallel > 1 && file == "-" { throw ValidationError("--parallel needs a file, not stdout") }
+        }
+
+        func run() throws {
+            let target = try S3Location(location, requireKey: true)
+            let context = try S3Context.make(global: global)
+            let path = file
+            let bar = ProgressBar(label: "get", enabled: file != "-" && isatty(STDERR_FILENO) == 1)
+            let head: ObjectHead?
+            do {
+                if parallel > 1 {
+                    head = try context.client.downloadFile(
+                        bucket: target.bucket, key: target.key, path: path, concurrency: parallel, chunkSize: chunkSize,
+                        progress: { bar.update(done: $0, total: $1) })
+                } else if file == "-" {
+                    // Standard output is written as a stream, never reopened by path: reopening
+                    // /dev/stdout would truncate a file that stdout is redirected to.
+                    let stdout = FileHandle.standardOutput
+                    head = try context.client.getObject(bucket: target.bucket, key: target.key, range: nil, ifMatch: nil) {
+                        stdout.write(Data($0))
+                    }
+                } else {
+                    head = try context.client.getObject(bucket: target.bucket, key: target.key, toFile: path)
+                }
+            } catch {
+                bar.finish()
+                throw S3Context.failure(error, json: global.json)
+            }
+            bar.finish()
+            if global.json {
+                CommandOutput.printJSON(
+                    TransferResult(bucket: target.bucket, key: target.key, size: head?.size ?? 0, etag: head?.etag ?? ""))
+            }
+        }
+    }
+
+    /// `s3 put FILE s3://B/KEY` (multipart for large files).
+    struct Put: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "put", abstract: "Upload a file (multipart when large).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Source file.") var file: String
+        @Argument(help: "s3://bucket/key") var location: String
+        @Option(name: .long, help: "Content-Type of the object.") var contentType: String?
+        @Option(name: .long, help: "User metadata NAME=VALUE (x-amz-meta-NAME); repeatable.") var metadata: [String] = []
+
+        func validate() throws {
+            _ = try S3Location(location, requireKey: true)
+            _ = try parseMetadata(metadata)
+        }
+
+        func run() throws {
+            let target = try S3Location(location, requireKey: true)
+            let context = try S3Context.make(global: global)
+            let pairs = try parseMetadata(metadata)
+            let result = try upload(
+                context: context, file: file, bucket: target.bucket, key: target.key, metadata: pairs,
+                contentType: contentType, json: global.json)
+            if global.json { CommandOutput.printJSON(result) }
+        }
+    }
+
+    /// `s3 rm s3://B/KEY`.
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "rm", abstract: "Delete an object.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "s3://bucket/key") var location: String
+
+        func validate() throws { _ = try S3Location(location, requireKey: true) }
+
+        func run() throws {
+            let target = try S3Location(location, requireKey: true)
+            let context = try S3Context.make(global: global)
+            do {
+                try context.client.deleteObject(bucket: target.bucket, key: target.key)
+            } catch {
+                throw S3Context.failure(error, json: global.json)
+            }
+            if global.json { CommandOutput.printJSON(["bucket": target.bucket, "key": target.key]) }
+        }
+    }
+
+    /// `s3 mb s3://B`: create a bucket (fine if it exists and is ours).
+    struct MakeBucket: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "mb", abstract: "Create a bucket.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "s3://bucket") var location: String
+
+        func validate() throws { _ = try S3Location(location, requireKey: false) }
+
+        func run() throws {
+            let target = try S3Location(location, requireKey: false)
+            let context = try S3Context.make(global: global)
+            do {
+                try context.client.createBucket(target.bucket)
+            } catch {
+                throw S3Context.failure(error, json: global.json)
+            }
+            if global.json { CommandOutput.printJSON(["bucket": target.bucket]) }
+        }
+    }
+}
+
+/// One line of `s3 ls --json`.
+struct ListedObject: Encodable {
+    var key: String
+    var size: UInt64
+    var etag: String
+    var lastModified: String?
+
+    init(_ object: S3Object) {
+        key = object.key
+        size = object.size
+        etag = object.etag
+        lastModified = object.lastModified.map(rfc3339)
+    }
+}
+
+/// The result of an upload or download with `--json`.
+struct TransferResult: Encodable {
+    var bucket: String
+    var key: String
+    var size: UInt64
+    var etag: String
+}
+
+/// Uploads `file` with a progress bar on a terminal; exits on failure.
+func upload(
+    context: S3Context, file: String, bucket: String, key: String, metadata: [String: String], contentType: String?,
+    json: Bool
+) throws -> TransferResult {
+    guard let attributes = try? FileManager.default.attributesOfItem(atPath: file),
+        let size = (attributes[.size] as? NSNumber)?.uint64Value
+    else {
+        throw CommandOutput.failure(code: "NotFound", message: "cannot read \(file)", json: json, exit: 1)
+    }
+    let bar = ProgressBar(label: (file as NSString).lastPathComponent)
+    let etag: String
+    do {
+        etag = try context.client.uploadFile(
+            path: file, bucket: bucket, key: key, metadata: metadata, contentType: contentType,
+            progress: { bar.update(done: $0, total: $1) })
+    } catch {
+        bar.finish()
+        throw S3Context.failure(error, json: json)
+    }
+    bar.finish()
+    return TransferResult(bucket: bucket, key: key, size: size, etag: etag)
+}
+
+/// `NAME=VALUE` pairs into a metadata dictionary.
+func parseMetadata(_ pairs: [String]) throws -> [String: String] {
+    var metadata: [String: String] = [:]
+    for pair in pairs {
+        guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
+            throw ValidationError("--metadata wants NAME=VALUE, got '\(pair)'")
+        }
+        metadata[String(pair[..<eq]).lowercased()] = String(pair[pair.index(after: eq)...])
+    }
+    return metadata
+}
+
+/// RFC 3339 UTC with seconds, e.g. `2026-11-24T22:31:20Z`.
+func rfc3339(_ date: Date) -> String {
+    date.formatted(.iso8601)
+}

@@ -1,0 +1,59 @@
+public import ArgumentParser
+import Foundation
+
+
+/// The `snapimport` command: turns disk images dropped into an S3 bucket into volume snapshots.
+///
+/// Exit status (architecture.md): 0 success, 1 the work failed, 2 bad usage or configuration.
+public struct SnapImport: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "snapimport",
+        abstract: "Turn disk images uploaded to object storage into volume snapshots.",
+        subcommands: [
+            RunCommand.self,
+            WatchCommand.self,
+            ImportCommand.self,
+            InspectCommand.self,
+            ConvertCommand.self,
+            UploadCommand.self,
+            S3Command.self,
+            SnapshotCommand.self,
+            VolumeCommand.self,
+            InstanceCommand.self,
+            TemplateCommand.self,
+            ImportsCommand.self,
+        ]
+    )
+
+    public init() {}
+
+    /// Parses `arguments` (without the program name), runs the command and returns the exit status.
+    /// Never ends the process: `main.swift` does, with the status returned here.
+    ///
+    /// Errors are printed here, once: a ``CommandError`` as `error: <code>: <message>` on stderr (and
+    /// `{"error":{"code","message"}}` on stdout with `--json`); ArgumentParser's usage failures (its
+    /// EX_USAGE, 64) become the contract's status 2; help and `--version` print and return 0.
+    public static func execute(_ arguments: [String]) async -> Int32 {
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            return 0
+        } catch let error as CommandError {
+            CommandOutput.report(error)
+            return error.exitStatus
+        } catch {
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code == .success {
+                if !message.isEmpty { print(message) }
+                return 0
+            }
+            if !message.isEmpty { CommandOutput.stderr(message) }
+            return code == .validationFailure ? 2 : code.rawValue
+        }
+    }
+}

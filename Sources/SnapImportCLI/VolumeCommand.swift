@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import SnapshotCore
+
+/// `snapimport volume create|list|attach|detach|delete` (architecture.md). A volume is a sparse raw
+/// file in the data directory, an independent copy of the snapshot it was made from.
+struct VolumeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "volume",
+        abstract: "Create volumes from snapshots, attach them to instances, delete them.",
+        subcommands: [Create.self, List.self, Attach.self, Detach.self, Delete.self]
+    )
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a volume (sparse raw file) from a snapshot.")
+        @OptionGroup var common: SnapshotCommand.Common
+        @Option(name: .long, help: "The snapshot (snap-…).") var snapshot: String
+        @Option(name: .long, help: "Also write the volume's bytes to FILE (sparse raw).") var output: String?
+
+        func run() async throws {
+            let view = try await common.run(on: snapshot) { (service, id: SnapshotID, caller) in
+                let volume = try await service.createVolume(from: id, caller: caller, output: output)
+                return VolumeView(volume, path: service.volumePath(volume))
+            }
+            print(view, json: common.global.json)
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Volumes you own.")
+        @OptionGroup var common: SnapshotCommand.Common
+
+        func run() async throws {
+            let caller = try CoreContext.caller(common.project, json: common.global.json)
+            let views = try await CoreContext.run(common.global) { service in
+                try await service.listVolumes(caller: caller).map { VolumeView($0, path: service.volumePath($0)) }
+            }
+            if common.global.json {
+                CoreContext.printJSON(views)
+            } else {
+                for view in views { Swift.print(line(view)) }
+            }
+        }
+    }
+
+    struct Attach: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Attach a volume to an instance.")
+        @OptionGroup var common: SnapshotCommand.Common
+        @Argument(help: "The volume (vol-…).") var volume: String
+        @Option(name: .long, help: "The instance (i-…).") var instance: String
+
+        func run() async throws {
+            let caller = try CoreContext.caller(common.project, json: common.global.json)
+            let id: VolumeID = try CoreContext.id(volume, json: common.global.json)
+            let instanceID: InstanceID = try CoreContext.id(instance, json: common.global.json)
+            let view = try await CoreContext.run(common.global) { service in
+                let volume = try await service.attachVolume(id, to: instanceID, caller: caller)
+                return VolumeView(volume, path: service.volumePath(volume))
+            }
+            print(view, json: common.global.json)
+        }
+    }
+
+    struct Detach: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Detach a volume from its instance.")
+        @OptionGroup var common: SnapshotCommand.Common
+        @Argument(help: "The volume (vol-…).") var volume: String
+
+        func run() async throws {
+            let view = try await common.run(on: volume) { (service, id: VolumeID, caller) in
+                let volume = try await service.detachVolume(id, caller: caller)
+                return VolumeView(volume, path: service.volumePath(volume))
+            }
+            print(view, json: common.global.json)
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a detached volume and its file.")
+        @OptionGroup var common: SnapshotCommand.Common
+        @Argument(help: "The volume (vol-…).") var volume: String
+
+        func run() async throws {
+            let id = try await common.run(on: volume) { (service, id: VolumeID, caller) in
+                try await service.deleteVolume(id, caller: caller)
+                return id
+            }
+            if common.global.json {
+                CoreContext.printJSON(["id": id.rawValue, "deleted": "true"])
+            } else {
+                Swift.print("deleted \(id)")
+            }
+        }
+    }
+}
+
+private func line(_ v: VolumeView) -> String {
+    "\(v.id)  \(v.project)  \(v.size) bytes  from \(v.snapshotId ?? "-")  attached \(v.attachedTo ?? "-")  \(v.path)"
+}
+
+private func print(_ view: VolumeView, json: Bool) {
+    if json { CoreContext.printJSON(view) } else { Swift.print(line(view)) }
+}

@@ -1,0 +1,494 @@
+public import Foundation
+package import GRDB
+public import SnapshotCore
+
+/// The default catalog: one SQLite file in the data directory, through GRDB.
+///
+/// WAL journal (readers never block the writer), a busy timeout so that several processes on one
+/// host (two `snapimport run` at once) wait for each other's short write transactions instead of
+/// failing, IMMEDIATE write transactions (GRDB's default for pools) so a batch never deadlocks on a
+/// lock upgrade, and versioned migrations. Every ``apply(_:)`` batch is one transaction; conditional
+/// writes and constraints make the racing rules atomic (see ``Catalog``).
+public final class SQLiteCatalog: Catalog {
+    // A DatabasePool is itself Sendable; this class only holds immutable references.
+    private let pool: DatabasePool
+
+    /// Opens (creating when needed) the catalog file and runs the migrations.
+    /// - Parameters:
+    ///   - path: the database file, e.g. `<data>/catalog.sqlite`.
+    ///   - busyTimeout: how long a write waits for another process's transaction.
+    public init(path: String, busyTimeout: TimeInterval = 30) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(busyTimeout)
+        config.foreignKeysEnabled = true
+        config.label = "snapimport.catalog"
+        do {
+            pool = try DatabasePool.openMigrated(path: path, configuration: config, migrator: Self.migrator)
+        } catch {
+            throw SnapshotError(.catalog, "cannot open the catalog \(path)", underlying: error)
+        }
+    }
+
+    /// The schema; append migrations, never edit a shipped one.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE snapshots (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        owner TEXT NOT NULL,
+                        description TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        visibility TEXT NOT NULL,
+                        shared_with TEXT NOT NULL,
+                        virtual_size INTEGER NOT NULL,
+                        stored_bytes INTEGER NOT NULL,
+                        format TEXT NOT NULL,
+                        bootable INTEGER NOT NULL,
+                        source_kind TEXT NOT NULL,
+                        source_bucket TEXT, source_key TEXT, source_etag TEXT,
+                        source_path TEXT, source_volume TEXT, source_template TEXT,
+                        checksum TEXT,
+                        block_size INTEGER NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        writer TEXT,
+                        lease_expires_at INTEGER,
+                        failure TEXT,
+                        version INTEGER NOT NULL
+                    );
+                    CREATE UNIQUE INDEX snapshots_object_source ON snapshots(source_bucket, source_key, source_etag)
+                        WHERE state = 'available' AND source_kind = 'object';
+                    CREATE INDEX snapshots_state ON snapshots(state);
+                    CREATE TABLE manifests (
+                        snapshot_id TEXT PRIMARY KEY NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,
+                        data BLOB NOT NULL
+                    );
+                    CREATE TABLE volumes (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        owner TEXT NOT NULL,
+                        snapshot_id TEXT,
+                        size INTEGER NOT NULL,
+                        file_name TEXT NOT NULL,
+                        attached_to TEXT,
+                        snapshot_in_progress TEXT,
+                        created_at INTEGER NOT NULL,
+                        version INTEGER NOT NULL
+                    );
+                    CREATE TABLE instances (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        owner TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        version INTEGER NOT NULL
+                    );
+                    CREATE TABLE templates (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        owner TEXT NOT NULL,
+                        instance_id TEXT NOT NULL,
+                        snapshots TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        version INTEGER NOT NULL
+                    );
+                    CREATE TABLE imports (
+                        bucket TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        etag TEXT NOT NULL,
+                        owner TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        worker TEXT,
+                        lease_expires_at INTEGER,
+                        attempts INTEGER NOT NULL,
+                        snapshot_id TEXT,
+                        error_code TEXT,
+                        error_message TEXT,
+                        created_at INTEGER NOT NULL,
+                        updated_at INTEGER NOT NULL,
+                        version INTEGER NOT NULL,
+                        PRIMARY KEY (bucket, key, etag)
+                    );
+                    """)
+        }
+        return migrator
+    }
+
+    // MARK: Reads
+
+    public func snapshot(_ id: SnapshotID) async throws -> SnapshotRecord? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM snapshots WHERE id = ?", arguments: [id.rawValue])
+                .map(Self.snapshot(from:))
+        }
+    }
+
+    public func snapshots() async throws -> [SnapshotRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM snapshots ORDER BY created_at, id").map(Self.snapshot(from:))
+        }
+    }
+
+    public func manifest(_ id: SnapshotID) async throws -> Manifest? {
+        try await read { db in
+            guard
+                let data = try Data.fetchOne(
+                    db, sql: "SELECT data FROM manifests WHERE snapshot_id = ?", arguments: [id.rawValue])
+            else { return nil }
+            return try Manifest(decoding: data)
+        }
+    }
+
+    public func manifests() async throws -> [SnapshotID: Manifest] {
+        try await read { db in
+            var result: [SnapshotID: Manifest] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT snapshot_id, data FROM manifests") {
+                let id = try SnapshotID(parsing: row["snapshot_id"])
+                let data: Data = row["data"]
+                result[id] = try Manifest(decoding: data)
+            }
+            return result
+        }
+    }
+
+    public func volume(_ id: VolumeID) async throws -> VolumeRecord? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM volumes WHERE id = ?", arguments: [id.rawValue])
+                .map(Self.volume(from:))
+        }
+    }
+
+    public func volumes() async throws -> [VolumeRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM volumes ORDER BY created_at, id").map(Self.volume(from:))
+        }
+    }
+
+    public func instance(_ id: InstanceID) async throws -> InstanceRecord? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM instances WHERE id = ?", arguments: [id.rawValue])
+                .map(Self.instance(from:))
+        }
+    }
+
+    public func instances() async throws -> [InstanceRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM instances ORDER BY created_at, id").map(Self.instance(from:))
+        }
+    }
+
+    public func template(_ id: TemplateID) async throws -> TemplateRecord? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM templates WHERE id = ?", arguments: [id.rawValue])
+                .map(Self.template(from:))
+        }
+    }
+
+    public func templates() async throws -> [TemplateRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM templates ORDER BY created_at, id").map(Self.template(from:))
+        }
+    }
+
+    public func importRecord(_ key: ImportKey) async throws -> ImportRecord? {
+        try await read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM imports WHERE bucket = ? AND key = ? AND etag = ?",
+                arguments: [key.bucket, key.key, key.etag]
+            ).map(Self.importRecord(from:))
+        }
+    }
+
+    public func imports() async throws -> [ImportRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM imports ORDER BY created_at, bucket, key, etag")
+                .map(Self.importRecord(from:))
+        }
+    }
+
+    public func close() async throws {
+        do { try pool.close() } catch { throw SnapshotError(.catalog, "cannot close the catalog", underlying: error) }
+    }
+
+    // MARK: Writes
+
+    public func apply(_ writes: [CatalogWrite]) async throws {
+        do {
+            try await pool.write { db in
+                for write in writes { try Self.apply(write, db) }
+            }
+        } catch let error as SnapshotError {
+            throw error
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            throw SnapshotError.conflict("a catalog constraint refused the write (\(error.message ?? "constraint"))")
+        } catch {
+            throw SnapshotError(.catalog, "catalog write failed", underlying: error)
+        }
+    }
+
+    private static func apply(_ write: CatalogWrite, _ db: Database) throws {
+        switch write {
+        case .insertSnapshot(let s):
+            try db.execute(
+                sql: """
+                    INSERT INTO snapshots (id, owner, description, state, visibility, shared_with, virtual_size,
+                        stored_bytes, format, bootable, source_kind, source_bucket, source_key, source_etag,
+                        source_path, source_volume, source_template, checksum, block_size, created_at, writer,
+                        lease_expires_at, failure, version)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                    """,
+                arguments: StatementArguments([s.id.rawValue as (any DatabaseValueConvertible)?] + snapshotValues(s)))
+        case .updateSnapshot(let s):
+            try db.execute(
+                sql: """
+                    UPDATE snapshots SET owner = ?, description = ?, state = ?, visibility = ?, shared_with = ?,
+                        virtual_size = ?, stored_bytes = ?, format = ?, bootable = ?, source_kind = ?,
+                        source_bucket = ?, source_key = ?, source_etag = ?, source_path = ?, source_volume = ?,
+                        source_template = ?, checksum = ?, block_size = ?, created_at = ?, writer = ?,
+                        lease_expires_at = ?, failure = ?, version = version + 1
+                    WHERE id = ? AND version = ?
+                    """,
+                arguments: StatementArguments(snapshotValues(s) + [s.id.rawValue, s.version]))
+            try expectChange(db, "snapshot \(s.id)")
+        case .deleteSnapshot(let id, let version):
+            try db.execute(sql: "DELETE FROM manifests WHERE snapshot_id = ?", arguments: [id.rawValue])
+            try db.execute(
+                sql: "DELETE FROM snapshots WHERE id = ? AND version = ?", arguments: [id.rawValue, version])
+            try expectChange(db, "snapshot \(id)")
+        case .expectSnapshot(let id, let version):
+            try expectRow(db, "snapshots", id.rawValue, version)
+        case .insertManifest(let id, let manifest):
+            try db.execute(
+                sql: "INSERT INTO manifests (snapshot_id, data) VALUES (?, ?)",
+                arguments: [id.rawValue, Data(manifest.encoded())])
+        case .insertVolume(let v):
+            try db.execute(
+                sql: """
+                    INSERT INTO volumes (owner, snapshot_id, size, file_name, attached_to, snapshot_in_progress,
+                        created_at, id, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)
+                    """, arguments: StatementArguments(volumeValues(v) + [v.id.rawValue]))
+        case .updateVolume(let v):
+            try db.execute(
+                sql: """
+                    UPDATE volumes SET owner = ?, snapshot_id = ?, size = ?, file_name = ?, attached_to = ?,
+                        snapshot_in_progress = ?, created_at = ?, version = version + 1
+                    WHERE id = ? AND version = ?
+                    """, arguments: StatementArguments(volumeValues(v) + [v.id.rawValue, v.version]))
+            try expectChange(db, "volume \(v.id)")
+        case .deleteVolume(let id, let version):
+            try db.execute(sql: "DELETE FROM volumes WHERE id = ? AND version = ?", arguments: [id.rawValue, version])
+            try expectChange(db, "volume \(id)")
+        case .expectVolume(let id, let version):
+            try expectRow(db, "volumes", id.rawValue, version)
+        case .insertInstance(let i):
+            try db.execute(
+                sql: "INSERT INTO instances (owner, state, created_at, id, version) VALUES (?, ?, ?, ?, 1)",
+                arguments: [i.owner.description, i.state.rawValue, millis(i.createdAt), i.id.rawValue])
+        case .updateInstance(let i):
+            try db.execute(
+                sql: """
+                    UPDATE instances SET owner = ?, state = ?, created_at = ?, version = version + 1
+                    WHERE id = ? AND version = ?
+                    """,
+                arguments: [i.owner.description, i.state.rawValue, millis(i.createdAt), i.id.rawValue, i.version])
+            try expectChange(db, "instance \(i.id)")
+        case .expectInstance(let id, let version):
+            try expectRow(db, "instances", id.rawValue, version)
+        case .insertTemplate(let t):
+            try db.execute(
+                sql: """
+                    INSERT INTO templates (id, owner, instance_id, snapshots, created_at, version)
+                    VALUES (?, ?, ?, ?, ?, 1)
+                    """,
+                arguments: [
+                    t.id.rawValue, t.owner.description, t.instanceID.rawValue,
+                    try jsonArray(t.snapshots.map(\.rawValue)),
+                    millis(t.createdAt),
+                ])
+        case .insertImport(let r):
+            try db.execute(
+                sql: """
+                    INSERT INTO imports (owner, state, worker, lease_expires_at, attempts, snapshot_id, error_code,
+                        error_message, created_at, updated_at, bucket, key, etag, version)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                    """,
+                arguments: StatementArguments(importValues(r) + [r.key.bucket, r.key.key, r.key.etag]))
+        case .updateImport(let r):
+            try db.execute(
+                sql: """
+                    UPDATE imports SET owner = ?, state = ?, worker = ?, lease_expires_at = ?, attempts = ?,
+                        snapshot_id = ?, error_code = ?, error_message = ?, created_at = ?, updated_at = ?,
+                        version = version + 1
+                    WHERE bucket = ? AND key = ? AND etag = ? AND version = ?
+                    """,
+                arguments: StatementArguments(importValues(r) + [r.key.bucket, r.key.key, r.key.etag, r.version]))
+            try expectChange(db, "import \(r.key)")
+        }
+    }
+
+    private static func expectChange(_ db: Database, _ what: String) throws {
+        guard db.changesCount == 1 else { throw SnapshotError.conflict("\(what) changed or vanished meanwhile") }
+    }
+
+    private static func expectRow(_ db: Database, _ table: String, _ id: String, _ version: Int64) throws {
+        let found = try Int64.fetchOne(db, sql: "SELECT version FROM \(table) WHERE id = ?", arguments: [id])
+        guard found == version else { throw SnapshotError.conflict("\(table) row \(id) changed or vanished meanwhile") }
+    }
+
+    // MARK: Row mapping
+
+    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await pool.read(body)
+        } catch let error as SnapshotError {
+            throw error
+        } catch {
+            throw SnapshotError(.catalog, "catalog read failed", underlying: error)
+        }
+    }
+
+    private static func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+    private static func date(_ millis: Int64) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
+
+    private static func jsonArray(_ strings: [String]) throws -> String {
+        String(decoding: try JSONEncoder().encode(strings), as: UTF8.self)
+    }
+
+    private static func strings(_ json: String) throws -> [String] {
+        do {
+            return try JSONDecoder().decode([String].self, from: Data(json.utf8))
+        } catch {
+            throw SnapshotError(.catalog, "malformed JSON array in the catalog", underlying: error)
+        }
+    }
+
+    /// Every column but `id` and `version`, in the order of the INSERT/UPDATE statements.
+    private static func snapshotValues(_ s: SnapshotRecord) -> [(any DatabaseValueConvertible)?] {
+        var bucket: String?, key: String?, etag: String?, path: String?, volume: String?, template: String?
+        let kind: String
+        switch s.source {
+        case .object(let b, let k, let e): (kind, bucket, key, etag) = ("object", b, k, e)
+        case .file(let p): (kind, path) = ("file", p)
+        case .volume(let v): (kind, volume) = ("volume", v.rawValue)
+        case .template(let t): (kind, template) = ("template", t.rawValue)
+        }
+        let shared = (try? jsonArray(s.sharedWith.map(\.description))) ?? "[]"
+        return [
+            s.owner.description, s.description, s.state.rawValue, s.visibility.rawValue, shared,
+            Int64(clamping: s.virtualSize), Int64(clamping: s.storedBytes), s.format, s.bootable, kind,
+            bucket, key, etag, path, volume, template, s.checksum, s.blockSize, millis(s.createdAt), s.writer,
+            s.leaseExpiresAt.map(millis), s.failure,
+        ]
+    }
+
+    private static func snapshot(from row: Row) throws -> SnapshotRecord {
+        let source: SnapshotSource
+        let kind: String = row["source_kind"]
+        switch kind {
+        case "object":
+            source = .object(bucket: row["source_bucket"], key: row["source_key"], etag: row["source_etag"])
+        case "file": source = .file(path: row["source_path"])
+        case "volume": source = .volume(try VolumeID(parsing: row["source_volume"]))
+        case "template": source = .template(try TemplateID(parsing: row["source_template"]))
+        default: throw SnapshotError(.catalog, "unknown source kind \(kind) in the catalog")
+        }
+        guard let state = SnapshotState(rawValue: row["state"]),
+            let visibility = Visibility(rawValue: row["visibility"])
+        else { throw SnapshotError(.catalog, "unknown snapshot state or visibility in the catalog") }
+        let virtualSize: Int64 = row["virtual_size"]
+        let storedBytes: Int64 = row["stored_bytes"]
+        let lease: Int64? = row["lease_expires_at"]
+        return SnapshotRecord(
+            id: try SnapshotID(parsing: row["id"]), owner: try ProjectRef(parsing: row["owner"]),
+            description: row["description"], state: state, visibility: visibility,
+            sharedWith: try strings(row["shared_with"]).map(ProjectRef.init(parsing:)),
+            virtualSize: UInt64(max(0, virtualSize)), storedBytes: UInt64(max(0, storedBytes)), format: row["format"],
+            bootable: row["bootable"], source: source, checksum: row["checksum"], blockSize: row["block_size"],
+            createdAt: date(row["created_at"]), writer: row["writer"], leaseExpiresAt: lease.map(date),
+            failure: row["failure"], version: row["version"])
+    }
+
+    private static func volumeValues(_ v: VolumeRecord) -> [(any DatabaseValueConvertible)?] {
+        [
+            v.owner.description, v.snapshotID?.rawValue, Int64(clamping: v.size), v.fileName, v.attachedTo?.rawValue,
+            v.snapshotInProgress?.rawValue, millis(v.createdAt),
+        ]
+    }
+
+    private static func volume(from row: Row) throws -> VolumeRecord {
+        let snapshotID: String? = row["snapshot_id"]
+        let attached: String? = row["attached_to"]
+        let progress: String? = row["snapshot_in_progress"]
+        let size: Int64 = row["size"]
+        return VolumeRecord(
+            id: try VolumeID(parsing: row["id"]), owner: try ProjectRef(parsing: row["owner"]),
+            snapshotID: try snapshotID.map(SnapshotID.init(parsing:)), size: UInt64(max(0, size)),
+            fileName: row["file_name"], attachedTo: try attached.map(InstanceID.init(parsing:)),
+            snapshotInProgress: try progress.map(SnapshotID.init(parsing:)), createdAt: date(row["created_at"]),
+            version: row["version"])
+    }
+
+    private static func instance(from row: Row) throws -> InstanceRecord {
+        guard let state = InstanceState(rawValue: row["state"]) else {
+            throw SnapshotError(.catalog, "unknown instance state in the catalog")
+        }
+        return InstanceRecord(
+            id: try InstanceID(parsing: row["id"]), owner: try ProjectRef(parsing: row["owner"]), state: state,
+            createdAt: date(row["created_at"]), version: row["version"])
+    }
+
+    private static func template(from row: Row) throws -> TemplateRecord {
+        TemplateRecord(
+            id: try TemplateID(parsing: row["id"]), owner: try ProjectRef(parsing: row["owner"]),
+            instanceID: try InstanceID(parsing: row["instance_id"]),
+            snapshots: try strings(row["snapshots"]).map(SnapshotID.init(parsing:)),
+            createdAt: date(row["created_at"]), version: row["version"])
+    }
+
+    private static func importValues(_ r: ImportRecord) -> [(any DatabaseValueConvertible)?] {
+        [
+            r.owner, r.state.rawValue, r.worker, r.leaseExpiresAt.map(millis), r.attempts, r.snapshotID?.rawValue,
+            r.errorCode, r.errorMessage, millis(r.createdAt), millis(r.updatedAt),
+        ]
+    }
+
+    private static func importRecord(from row: Row) throws -> ImportRecord {
+        guard let state = ImportState(rawValue: row["state"]) else {
+            throw SnapshotError(.catalog, "unknown import state in the catalog")
+        }
+        let lease: Int64? = row["lease_expires_at"]
+        let snapshotID: String? = row["snapshot_id"]
+        return ImportRecord(
+            key: ImportKey(bucket: row["bucket"], key: row["key"], etag: row["etag"]), owner: row["owner"],
+            state: state, worker: row["worker"], leaseExpiresAt: lease.map(date), attempts: row["attempts"],
+            snapshotID: try snapshotID.map(SnapshotID.init(parsing:)), errorCode: row["error_code"],
+            errorMessage: row["error_message"], createdAt: date(row["created_at"]), updatedAt: date(row["updated_at"]),
+            version: row["version"])
+    }
+}
+
+extension DatabasePool {
+    /// Opens a pool and migrates it. Several processes opening a brand-new file at once race in two
+    /// places, both retried briefly: SQLITE_BUSY on the first `PRAGMA journal_mode = WAL` (SQLite does
+    /// not hand it to the busy handler), and two migrators that both saw the schema unapplied — the
+    /// loser's transaction fails with "already exists" and rolls back; on retry it finds the migration
+    /// recorded and does nothing. Used by the catalog and the block store's index.
+    package static func openMigrated(
+        path: String, configuration: Configuration, migrator: DatabaseMigrator
+    ) throws -> DatabasePool {
+        var attempt = 0
+        while true {
+            do {
+                let pool = try DatabasePool(path: path, configuration: configuration)
+                try migrator.migrate(pool)
+                return pool
+            } catch let error as DatabaseError where isOpeningRace(error) && attempt < 40 {
+                attempt += 1
+                Thread.sleep(forTimeInterval: Double.random(in: 0.02...0.1))
+            }
+        }
+    }
+
+    private static func isOpeningRace(_ error: DatabaseError) -> Bool {
+        error.resultCode == .SQLITE_BUSY
+            || (error.resultCode == .SQLITE_ERROR && (error.message ?? "").contains("already exists"))
+    }
+}
