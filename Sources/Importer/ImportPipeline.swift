@@ -60,6 +60,14 @@ public struct ImportPipeline: ObjectImporting {
     }
 
     private var layout: BucketLayout { settings.layout }
+    /// Byte source → committed snapshot (no bucket).
+    public var imageImporter: ImageImporter {
+        ImageImporter(
+            catalog: catalog, limits: settings.limits, leaseDuration: settings.leaseDuration,
+            progressInterval: settings.progressInterval)
+    }
+    /// processed/, failed/, receipts, error reports.
+    public var mover: BucketMover { BucketMover(store: store, layout: settings.layout, catalog: catalog) }
 
     // MARK: - ObjectImporting
 
@@ -110,7 +118,7 @@ public struct ImportPipeline: ObjectImporting {
             claimOutcome = try await catalog.claim(
                 key, owner: ownerText ?? "", worker: attemptToken(), leaseDuration: settings.leaseDuration)
         } catch {
-            let failure = Self.importerError(error)
+            let failure = ImportFailure.importerError(error)
             return .retried(code: failure.code.name, message: "claim failed: \(failure.message)", attempts: 0)
         }
         switch claimOutcome {
@@ -123,15 +131,15 @@ public struct ImportPipeline: ObjectImporting {
                     return .alreadyImported(snapshotID: id.rawValue)
                 }
                 // Sharing is idempotent: re-apply it in case the earlier pass died before it.
-                if let sidecar = try? await readSidecar(candidate),
+                if let sidecar = try? await mover.readSidecar(candidate),
                     let shared = try? await applySidecarSharing(sidecar, candidate, record: record, logger: logger)
                 {
                     record = shared
                 }
-                try await moveToProcessed(candidate, record: record, logger: logger)
+                try await mover.moveToProcessed(candidate, record: record)
                 return .alreadyImported(snapshotID: id.rawValue)
             } catch {
-                let failure = Self.importerError(error)
+                let failure = ImportFailure.importerError(error)
                 if failure.code == .notFound || failure.code == .objectChanged {
                     return .alreadyImported(snapshotID: id.rawValue)  // someone else finished the move
                 }
@@ -139,9 +147,9 @@ public struct ImportPipeline: ObjectImporting {
             }
         case .failed(let code, let message):
             do {
-                try await moveToFailed(candidate, code: code, message: message)
+                try await mover.moveToFailed(candidate, code: code, message: message)
             } catch {
-                let failure = Self.importerError(error)
+                let failure = ImportFailure.importerError(error)
                 if failure.code != .notFound && failure.code != .objectChanged {
                     return .retried(code: failure.code.name, message: "moving to failed/: \(failure.message)", attempts: 0)
                 }
@@ -191,9 +199,9 @@ public struct ImportPipeline: ObjectImporting {
             record = committed
             sidecar = read
         case .failure(let error):
-            let failure = cancellation.error ?? Self.importerError(error)
-            let rejection = cancellation.error == nil && Self.isRejection(error)
-            let code = rejection ? Self.codeName(error) : failure.code.name
+            let failure = cancellation.error ?? ImportFailure.importerError(error)
+            let rejection = cancellation.error == nil && ImportFailure.isRejection(error)
+            let code = rejection ? ImportFailure.codeName(error) : failure.code.name
             return await settle(
                 candidate, claim: claim, failure: failure, code: code, rejection: rejection, logger: logger)
         }
@@ -205,7 +213,7 @@ public struct ImportPipeline: ObjectImporting {
             logger.warning("applying the sidecar's sharing failed: \(error)")
         }
         do {
-            try await moveToProcessed(candidate, record: record, logger: logger)
+            try await mover.moveToProcessed(candidate, record: record)
         } catch {
             logger.warning("moving to processed/ failed (the next pass finishes it): \(error)")
         }
@@ -237,7 +245,7 @@ public struct ImportPipeline: ObjectImporting {
             return .retried(code: code, message: "\(message) (recording the rejection failed: \(error))", attempts: claim.attempts)
         }
         do {
-            try await moveToFailed(candidate, code: code, message: finalMessage)
+            try await mover.moveToFailed(candidate, code: code, message: finalMessage)
         } catch {
             logger.warning("moving to failed/ failed (the next pass finishes it): \(error)")
         }
@@ -262,7 +270,7 @@ public struct ImportPipeline: ObjectImporting {
             throw ImporterError(.invalidProject, "folder of key \(candidate.key): \(error)", underlying: error)
         }
         let store = store
-        let sidecar = try await readSidecar(candidate)
+        let sidecar = try await mover.readSidecar(candidate)
         let head = try await offload { try store.head(key: candidate.key) }
         guard head.etag == candidate.etag else {
             throw ImporterError(
@@ -274,7 +282,7 @@ public struct ImportPipeline: ObjectImporting {
         let source = S3ObjectByteSource(
             store: store, key: candidate.key, etag: candidate.etag, size: head.size, chunkSize: settings.chunkSize,
             cachedChunks: settings.cachedChunks, readAhead: settings.readAhead, cancellation: cancellation)
-        let record = try await importImage(
+        let record = try await imageImporter.importImage(
             source: source, claim: claim, owner: owner, description: description, claimedFormat: claimedFormat,
             snapshotSource: .object(bucket: settings.bucket, key: candidate.key, etag: candidate.etag),
             cancellation: cancellation, logger: &logger, progress: { _, _ in })
@@ -326,7 +334,7 @@ public struct ImportPipeline: ObjectImporting {
                 let source = S3ObjectByteSource(
                     store: store, key: key, etag: head.etag, size: head.size, chunkSize: settings.chunkSize,
                     cachedChunks: settings.cachedChunks, readAhead: settings.readAhead, cancellation: cancellation)
-                let record = try await importImage(
+                let record = try await imageImporter.importImage(
                     source: source, claim: claim, owner: owner,
                     description: description ?? head.metadata["description"] ?? Self.defaultDescription(key),
                     claimedFormat: claimedFormat,
@@ -334,103 +342,15 @@ public struct ImportPipeline: ObjectImporting {
                     cancellation: cancellation, logger: &logger, progress: progress)
                 return .imported(record)
             } catch {
-                let rejection = Self.isRejection(error)
+                let rejection = ImportFailure.isRejection(error)
                 try? await catalog.fail(
-                    claim, code: Self.codeName(error), message: "\(error)", permanent: rejection)
+                    claim, code: ImportFailure.codeName(error), message: "\(error)", permanent: rejection)
                 throw error
             }
         }
     }
 
-    // MARK: - One image (also used by `snapimport import`)
-
-    /// Validates `source`, writes its blocks into a pending snapshot and commits it.
-    ///
-    /// - Parameters:
-    ///   - claim: the import claim (nil for a local file).
-    ///   - progress: called with (virtual bytes done, virtual size) after each extent.
-    /// - Returns: the committed snapshot.
-    /// - Throws: `DiskImageError` (rejection), `ImporterError`, or the core's errors.
-    public func importImage(
-        source: any ByteSource, claim: ImportClaim?, owner: ProjectRef, description: String,
-        claimedFormat: ImageFormat?, snapshotSource: SnapshotSource, cancellation: CancellationFlag,
-        logger: inout Logger, progress: @escaping @Sendable (UInt64, UInt64) -> Void
-    ) async throws -> SnapshotRecord {
-        let limits = settings.limits
-        let reader = try await offload {
-            ReaderBox(try DiskImage.open(source, claimedFormat: claimedFormat, limits: limits))
-        }
-        let info = reader.reader.info
-        try cancellation.check()
-        let writer = try await catalog.beginSnapshot(
-            claim: claim, owner: owner, description: description, source: snapshotSource,
-            format: info.format.rawValue, bootable: info.bootable, virtualSize: info.virtualSize)
-        logger[metadataKey: "snapshot"] = "\(writer.id)"
-        logger.info(
-            "importing",
-            metadata: ["format": "\(info.format)", "virtualSize": "\(info.virtualSize)", "bootable": "\(info.bootable)"])
-        let progressInterval = settings.progressInterval
-        let logged = logger
-        do {
-            // A claimed import's lease (and with it the pending snapshot's) is renewed by its one lease
-            // task (`runClaimed`); a local file has no claim, so this import owns the writer's lease.
-            return try await renewing(claim == nil ? writer : nil) {
-                let clock = ContinuousClock()
-                var lastReport = clock.now
-                let started = clock.now
-                while let extent = try await offload({ try reader.next() }) {
-                    try cancellation.check()
-                    try await writer.write(extent)
-                    let done = extent.offset + extent.length
-                    progress(done, info.virtualSize)
-                    if clock.now - lastReport >= progressInterval {
-                        lastReport = clock.now
-                        logged.info("progress", metadata: ["done": "\(done)", "of": "\(info.virtualSize)"])
-                    }
-                }
-                try cancellation.check()
-                let record = try await writer.commit()
-                logged.debug("committed", metadata: ["seconds": "\(clock.now - started)"])
-                return record
-            }
-        } catch {
-            await writer.abort()
-            throw error
-        }
-    }
-
-    /// Runs `body` while one child task renews `writer`'s lease every third of the claim lease; with no
-    /// writer, just runs `body`. A failed renewal ends the renewals: the writer learns of the loss at commit.
-    private func renewing<T: Sendable>(
-        _ writer: (any SnapshotWriting)?, _ body: () async throws -> T
-    ) async throws -> T {
-        guard let writer else { return try await body() }
-        let interval = settings.leaseDuration / 3
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while true {
-                    try await Task.sleep(for: interval)
-                    try await writer.renewLease()
-                }
-            }
-            defer { group.cancelAll() }
-            return try await body()
-        }
-    }
-
     // MARK: - Sidecar, sharing, moves
-
-    private func readSidecar(_ candidate: BucketLayout.Candidate) async throws -> Sidecar? {
-        guard let sidecarKey = candidate.sidecarKey else { return nil }
-        let store = store
-        let bytes: [UInt8]
-        do {
-            bytes = try await offload { try store.get(key: sidecarKey, range: 0..<UInt64(Sidecar.maxSize + 1), ifMatch: nil) }
-        } catch let error as ImporterError where error.code == .notFound {
-            return nil  // removed since the listing
-        }
-        return try Sidecar.parse(bytes, key: sidecarKey)
-    }
 
     /// A sidecar/flag format name as an ImageFormat (`vpc` is qemu's name for VHD).
     public static func format(_ name: String?, key: String) throws -> ImageFormat? {
@@ -472,102 +392,5 @@ public struct ImportPipeline: ObjectImporting {
 
     static func defaultDescription(_ key: String) -> String {
         String(key.split(separator: "/").last ?? Substring(key))
-    }
-
-    /// Receipt, copies to processed/ (image, then sidecar), deletes from incoming/ (sidecar, then
-    /// image last, so that an interrupted move is found and finished by the next pass).
-    func moveToProcessed(_ candidate: BucketLayout.Candidate, record: SnapshotRecord, logger: Logger) async throws {
-        let store = store
-        let layout = layout
-        let receipt = catalog.document(record)
-        try await offload {
-            let destination = layout.processedKey(for: candidate.key)
-            try store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag)
-            try store.put(key: BucketLayout.receiptKey(for: destination), body: receipt, contentType: "application/json")
-            try Self.moveSidecar(store: store, layout: layout, candidate: candidate, toProcessed: true)
-            try Self.deleteIfUnchanged(store: store, key: candidate.key, etag: candidate.etag)
-        }
-    }
-
-    /// Copies a rejected object to failed/ with its `.error.json`, then deletes it from incoming/.
-    func moveToFailed(_ candidate: BucketLayout.Candidate, code: String, message: String) async throws {
-        let store = store
-        let layout = layout
-        let report = ErrorReport(code: code, message: message, key: candidate.key, etag: candidate.etag, at: Date())
-        try await offload {
-            let destination = layout.failedKey(for: candidate.key)
-            try store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag)
-            try store.put(
-                key: BucketLayout.errorReportKey(for: destination), body: report.encoded(),
-                contentType: "application/json")
-            try Self.moveSidecar(store: store, layout: layout, candidate: candidate, toProcessed: false)
-            try Self.deleteIfUnchanged(store: store, key: candidate.key, etag: candidate.etag)
-        }
-    }
-
-    private static func moveSidecar(
-        store: any ObjectStore, layout: BucketLayout, candidate: BucketLayout.Candidate, toProcessed: Bool
-    ) throws {
-        let sidecarKey = BucketLayout.sidecarKey(for: candidate.key)
-        let destination = BucketLayout.sidecarKey(
-            for: toProcessed ? layout.processedKey(for: candidate.key) : layout.failedKey(for: candidate.key))
-        do {
-            try store.copy(from: sidecarKey, to: destination, ifMatch: nil)
-        } catch let error as ImporterError where error.code == .notFound {
-            return  // no sidecar, or already moved
-        }
-        try store.delete(key: sidecarKey)
-    }
-
-    /// S3 has no conditional delete: check the ETag just before deleting so that an object
-    /// replaced after the import is (in all but a tiny window) kept for the next pass.
-    private static func deleteIfUnchanged(store: any ObjectStore, key: String, etag: String) throws {
-        let head: ObjectMetadata
-        do {
-            head = try store.head(key: key)
-        } catch let error as ImporterError where error.code == .notFound {
-            return
-        }
-        guard head.etag == etag else { return }
-        try store.delete(key: key)
-    }
-
-    // MARK: - Error classification
-
-    /// True for errors that are properties of the object: it will never import.
-    static func isRejection(_ error: any Error) -> Bool {
-        if let error = error as? DiskImageError { return error.code != .ioError && error.code != .notFound }
-        if let error = error as? ImporterError {
-            return [.invalidProject, .formatMismatch, .invalidSidecar].contains(error.code)
-        }
-        if let error = error as? SnapshotError {
-            // A description over the limit, a malformed owner: properties of the object and its sidecar.
-            return error.code == .invalidArgument || error.code == .invalidProject
-        }
-        return false
-    }
-
-    /// The stable code of any error the pipeline meets (a rejection keeps its DiskImage code).
-    static func codeName(_ error: any Error) -> String {
-        switch error {
-        case let error as ImporterError: error.code.name
-        case let error as DiskImageError: error.code.name
-        case let error as SnapshotError: error.code.description
-        default: importerError(error).code.name
-        }
-    }
-
-    static func importerError(_ error: any Error) -> ImporterError {
-        switch error {
-        case let error as ImporterError: return error
-        case let error as DiskImageError:
-            if error.code == .ioError { return ImporterError(.storageUnavailable, error.message, underlying: error) }
-            return ImporterError(.internalError, error.message, underlying: error)
-        case let error as SnapshotError:
-            if error.code == .leaseLost { return ImporterError(.leaseLost, "\(error)", underlying: error) }
-            return ImporterError(.internalError, "\(error)", underlying: error)
-        default:
-            return ImporterError(.internalError, "\(error)", underlying: error)
-        }
     }
 }

@@ -69,16 +69,16 @@ struct ImportCommand: AsyncParsableCommand {
             } else {
                 let path = URL(fileURLWithPath: source).standardizedFileURL.path
                 let file = try FileByteSource(path: path)
-                // A local file needs no bucket: the pipeline only uses the catalog and the limits here.
-                let settings = ImporterContext.settings(config, bucket: "", environment: environment)
+                // A local file needs no bucket: the image importer alone (the catalog and the limits).
+                let settings = try ImporterContext.settings(config, bucket: "", environment: environment)
                 let text = description ?? (path as NSString).lastPathComponent
                 record = try await ImporterContext.withService(config, s3: nil, json: json, logger: logger) {
                     service in
-                    let pipeline = ImportPipeline(
-                        store: MemoryObjectStore(), catalog: CoreImportCatalog(service: service), settings: settings,
-                        logger: logger)
+                    let importer = ImageImporter(
+                        catalog: CoreImportCatalog(service: service), limits: settings.limits,
+                        leaseDuration: settings.leaseDuration, progressInterval: settings.progressInterval)
                     var logger = logger
-                    return try await pipeline.importImage(
+                    return try await importer.importImage(
                         source: file, claim: nil, owner: owner, description: text, claimedFormat: claimed,
                         snapshotSource: .file(path: path), cancellation: CancellationFlag(), logger: &logger,
                         progress: progress)

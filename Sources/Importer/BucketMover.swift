@@ -1,0 +1,91 @@
+import DiskImage
+import Foundation
+public import SnapshotCore
+
+/// The bucket side of an import: reads an object's sidecar, and moves a settled object out of
+/// incoming/ — to processed/ with its receipt (`.snapshot.json`) or to failed/ with its error report
+/// (`.error.json`). Copies first (pinned to the listed ETag), deletes last, so that an interrupted
+/// move is found and finished by the next pass and nothing is ever lost.
+public struct BucketMover: Sendable {
+    public let store: any ObjectStore
+    public let layout: BucketLayout
+    /// Renders the receipt (the snapshot document).
+    let catalog: any ImportCatalog
+
+    public init(store: any ObjectStore, layout: BucketLayout, catalog: any ImportCatalog) {
+        self.store = store
+        self.layout = layout
+        self.catalog = catalog
+    }
+
+
+    func readSidecar(_ candidate: BucketLayout.Candidate) async throws -> Sidecar? {
+        guard let sidecarKey = candidate.sidecarKey else { return nil }
+        let store = store
+        let bytes: [UInt8]
+        do {
+            bytes = try await offload { try store.get(key: sidecarKey, range: 0..<UInt64(Sidecar.maxSize + 1), ifMatch: nil) }
+        } catch let error as ImporterError where error.code == .notFound {
+            return nil  // removed since the listing
+        }
+        return try Sidecar.parse(bytes, key: sidecarKey)
+    }
+
+    /// Receipt, copies to processed/ (image, then sidecar), deletes from incoming/ (sidecar, then
+    /// image last, so that an interrupted move is found and finished by the next pass).
+    func moveToProcessed(_ candidate: BucketLayout.Candidate, record: SnapshotRecord) async throws {
+        let store = store
+        let layout = layout
+        let receipt = catalog.document(record)
+        try await offload {
+            let destination = layout.processedKey(for: candidate.key)
+            try store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag)
+            try store.put(key: BucketLayout.receiptKey(for: destination), body: receipt, contentType: "application/json")
+            try Self.moveSidecar(store: store, layout: layout, candidate: candidate, toProcessed: true)
+            try Self.deleteIfUnchanged(store: store, key: candidate.key, etag: candidate.etag)
+        }
+    }
+
+    /// Copies a rejected object to failed/ with its `.error.json`, then deletes it from incoming/.
+    func moveToFailed(_ candidate: BucketLayout.Candidate, code: String, message: String) async throws {
+        let store = store
+        let layout = layout
+        let report = ErrorReport(code: code, message: message, key: candidate.key, etag: candidate.etag, at: Date())
+        try await offload {
+            let destination = layout.failedKey(for: candidate.key)
+            try store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag)
+            try store.put(
+                key: BucketLayout.errorReportKey(for: destination), body: report.encoded(),
+                contentType: "application/json")
+            try Self.moveSidecar(store: store, layout: layout, candidate: candidate, toProcessed: false)
+            try Self.deleteIfUnchanged(store: store, key: candidate.key, etag: candidate.etag)
+        }
+    }
+
+    private static func moveSidecar(
+        store: any ObjectStore, layout: BucketLayout, candidate: BucketLayout.Candidate, toProcessed: Bool
+    ) throws {
+        let sidecarKey = BucketLayout.sidecarKey(for: candidate.key)
+        let destination = BucketLayout.sidecarKey(
+            for: toProcessed ? layout.processedKey(for: candidate.key) : layout.failedKey(for: candidate.key))
+        do {
+            try store.copy(from: sidecarKey, to: destination, ifMatch: nil)
+        } catch let error as ImporterError where error.code == .notFound {
+            return  // no sidecar, or already moved
+        }
+        try store.delete(key: sidecarKey)
+    }
+
+    /// S3 has no conditional delete: check the ETag just before deleting so that an object
+    /// replaced after the import is (in all but a tiny window) kept for the next pass.
+    private static func deleteIfUnchanged(store: any ObjectStore, key: String, etag: String) throws {
+        let head: ObjectMetadata
+        do {
+            head = try store.head(key: key)
+        } catch let error as ImporterError where error.code == .notFound {
+            return
+        }
+        guard head.etag == etag else { return }
+        try store.delete(key: key)
+    }
+}
