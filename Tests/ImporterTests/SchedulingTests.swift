@@ -18,11 +18,9 @@ final class FakeWorker: ObjectImporting {
     }
     let state = Mutex(State())
     let delay: Duration
-    let honourCancellation: Bool
 
-    init(keys: [String], delay: Duration, honourCancellation: Bool = true) {
+    init(keys: [String], delay: Duration) {
         self.delay = delay
-        self.honourCancellation = honourCancellation
         state.withLock { $0.candidates = keys.map { .init(key: $0, etag: "e", size: 1) } }
     }
 
@@ -32,7 +30,7 @@ final class FakeWorker: ObjectImporting {
     }
     func ownerText(of candidate: BucketLayout.Candidate) -> String? { try? BucketLayout().ownerText(of: candidate.key) }
 
-    func importObject(_ candidate: BucketLayout.Candidate, cancellation: CancellationFlag) async -> ImportResult {
+    func importObject(_ candidate: BucketLayout.Candidate) async -> ImportResult {
         let customer = BucketLayout.customer(ofOwner: ownerText(of: candidate) ?? "")
         state.withLock { s in
             s.started += 1
@@ -45,9 +43,9 @@ final class FakeWorker: ObjectImporting {
         let end = clock.now + delay
         var outcome = ImportOutcome.imported(snapshotID: "snap-00000000")
         while clock.now < end {
-            if honourCancellation, let error = cancellation.error {
+            if Task.isCancelled {
                 state.withLock { $0.cancelled += 1 }
-                outcome = .retried(code: error.code.name, message: error.message, attempts: 1)
+                outcome = .retried(code: "Cancelled", message: "the worker is shutting down", attempts: 1)
                 break
             }
             try? await Task.sleep(for: .milliseconds(5))
