@@ -46,6 +46,11 @@ public struct CoreImportCatalog: ImportCatalog {
         try await service.failImport(claim, code: code, message: message, permanent: permanent)
     }
 
+    public func release(_ claim: ImportClaim, reason: String) async throws {
+        try await service.failImport(
+            claim, code: ImporterError.Code.cancelled.name, message: reason, permanent: false, countsAsAttempt: false)
+    }
+
     public func beginSnapshot(
         claim: ImportClaim?, owner: ProjectRef, description: String, source: SnapshotSource, format: String,
         bootable: Bool, virtualSize: UInt64

@@ -48,6 +48,10 @@ public protocol ImportCatalog: Sendable {
     /// to failed/), otherwise it becomes claimable again by the next pass.
     func fail(_ claim: ImportClaim, code: String, message: String, permanent: Bool) async throws
 
+    /// Ends an attempt that was interrupted (shutdown, a signal), not failed: the object becomes claimable
+    /// again and the attempt does not count towards `max_attempts`; its pending snapshot is dropped.
+    func release(_ claim: ImportClaim, reason: String) async throws
+
     /// Starts a pending snapshot. `claim` is nil for a manual import of a local file.
     func beginSnapshot(
         claim: ImportClaim?, owner: ProjectRef, description: String, source: SnapshotSource, format: String,

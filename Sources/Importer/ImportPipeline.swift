@@ -211,8 +211,18 @@ public struct ImportPipeline: ObjectImporting {
     ) async -> ImportOutcome {
         let message = failure.message
         let permanent = rejection || claim.attempts >= settings.maxAttempts
-        if !permanent || failure.code == .cancelled || failure.code == .leaseLost {
-            // Cancelled or taken over: leave it (a lost lease belongs to someone else now).
+        if failure.code == .cancelled {
+            // Interrupted, not failed: the attempt is given back (a restart never uses up max_attempts).
+            do {
+                let catalog = catalog
+                try await uncancelled { try await catalog.release(claim, reason: message) }
+            } catch {
+                logger.warning("releasing the interrupted import failed (its lease will expire): \(error)")
+            }
+            return .retried(code: code, message: message, attempts: max(0, claim.attempts - 1))
+        }
+        if !permanent || failure.code == .leaseLost {
+            // Transient, or taken over: leave it (a lost lease belongs to someone else now).
             if failure.code != .leaseLost {
                 do {
                     let catalog = catalog
@@ -357,11 +367,16 @@ public struct ImportPipeline: ObjectImporting {
                 }
                 return .imported(record)
             } catch {
-                let rejection = !Task.isCancelled && ImportFailure.isRejection(error)
+                let interrupted = Task.isCancelled
+                let rejection = !interrupted && ImportFailure.isRejection(error)
                 let catalog = catalog
                 try? await uncancelled {
-                    try await catalog.fail(
-                        claim, code: ImportFailure.codeName(error), message: "\(error)", permanent: rejection)
+                    if interrupted {
+                        try await catalog.release(claim, reason: "the import was interrupted")
+                    } else {
+                        try await catalog.fail(
+                            claim, code: ImportFailure.codeName(error), message: "\(error)", permanent: rejection)
+                    }
                 }
                 throw error
             }

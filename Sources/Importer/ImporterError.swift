@@ -17,6 +17,7 @@ public struct ImporterError: Error, CustomStringConvertible, Sendable {
             case cancelled = "Cancelled"
             case notFound = "NotFound"
             case accessDenied = "AccessDenied"
+            case ownerMismatch = "OwnerMismatch"
             case internalError = "InternalError"
         }
         private let value: Value
@@ -42,6 +43,9 @@ public struct ImporterError: Error, CustomStringConvertible, Sendable {
         public static let cancelled = Code(.cancelled)
         /// The source object or file does not exist.
         public static let notFound = Code(.notFound)
+        /// A manual import names another project than the `incoming/<project>@<customer>/` folder the
+        /// object sits in: the folder's project owns it.
+        public static let ownerMismatch = Code(.ownerMismatch)
         /// The S3 server refused the credentials or the operation.
         public static let accessDenied = Code(.accessDenied)
         /// A bug or an unexpected failure of the store; treated as transient.

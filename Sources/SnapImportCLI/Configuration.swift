@@ -47,6 +47,10 @@ struct Configuration: Sendable, Equatable {
     var layout = LayoutSection()
     var store = StoreSection()
     var limits = LimitsSection()
+    /// Whether `[store] path` was written in the configuration file (then a relative one is taken from
+    /// the file's folder; the default `./data` and `SNAPIMPORT_STORE` stay relative to the working
+    /// directory).
+    var storePathFromFile = false
 
     /// Where the configuration comes from: `--config`, then `$SNAPIMPORT_CONFIG`, then
     /// `./config/snapimport.toml`. A missing default file is not an error (all defaults apply);
@@ -66,6 +70,12 @@ struct Configuration: Sendable, Equatable {
                 throw ValidationError("cannot read configuration \(path): \(error)")
             }
             config = try parse(text, origin: path)
+            // A relative store path in the file belongs to the file, not to wherever the command runs:
+            // the cron line, the systemd unit and an operator's shell all find the same store.
+            if config.storePathFromFile, !config.store.path.hasPrefix("/") {
+                let folder = URL(fileURLWithPath: path).standardizedFileURL.deletingLastPathComponent()
+                config.store.path = folder.appendingPathComponent(config.store.path).standardizedFileURL.path
+            }
         } else if named != nil {
             throw ValidationError("configuration file not found: \(path)")
         }
@@ -107,7 +117,10 @@ struct Configuration: Sendable, Equatable {
             case "store":
                 reader.section = "store"
                 try reader.checkKeys(section, ["path", "catalog", "blocks", "block_size"])
-                config.store.path = try reader.string(section, "path") ?? config.store.path
+                if let path = try reader.string(section, "path") {
+                    config.store.path = path
+                    config.storePathFromFile = true
+                }
                 config.store.catalog = try reader.string(section, "catalog")
                 config.store.blocks = try reader.string(section, "blocks")
                 if let size = try reader.size(section, "block_size") { config.store.blockSize = Int(size) }

@@ -56,6 +56,7 @@ enum CoreContext {
     /// Prints an error and exits: 2 for malformed input (InvalidArgument, InvalidProject), 1 for a refused
     /// or failed operation (NotFound, AccessDenied, InUse, ConfirmationRequired …).
     static func failure(_ error: any Error, json: Bool) -> CommandError {
+        if let error = error as? CommandError { return error }
         guard let error = error as? SnapshotError else {
             return CommandOutput.failure(code: "Error", message: "\(error)", json: json, exit: 1)
         }
@@ -70,8 +71,10 @@ enum CoreContext {
     }
 
     /// One human line per snapshot.
-    static func line(_ s: SnapshotRecord) -> String {
-        let shared = s.sharedWith.isEmpty ? "" : " shared:\(s.sharedWith.map(\.description).joined(separator: ","))"
+    /// The grants only for the owner and the operator (see ``SnapshotView``).
+    static func line(_ s: SnapshotRecord, caller: Caller = .operator) -> String {
+        let grants = s.isOwned(by: caller) ? s.sharedWith : []
+        let shared = grants.isEmpty ? "" : " shared:\(grants.map(\.description).joined(separator: ","))"
         return "\(s.id)  \(s.owner)  \(s.state.rawValue)  \(s.visibility.rawValue)\(shared)  \(s.virtualSize) bytes  "
             + "\(s.format)\(s.bootable ? " bootable" : "")  \(s.description)"
     }

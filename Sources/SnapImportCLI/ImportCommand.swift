@@ -4,11 +4,14 @@ import Foundation
 import Importer
 import Logging
 import SnapshotCore
+import UnixSignals
 
-/// `snapimport import SOURCE --project P@C [--description TEXT] [--format FMT] [--json]`: one image,
+/// `snapimport import SOURCE [--project P@C] [--description TEXT] [--format FMT] [--json]`: one image,
 /// from `s3://bucket/key` or a local file, into a snapshot owned by P@C; prints the snapshot document.
 /// An object is imported exactly once (the same claim as `run`): importing it again prints the
-/// existing snapshot. Exit 1 when the image is rejected.
+/// existing snapshot. An object under `incoming/<project>@<customer>/` belongs to that project:
+/// `--project` may be omitted, and naming another one is refused (`OwnerMismatch`), so a manual
+/// import never gives one project's upload to another. Exit 1 when the image is rejected.
 struct ImportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import", abstract: "Import one image (s3://bucket/key or a local file) as a snapshot.")
@@ -18,8 +21,10 @@ struct ImportCommand: AsyncParsableCommand {
     @Argument(help: "s3://bucket/key (the key is taken literally) or a local path.")
     var source: String
 
-    @Option(name: .long, help: "The owner project, project@customer.")
-    var project: String
+    @Option(
+        name: .long,
+        help: "The owner project, project@customer (default for an object under incoming/: its folder's project).")
+    var project: String?
 
     @Option(name: .long, help: "The snapshot's description (default: x-amz-meta-description, then the file name).")
     var description: String?
@@ -29,10 +34,14 @@ struct ImportCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let format { _ = try parseImageFormat(format) }
-        do {
-            _ = try ProjectRef(parsing: project)
-        } catch {
-            throw ValidationError("--project \(project): \(error)")
+        if let project {
+            do {
+                _ = try ProjectRef(parsing: project)
+            } catch {
+                throw ValidationError("--project \(project): \(error)")
+            }
+        } else if !source.hasPrefix("s3://") {
+            throw ValidationError("--project is required to import a local file")
         }
     }
 
@@ -40,39 +49,39 @@ struct ImportCommand: AsyncParsableCommand {
         DiskImage.tuneAllocatorForImports()
         let environment = ProcessInfo.processInfo.environment
         let config = try ImporterContext.configuration(global, environment: environment)
-        let owner = try ProjectRef(parsing: project)
         let claimed = try format.map(parseImageFormat)
-        var logger = ImporterContext.logger("snapimport.import", level: global.verbose ? .debug : .warning)
+        let logger = ImporterContext.logger("snapimport.import", level: global.verbose ? .debug : .warning)
         let json = global.json
         let bar = ProgressBar(label: (source as NSString).lastPathComponent)
         let progress: @Sendable (UInt64, UInt64) -> Void = { done, total in bar.update(done: done, total: total) }
-        var alreadyImported = false
+        let (source, project, description, global) = (source, project, description, global)
         let record: SnapshotRecord
+        let alreadyImported: Bool
         do {
-            if source.hasPrefix("s3://") {
-                let location = try S3Location(source, requireKey: true)
-                let description = description
-                let key = location.key
-                let result = try await ImporterContext.withPipeline(
-                    config, global: global, bucket: location.bucket, logger: logger, environment: environment
-                ) { pipeline, _ in
-                    try await pipeline.importObjectManually(
-                        key: key, owner: owner, description: description, claimedFormat: claimed,
-                        progress: progress)
+            (record, alreadyImported) = try await Self.interruptible { () -> (SnapshotRecord, Bool) in
+                if source.hasPrefix("s3://") {
+                    let location = try S3Location(source, requireKey: true)
+                    let key = location.key
+                    let owner = try Self.owner(of: key, project: project, config: config, environment: environment)
+                    let result = try await ImporterContext.withPipeline(
+                        config, global: global, bucket: location.bucket, logger: logger, environment: environment
+                    ) { pipeline, _ in
+                        try await pipeline.importObjectManually(
+                            key: key, owner: owner, description: description, claimedFormat: claimed,
+                            progress: progress)
+                    }
+                    switch result {
+                    case .imported(let snapshot): return (snapshot, false)
+                    case .alreadyImported(let snapshot): return (snapshot, true)
+                    }
                 }
-                switch result {
-                case .imported(let snapshot): record = snapshot
-                case .alreadyImported(let snapshot):
-                    record = snapshot
-                    alreadyImported = true
-                }
-            } else {
                 let path = URL(fileURLWithPath: source).standardizedFileURL.path
+                let owner = try ProjectRef(parsing: project ?? "")
                 let file = try FileByteSource(path: path)
                 // A local file needs no bucket: the image importer alone (the catalog and the limits).
                 let settings = try ImporterContext.settings(config, bucket: "", environment: environment)
                 let text = description ?? (path as NSString).lastPathComponent
-                record = try await ImporterContext.withService(config, s3: nil, json: json, logger: logger) {
+                let record = try await ImporterContext.withService(config, s3: nil, json: json, logger: logger) {
                     service in
                     let importer = ImageImporter(
                         catalog: CoreImportCatalog(service: service), limits: settings.limits,
@@ -80,16 +89,15 @@ struct ImportCommand: AsyncParsableCommand {
                     var logger = logger
                     return try await importer.importImage(
                         source: file, claim: nil, owner: owner, description: text, claimedFormat: claimed,
-                        snapshotSource: .file(path: path), logger: &logger,
-                        progress: progress)
+                        snapshotSource: .file(path: path), logger: &logger, progress: progress)
                 }
+                return (record, false)
             }
         } catch {
             bar.finish()
             throw Self.failure(error, json: json)
         }
         bar.finish()
-        logger[metadataKey: "snapshot"] = "\(record.id)"
         if alreadyImported {
             CommandOutput.stderr("\(source) (same ETag) was already imported as \(record.id)")
         }
@@ -100,8 +108,67 @@ struct ImportCommand: AsyncParsableCommand {
         }
     }
 
+    /// The owner of an object: its `incoming/` folder's project when it sits in one (then `--project`
+    /// must agree or be omitted), else `--project`.
+    static func owner(
+        of key: String, project: String?, config: Configuration, environment: [String: String]
+    ) throws -> ProjectRef {
+        let layout = try ImporterContext.settings(config, bucket: "", environment: environment).layout
+        guard let folder = try? layout.ownerText(of: key) else {
+            guard let project else {
+                throw ValidationError(
+                    "--project is required: \(key) is not inside an \(layout.incoming)<project>@<customer>/ folder")
+            }
+            return try ProjectRef(parsing: project)
+        }
+        let owner: ProjectRef
+        do {
+            owner = try ProjectRef(parsing: folder)
+        } catch {
+            throw ImporterError(.invalidProject, "the folder of \(key) is not a project: \(error)")
+        }
+        if let project, try ProjectRef(parsing: project) != owner {
+            throw ImporterError(
+                .ownerMismatch,
+                "\(key) belongs to \(owner) (its \(layout.incoming) folder); it cannot be imported for \(project)")
+        }
+        return owner
+    }
+
+    /// A signal that ended a manual import.
+    struct Interrupted: Error {
+        let signal: UnixSignal
+    }
+
+    /// Runs the import, and on SIGINT, SIGTERM or SIGHUP (Ctrl-C, systemd or `timeout`, a closed SSH
+    /// session) cancels it: the import aborts its pending snapshot and records its claim as an
+    /// interrupted attempt, so nothing half-made stays visible; the command then fails with the
+    /// conventional status 128 + the signal's number (130, 143, 129).
+    static func interruptible<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm, .sighup)
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                for await signal in signals { throw Interrupted(signal: signal) }
+                return nil
+            }
+            defer { group.cancelAll() }
+            while let value = try await group.next() {
+                if let value { return value }
+            }
+            throw CancellationError()
+        }
+    }
+
     static func failure(_ error: any Error, json: Bool) -> CommandError {
         switch error {
+        case let error as CommandError:
+            return error
+        case let interrupted as Interrupted:
+            return CommandOutput.failure(
+                code: "Interrupted",
+                message: "\(interrupted.signal): the import was abandoned; no snapshot was made",
+                json: json, exit: 128 + interrupted.signal.rawValue)
         case let error as DiskImageError:
             return CommandOutput.failure(code: error.code.name, message: error.message, json: json, exit: 1)
         case let error as ImporterError:

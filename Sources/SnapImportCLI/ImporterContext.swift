@@ -48,7 +48,7 @@ enum ImporterContext {
         _ config: Configuration, s3: S3Client?, json: Bool, logger: Logger,
         _ body: (SnapshotService) async throws -> R
     ) async throws -> R {
-        try await StoreContext.withService(config, s3: s3, json: json, logger: logger, body)
+        try await StoreContext.withService(config, s3: s3, json: json, logger: logger, create: true, body)
     }
 
     /// Opens the snapshot service and wires the pipeline for objects of `bucket` (`run`, `watch`,

@@ -54,6 +54,7 @@ struct S3Context {
 
     /// Prints an S3 failure in the CLI contract's terms and exits 1 (2 for a refused request).
     static func failure(_ error: any Error, json: Bool) -> CommandError {
+        if let error = error as? CommandError { return error }
         guard let error = error as? S3Error else {
             return CommandOutput.failure(code: "Error", message: "\(error)", json: json, exit: 1)
         }

@@ -47,9 +47,9 @@ struct SnapshotCommand: AsyncParsableCommand {
             let caller = try CoreContext.caller(common.project, json: common.global.json)
             let snapshots = try await CoreContext.run(common.global) { try await $0.listSnapshots(caller: caller) }
             if common.global.json {
-                CoreContext.printJSON(snapshots.map(SnapshotView.init))
+                CoreContext.printJSON(snapshots.map { SnapshotView($0, caller: caller) })
             } else {
-                for snapshot in snapshots { print(CoreContext.line(snapshot)) }
+                for snapshot in snapshots { print(CoreContext.line(snapshot, caller: caller)) }
             }
         }
     }
@@ -75,19 +75,21 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Argument(help: "The snapshot (snap-…).") var snapshot: String
 
         func run() async throws {
+            let caller = try CoreContext.caller(common.project, json: common.global.json)
             let record = try await common.run(on: snapshot) { (service, id: SnapshotID, caller) in
                 try await service.snapshot(id, caller: caller)
             }
+            let view = SnapshotView(record, caller: caller)
             if common.global.json {
-                CoreContext.printJSON(SnapshotView(record))
+                CoreContext.printJSON(view)
             } else {
-                let view = SnapshotView(record)
-                var source = ""
-                switch record.source {
+                var source = "-"
+                switch view.source {
                 case .object(let bucket, let key, let etag): source = "object s3://\(bucket)/\(key) etag \(etag)"
                 case .file(let path): source = "file \(path)"
                 case .volume(let volume): source = "volume \(volume)"
                 case .template(let template): source = "template \(template)"
+                case nil: source = "-"
                 }
                 print(
                     """
@@ -96,7 +98,7 @@ struct SnapshotCommand: AsyncParsableCommand {
                     description:  \(view.description)
                     state:        \(view.state)
                     visibility:   \(view.visibility)
-                    sharedWith:   \(view.sharedWith.joined(separator: ", "))
+                    sharedWith:   \(view.sharedWith.map { $0.joined(separator: ", ") } ?? "-")
                     virtualSize:  \(view.virtualSize)
                     storedBytes:  \(view.storedBytes)
                     format:       \(view.format)

@@ -16,11 +16,24 @@ enum StoreContext {
     /// errors thrown by `body` propagate.
     /// - Parameters:
     ///   - s3: an S3 client the caller already has; made from `config` when nil and `blocks` needs one.
+    ///   - create: whether a missing store may be created. Only the commands that put snapshots into a
+    ///     store (`run`, `watch`, `import`) create one; any other command on a missing store fails with
+    ///     `NotFound` naming the path, rather than answering from a new, empty store (a wrong working
+    ///     directory or config would otherwise look like "no snapshots").
     static func withService<R: Sendable>(
         _ config: Configuration, s3: S3Client? = nil, json: Bool, verbose: Bool = false, logger: Logger,
-        environment: [String: String] = ProcessInfo.processInfo.environment,
+        create: Bool = false, environment: [String: String] = ProcessInfo.processInfo.environment,
         _ body: (SnapshotService) async throws -> R
     ) async throws -> R {
+        // A SQLite catalog is the store's mark (a PostgreSQL catalog lives on its server).
+        let catalogFile = "\(config.store.path)/catalog.sqlite"
+        if !create, config.store.catalog == nil, !FileManager.default.fileExists(atPath: catalogFile) {
+            throw CommandOutput.failure(
+                code: "NotFound",
+                message: "no snapimport store at \(config.store.path) (no \(catalogFile)); check [store] path "
+                    + "(a relative path is taken from the configuration file's folder) or import something first",
+                json: json, exit: 2)
+        }
         func open(_ catalog: (any Catalog)?) throws -> SnapshotService {
             do {
                 guard let blocks = config.store.blocks else {

@@ -2,13 +2,14 @@ import ArgumentParser
 import Foundation
 import SnapshotCore
 
-/// `snapimport template create --instance INST` (architecture.md): snapshots every volume attached to
-/// a stopped instance, all committed together with the template.
+/// `snapimport template create --instance INST` snapshots every volume attached to a stopped instance,
+/// all committed together with the template; `template delete TMPL` removes one, after which its
+/// snapshots can be deleted (docs/cli.md).
 struct TemplateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "template",
         abstract: "Make templates from stopped instances.",
-        subcommands: [Create.self, List.self]
+        subcommands: [Create.self, List.self, Delete.self]
     )
 
     struct Create: AsyncParsableCommand {
@@ -38,6 +39,31 @@ struct TemplateCommand: AsyncParsableCommand {
                 CoreContext.printJSON(views)
             } else {
                 for view in views { print(line(view)) }
+            }
+        }
+    }
+}
+
+extension TemplateCommand {
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete a template (owner only); its snapshots stay and become deletable.")
+        @OptionGroup var common: SnapshotCommand.Common
+        @Argument(help: "The template (tmpl-…).") var template: String
+
+        struct Deleted: Encodable {
+            var id: String
+            var deleted: Bool
+        }
+
+        func run() async throws {
+            try await common.run(on: template) { (service, id: TemplateID, caller) in
+                try await service.deleteTemplate(id, caller: caller)
+            }
+            if common.global.json {
+                CoreContext.printJSON(Deleted(id: template, deleted: true))
+            } else {
+                print("deleted \(template)")
             }
         }
     }

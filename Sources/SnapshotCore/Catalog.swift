@@ -96,6 +96,8 @@ public enum CatalogWrite: Sendable {
     case expectInstance(InstanceID, version: Int64)
 
     case insertTemplate(TemplateRecord)
+    /// Delete the template where the stored version is `version` (its snapshots stay, deletable again).
+    case deleteTemplate(TemplateID, version: Int64)
 
     /// Insert with version 1; conflict if (bucket, key, etag) exists.
     case insertImport(ImportRecord)

@@ -304,6 +304,17 @@ public struct SnapshotRecord: Hashable, Sendable {
 // MARK: - Volumes, instances, templates
 
 /// A volume: a sparse raw file in the data directory, an independent copy of a snapshot.
+extension SnapshotRecord {
+    /// Whether `caller` is the owner or the operator: who may change the snapshot and read its grants
+    /// and its source.
+    public func isOwned(by caller: Caller) -> Bool {
+        switch caller {
+        case .operator: true
+        case .project(let project): project == owner
+        }
+    }
+}
+
 public struct VolumeRecord: Hashable, Sendable {
     public var id: VolumeID
     public var owner: ProjectRef

@@ -84,8 +84,11 @@ public struct ImportClaims: LedgerBacked {
     /// Records a failure. A transient one (`permanent: false`) leaves the object claimable by the
     /// next pass; a permanent one (rejected image, or too many attempts) ends it. A pending snapshot
     /// begun under the claim is removed in the same transaction.
+    /// - Parameter countsAsAttempt: false for an attempt that was interrupted rather than failed (a
+    ///   shutdown, a signal): the claim's attempt is given back, so restarts never use up `max_attempts`.
     public func failImport(
-        _ claim: ImportClaim, code: String, message: String, permanent: Bool, now: Date = Date()
+        _ claim: ImportClaim, code: String, message: String, permanent: Bool, countsAsAttempt: Bool = true,
+        now: Date = Date()
     ) async throws {
         try await retrying("fail import") {
             var row = try await heldImport(claim)
@@ -97,6 +100,7 @@ public struct ImportClaims: LedgerBacked {
                 row.snapshotID = nil
             }
             row.state = permanent ? .failed : .retry
+            if !countsAsAttempt { row.attempts = max(0, row.attempts - 1) }
             row.worker = nil
             row.leaseExpiresAt = nil
             row.errorCode = code

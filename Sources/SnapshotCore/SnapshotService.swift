@@ -162,6 +162,10 @@ public struct SnapshotService: Sendable {
         try await volumes.createTemplate(instance: instanceID, caller: caller, now: now)
     }
 
+    public func deleteTemplate(_ id: TemplateID, caller: Caller) async throws {
+        try await volumes.deleteTemplate(id, caller: caller)
+    }
+
     public func listTemplates(caller: Caller) async throws -> [TemplateRecord] {
         try await volumes.listTemplates(caller: caller)
     }
@@ -178,8 +182,11 @@ public struct SnapshotService: Sendable {
     }
 
     public func failImport(
-        _ claim: ImportClaim, code: String, message: String, permanent: Bool, now: Date = Date()) async throws {
-        try await claims.failImport(claim, code: code, message: message, permanent: permanent, now: now)
+        _ claim: ImportClaim, code: String, message: String, permanent: Bool, countsAsAttempt: Bool = true,
+        now: Date = Date()
+    ) async throws {
+        try await claims.failImport(
+            claim, code: code, message: message, permanent: permanent, countsAsAttempt: countsAsAttempt, now: now)
     }
 
     public func listImports() async throws -> [ImportRecord] {

@@ -1,43 +1,54 @@
 public import Foundation
 public import Logging
 
-/// The snapshot document of architecture.md (`snapshot show --json`, `snapshot list --json` elements,
-/// the importer's `.snapshot.json` receipt): exactly these field names, `checksum` null until committed.
+/// The snapshot document (`snapshot show --json`, `snapshot list --json` elements, the importer's
+/// `.snapshot.json` receipt; docs/cli.md): exactly these field names, `checksum` null until committed,
+/// `failure` null unless the snapshot is `error`.
+///
+/// Privacy (as EC2, where only the owner reads `createVolumePermission`): `sharedWith` (other projects'
+/// names) and `source` (the owner's bucket, key and ETag, or a host path) are the owner's and the
+/// operator's. A project that sees the snapshot through a grant, or because it is public, gets both
+/// as null.
 public struct SnapshotView: Codable, Equatable, Sendable {
     public var id: String
     public var project: String
     public var description: String
     public var state: String
     public var visibility: String
-    public var sharedWith: [String]
+    public var sharedWith: [String]?
     public var virtualSize: UInt64
     public var storedBytes: UInt64
     public var format: String
     public var bootable: Bool
-    public var source: SnapshotSource
+    public var source: SnapshotSource?
     public var checksum: String?
     /// RFC 3339, UTC.
     public var createdAt: String
+    /// Why the snapshot is `error` (a vanished writer, an interrupted import), else null.
+    public var failure: String?
 
-    public init(_ s: SnapshotRecord) {
+    /// The document as `caller` may read it (the operator, by default, reads everything).
+    public init(_ s: SnapshotRecord, caller: Caller = .operator) {
+        let details = s.isOwned(by: caller)
         id = s.id.rawValue
         project = s.owner.description
         description = s.description
         state = s.state.rawValue
         visibility = s.visibility.rawValue
-        sharedWith = s.sharedWith.map(\.description)
+        sharedWith = details ? s.sharedWith.map(\.description) : nil
         virtualSize = s.virtualSize
         storedBytes = s.storedBytes
         format = s.format
         bootable = s.bootable
-        source = s.source
+        source = details ? s.source : nil
         checksum = s.checksum
         createdAt = RFC3339.string(s.createdAt)
+        failure = s.failure
     }
 
     private enum CodingKeys: String, CodingKey {
         case id, project, description, state, visibility, sharedWith, virtualSize, storedBytes, format, bootable
-        case source, checksum, createdAt
+        case source, checksum, createdAt, failure
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -55,6 +66,7 @@ public struct SnapshotView: Codable, Equatable, Sendable {
         try c.encode(source, forKey: .source)
         try c.encode(checksum, forKey: .checksum)  // null while pending
         try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(failure, forKey: .failure)
     }
 }
 

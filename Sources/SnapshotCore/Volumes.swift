@@ -368,6 +368,19 @@ public struct Volumes: LedgerBacked {
         }
     }
 
+    /// Deletes a template (owner or operator). Its snapshots stay, and are no longer `InUse`: they can be
+    /// deleted like any other.
+    /// - Throws: `.notFound` when absent or another project's.
+    public func deleteTemplate(_ id: TemplateID, caller: Caller) async throws {
+        try await retrying("delete template") {
+            guard let template = try await catalog.template(id), Self.isOwner(template.owner, caller) else {
+                throw SnapshotError.notFound("template \(id)")
+            }
+            try await catalog.apply([.deleteTemplate(id, version: template.version)])
+        }
+        logger.info("template deleted", metadata: ["template": "\(id)"])
+    }
+
     /// Templates the caller owns (all for the operator).
     public func listTemplates(caller: Caller) async throws -> [TemplateRecord] {
         try await catalog.templates().filter { Self.isOwner($0.owner, caller) }

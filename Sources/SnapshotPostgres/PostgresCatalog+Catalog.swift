@@ -200,6 +200,11 @@ extension PostgresCatalog: Catalog {
         case .expectInstance(let id, let version):
             try await expectRow(db, logger, "instance \(id)", "SELECT version FROM instances WHERE id = \(id.rawValue) FOR UPDATE", version)
 
+        case .deleteTemplate(let id, let version):
+            let changed = try await db.rows(
+                "DELETE FROM templates WHERE id = \(id.rawValue) AND version = \(version) RETURNING 1", logger: logger)
+            try expectChange(changed, "template \(id)")
+
         case .insertTemplate(let t):
             try await db.rows(
                 """

@@ -292,6 +292,9 @@ public final class SQLiteCatalog: Catalog {
             try expectChange(db, "instance \(i.id)")
         case .expectInstance(let id, let version):
             try expectRow(db, "instances", id.rawValue, version)
+        case .deleteTemplate(let id, let version):
+            try db.execute(sql: "DELETE FROM templates WHERE id = ? AND version = ?", arguments: [id.rawValue, version])
+            try expectChange(db, "template \(id)")
         case .insertTemplate(let t):
             try db.execute(
                 sql: """

@@ -66,6 +66,40 @@ struct CommandTests {
         #expect(rows.first?["snapshot"] as? String == document["id"] as? String)
     }
 
+    @Test("an object under incoming/<owner>/ belongs to that owner: --project defaults to it, another is OwnerMismatch")
+    func manualImportOwner() async throws {
+        guard let e2e = E2E.load("import-owner") else { return }
+        let client = try e2e.client()
+        let bucket = try e2e.makeBucket(client)
+        let key = "\(e2e.prefix)incoming/web@acme/o.raw"
+        try client.putObject(bucket: bucket, key: key, body: Fixtures.baseDisk(size: 1 << 20, seed: 3))
+        let data = "\(e2e.work)/data"
+        let config = try e2e.writeConfig(bucket: bucket, data: data)
+        let binary = try Tools.snapimportBinary()
+
+        let stolen = try Tools.run(
+            binary, ["import", "s3://\(bucket)/\(key)", "--project", "qa@acme", "--json", "--config", config])
+        #expect(stolen.status == 1)
+        #expect((try jsonObject(stolen.stdout)["error"] as? [String: Any])?["code"] as? String == "OwnerMismatch")
+        let nothing = try await withStore(data: data, catalogURL: nil) { service in
+            (try await service.listSnapshots(caller: .operator), try await service.listImports())
+        }
+        #expect(nothing.0.isEmpty && nothing.1.isEmpty, "nothing was imported or claimed")
+
+        let owned = try Tools.run(binary, ["import", "s3://\(bucket)/\(key)", "--json", "--config", config])
+        #expect(owned.status == 0, "\(owned.stderr)")
+        #expect(try jsonObject(owned.stdout)["project"] as? String == "web@acme")
+        let same = try Tools.run(
+            binary, ["import", "s3://\(bucket)/\(key)", "--project", "web@acme", "--json", "--config", config])
+        #expect(same.status == 0)
+        #expect(try jsonObject(same.stdout)["id"] as? String == (try jsonObject(owned.stdout)["id"] as? String))
+
+        let outside = "\(e2e.prefix)elsewhere/o.raw"
+        try client.putObject(bucket: bucket, key: outside, body: Fixtures.baseDisk(size: 1 << 20, seed: 4))
+        let unnamed = try Tools.run(binary, ["import", "s3://\(bucket)/\(outside)", "--json", "--config", config])
+        #expect(unnamed.status == 2, "an object outside incoming/ needs --project")
+    }
+
     @Test("watch imports what arrives and stops cleanly on SIGTERM")
     func watchStopsOnSIGTERM() async throws {
         guard let e2e = E2E.load("watch") else { return }

@@ -46,6 +46,9 @@ final class LeaseLossTests {
         func fail(_ claim: ImportClaim, code: String, message: String, permanent: Bool) async throws {
             try await base.fail(claim, code: code, message: message, permanent: permanent)
         }
+        func release(_ claim: ImportClaim, reason: String) async throws {
+            try await base.release(claim, reason: reason)
+        }
         func beginSnapshot(
             claim: ImportClaim?, owner: ProjectRef, description: String, source: SnapshotSource, format: String,
             bootable: Bool, virtualSize: UInt64

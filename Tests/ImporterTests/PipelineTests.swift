@@ -155,6 +155,7 @@ final class PipelineTests {
         }
         #expect(row?.state == .retry)
         #expect(row?.worker == nil)
+        #expect(row?.attempts == 0, "an interrupted attempt is given back: restarts never use up max_attempts")
         // The next pass imports it.
         #expect(try await pass(memory).imported.count == 1)
     }

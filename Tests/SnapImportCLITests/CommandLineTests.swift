@@ -28,10 +28,11 @@ struct CommandLineTests {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
     }()
 
-    static func run(_ binary: String, _ args: [String], config: String) throws -> Result {
+    static func run(_ binary: String, _ args: [String], config: String, directory: String? = nil) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = args
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         var environment = ProcessInfo.processInfo.environment
         environment["SNAPIMPORT_CONFIG"] = config
         for key in ["SNAPIMPORT_CATALOG", "SNAPIMPORT_STORE", "SNAPIMPORT_BLOCKS"] { environment[key] = nil }
@@ -64,6 +65,11 @@ struct CommandLineTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let config = directory + "/snapimport.toml"
         try "[store]\npath = \"\(directory)/data\"\n".write(toFile: config, atomically: false, encoding: .utf8)
+        // Only run, watch and import create a store: make it with an import first.
+        let image = directory + "/one.raw"
+        try Data(repeating: 7, count: 4096).write(to: URL(fileURLWithPath: image))
+        let created = try Self.run(binary, ["import", image, "--project", "p@acme"], config: config)
+        try #require(created.status == 0, "\(created.stderr)")
         let results = Mutex([Result?](repeating: nil, count: 8))
         DispatchQueue.concurrentPerform(iterations: 8) { i in
             let result = try? Self.run(binary, ["instance", "create", "--project", "p\(i)@acme", "--json"], config: config)
@@ -106,7 +112,7 @@ struct CommandLineTests {
         #expect(
             Set(show.object.keys) == [
                 "id", "project", "description", "state", "visibility", "sharedWith", "virtualSize", "storedBytes",
-                "format", "bootable", "source", "checksum", "createdAt",
+                "format", "bootable", "source", "checksum", "createdAt", "failure",
             ])
         #expect(show.object["state"] as? String == "available")
         #expect(show.object["virtualSize"] as? Int == 4 << 20)
@@ -130,7 +136,8 @@ struct CommandLineTests {
         // Sharing and publishing (bootable: needs the flag, exit 1 naming it).
         #expect(try cli("snapshot", "share", id, "--with", "db@acme", "--project", "web@acme").status == 0)
         let granted = try cli("snapshot", "list", "--project", "db@acme", "--json")
-        #expect((granted.json as? [[String: Any]])?.first?["sharedWith"] as? [String] == ["db@acme"])
+        #expect((granted.json as? [[String: Any]])?.first?["id"] as? String == id)
+        #expect((granted.json as? [[String: Any]])?.first?["sharedWith"] is NSNull, "grants are the owner's")
         let denied = try cli("snapshot", "set-description", id, "mine", "--project", "db@acme", "--json")
         #expect(denied.status == 1)
         #expect(denied.errorCode == "AccessDenied")

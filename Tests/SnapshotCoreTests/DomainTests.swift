@@ -86,9 +86,10 @@ struct DomainTests {
         #expect(
             Set(object.keys) == [
                 "id", "project", "description", "state", "visibility", "sharedWith", "virtualSize", "storedBytes",
-                "format", "bootable", "source", "checksum", "createdAt",
+                "format", "bootable", "source", "checksum", "createdAt", "failure",
             ])
         #expect(object["checksum"] is NSNull)
+        #expect(object["failure"] is NSNull)
         #expect(object["createdAt"] as? String == "2026-09-21T14:13:20.500Z")
         let source = try #require(object["source"] as? [String: String])
         #expect(source == ["kind": "object", "bucket": "b", "key": "incoming/web@acme/a b", "etag": "\"e\""])
