@@ -61,31 +61,14 @@ extension S3Client {
         uploadPart: @escaping @Sendable (Int) async throws -> UploadedPart
     ) async throws -> String {
         do {
-            let parts = try await withThrowingTaskGroup(of: UploadedPart.self) { group in
-                var parts: [UploadedPart] = []
-                var next = 1
-                var done: UInt64 = 0
-                do {
-                    while next <= min(max(1, concurrency), partCount) {
-                        let number = next
-                        group.addTask { try await uploadPart(number) }
-                        next += 1
-                    }
-                    while let uploaded = try await group.next() {
-                        parts.append(uploaded)
-                        done += uploaded.size
-                        progress?(done)
-                        if next <= partCount {
-                            let number = next
-                            group.addTask { try await uploadPart(number) }
-                            next += 1
-                        }
-                    }
-                } catch {
-                    group.cancelAll()
-                    throw error
-                }
-                return parts
+            var parts: [UploadedPart] = []
+            var done: UInt64 = 0
+            try await Self.concurrently(count: partCount, width: concurrency) { index in
+                try await uploadPart(index + 1)
+            } collect: { uploaded in
+                parts.append(uploaded)
+                done += uploaded.size
+                progress?(done)
             }
             return try await completeMultipartUpload(bucket: bucket, key: key, uploadID: uploadID, parts: parts)
         } catch {
@@ -128,21 +111,35 @@ extension S3Client {
             }
             return end - start + 1
         }
-        try await withThrowingTaskGroup(of: UInt64.self) { group in
+        var done: UInt64 = 0
+        try await Self.concurrently(count: chunks, width: concurrency, download) { count in
+            done += count
+            progress?(done, head.size)
+        }
+        try file.close()
+        return head
+    }
+
+    /// Runs `work` for 0..<`count` with at most `width` child tasks at a time, handing each result to
+    /// `collect` as it completes (in the calling task, so `collect` may mutate local state). The first
+    /// failure cancels the children still running, starts no more and is thrown.
+    static func concurrently<Value: Sendable>(
+        count: Int, width: Int, _ work: @escaping @Sendable (Int) async throws -> Value,
+        collect: (Value) -> Void
+    ) async throws {
+        try await withThrowingTaskGroup(of: Value.self) { group in
             var next = 0
-            var done: UInt64 = 0
             do {
-                while next < min(max(1, concurrency), chunks) {
+                while next < min(max(1, width), count) {
                     let index = next
-                    group.addTask { try await download(index) }
+                    group.addTask { try await work(index) }
                     next += 1
                 }
-                while let count = try await group.next() {
-                    done += count
-                    progress?(done, head.size)
-                    if next < chunks {
+                while let value = try await group.next() {
+                    collect(value)
+                    if next < count {
                         let index = next
-                        group.addTask { try await download(index) }
+                        group.addTask { try await work(index) }
                         next += 1
                     }
                 }
@@ -151,8 +148,6 @@ extension S3Client {
                 throw error
             }
         }
-        try file.close()
-        return head
     }
 
     /// Streams an object (one GET) into a local file or `/dev/null`.
