@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
     ],
     targets: [
         // MARK: C shims
@@ -83,7 +84,7 @@ let package = Package(
         // MARK: Adapters of SnapshotCore's protocols
         .target(
             name: "SnapshotSQLite",
-            dependencies: ["SnapshotCore", "BlockingIO", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["SnapshotCore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -124,6 +125,7 @@ let package = Package(
             name: "Importer",
             dependencies: [
                 "S3", "DiskImage", "SnapshotCore", "BlockingIO",
+                .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -135,7 +137,7 @@ let package = Package(
             name: "SnapImportCLI",
             dependencies: [
                 "S3", "DiskImage", "SnapshotCore", "SnapshotSQLite", "SnapshotPostgres", "BlockStoreFS",
-                "BlockStoreS3", "SnapshotStores", "Importer", "BlockingIO",
+                "BlockStoreS3", "SnapshotStores", "Importer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -189,7 +191,6 @@ let package = Package(
             name: "ImporterTests",
             dependencies: [
                 "Importer", "S3", "DiskImage", "SnapshotCore", "SnapshotStores", "SnapshotPostgres", "BlockStoreS3",
-                "BlockingIO",
             ],
             swiftSettings: swiftSettings
         ),

@@ -15,3 +15,11 @@ final class ReaderBox: @unchecked Sendable {
     init(_ reader: any DiskReader) { self.reader = reader }
     func next() throws -> Extent? { try reader.next() }
 }
+
+/// Runs cleanup that must happen even when the calling task was cancelled — aborting a pending snapshot,
+/// recording an abandoned attempt — in a task of its own, which does not inherit the cancellation (the
+/// catalog and the executor refuse work from a cancelled task). It is awaited: the cleanup is still
+/// bounded by the caller's lifetime.
+func uncancelled<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await Task { try await body() }.value
+}

@@ -83,68 +83,23 @@ public struct CoreImportCatalog: ImportCatalog {
     }
 }
 
-/// Feeds a core `SnapshotWriter` from extents through an ``ExtentBlocker``.
-///
-/// Blocks are hashed and stored by up to `window` concurrent tasks while the pipeline reads the next
-/// extents (the reader downloads and parses on its own thread): hashing and writing overlap with
-/// downloading on both cores. Memory stays bounded at `window` blocks in flight.
-final class CoreSnapshotWriter: SnapshotWriting, @unchecked Sendable {
-    // Safe: `blocker` and `inFlight` are mutated only by `write`, `commit` and `abort`, which the
-    // pipeline calls from one task, awaiting each call before the next; the core writer is Sendable.
-    private let writer: SnapshotWriter
-    private var blocker: ExtentBlocker
-    private var inFlight: [Task<Void, any Error>] = []
-    private let window: Int
-
-    init(writer: SnapshotWriter, window: Int = 6) {
-        self.writer = writer
-        self.blocker = ExtentBlocker(blockSize: writer.blockSize, virtualSize: writer.virtualSize)
-        self.window = max(1, window)
-    }
+/// The importer's view of a core ``SnapshotWriter``.
+struct CoreSnapshotWriter: SnapshotWriting {
+    let writer: SnapshotWriter
 
     var id: SnapshotID { writer.id }
+    var blockSize: Int { writer.blockSize }
+    var virtualSize: UInt64 { writer.virtualSize }
 
-    func write(_ extent: Extent) async throws {
-        try await blocker.feed(extent) { index, bytes in
-            try await self.enqueue(index, bytes)
-        }
+    func writeBlock(index: UInt64, bytes: ArraySlice<UInt8>) async throws {
+        try await writer.writeBlock(index: index, bytes: bytes)
     }
 
-    private func enqueue(_ index: UInt64, _ bytes: ArraySlice<UInt8>) async throws {
-        while inFlight.count >= window {
-            try await inFlight.removeFirst().value
-        }
-        let writer = writer
-        inFlight.append(Task { try await writer.writeBlock(index: index, bytes: bytes) })
-    }
+    func commit() async throws -> SnapshotRecord { try await writer.commit() }
 
-    /// Waits for every block in flight; the first failure is thrown after all have ended.
-    private func drain() async throws {
-        var failure: (any Error)?
-        while !inFlight.isEmpty {
-            do {
-                try await inFlight.removeFirst().value
-            } catch {
-                if failure == nil { failure = error }
-            }
-        }
-        if let failure { throw failure }
-    }
+    func renewLease() async throws { try await writer.renewLease() }
 
-    func commit() async throws -> SnapshotRecord {
-        try await drain()
-        try blocker.finish()
-        return try await writer.commit()
-    }
-
-    func renewLease() async throws {
-        try await writer.renewLease()
-    }
-
-    func abort() async {
-        try? await drain()
-        await writer.abort(reason: "import abandoned")
-    }
+    func abort() async { await writer.abort(reason: "import abandoned") }
 }
 
 extension Duration {

@@ -1,3 +1,4 @@
+import AsyncAlgorithms
 public import DiskImage
 import Foundation
 public import Logging
@@ -25,23 +26,40 @@ public struct ImageImporter: Sendable {
     }
 
 
+    /// Block writes in flight at once (each hashes its block, then stores it): hashing spreads over the
+    /// cores and stores overlap with the download. Memory: this many blocks plus two handed over.
+    public static let blockWriters = 6
+
     /// Validates `source`, writes its blocks into a pending snapshot and commits it.
     ///
+    /// The conversion is one task group of stages joined by rendezvous channels (so memory is a fixed
+    /// number of extents and blocks, whatever the image size):
+    /// 1. **read**: the disk reader's `next()` on the blocking executor (DiskImage parses, the byte
+    ///    source downloads with read-ahead), one extent at a time;
+    /// 2. **cut**: extents into fixed-size blocks (``ExtentBlocker``; whole blocks are slices, no copy);
+    /// 3. **store**: ``blockWriters`` tasks that hash and store blocks concurrently.
+    /// A local-file import (no claim) adds the lease-owning child that renews its writer; a claimed
+    /// import's lease is owned by the object import. Cancellation (shutdown, a lost lease) ends every
+    /// stage; the pending snapshot is then aborted.
+    ///
     /// - Parameters:
+    ///   - source: the image bytes; cancelled (``S3ObjectByteSource/cancel()``) when the import is, so a
+    ///     read in progress stops before its next request.
     ///   - claim: the import claim (nil for a local file).
     ///   - progress: called with (virtual bytes done, virtual size) after each extent.
     /// - Returns: the committed snapshot.
-    /// - Throws: `DiskImageError` (rejection), `ImporterError`, or the core's errors.
+    /// - Throws: `DiskImageError` (rejection), `ImporterError`, `CancellationError`, or the core's errors.
     public func importImage(
         source: any ByteSource, claim: ImportClaim?, owner: ProjectRef, description: String,
-        claimedFormat: ImageFormat?, snapshotSource: SnapshotSource, cancellation: CancellationFlag,
-        logger: inout Logger, progress: @escaping @Sendable (UInt64, UInt64) -> Void
+        claimedFormat: ImageFormat?, snapshotSource: SnapshotSource, logger: inout Logger,
+        progress: @escaping @Sendable (UInt64, UInt64) -> Void
     ) async throws -> SnapshotRecord {
+        let limits = limits
         let reader = try await offload {
             ReaderBox(try DiskImage.open(source, claimedFormat: claimedFormat, limits: limits))
         }
         let info = reader.reader.info
-        try cancellation.check()
+        try Task.checkCancellation()
         let writer = try await catalog.beginSnapshot(
             claim: claim, owner: owner, description: description, source: snapshotSource,
             format: info.format.rawValue, bootable: info.bootable, virtualSize: info.virtualSize)
@@ -49,51 +67,84 @@ public struct ImageImporter: Sendable {
         logger.info(
             "importing",
             metadata: ["format": "\(info.format)", "virtualSize": "\(info.virtualSize)", "bootable": "\(info.bootable)"])
-        let logged = logger
+        let started = ContinuousClock.now
         do {
-            // A claimed import's lease (and with it the pending snapshot's) is renewed by its one lease
-            // task (`runClaimed`); a local file has no claim, so this import owns the writer's lease.
-            return try await renewing(claim == nil ? writer : nil) {
-                let clock = ContinuousClock()
-                var lastReport = clock.now
-                let started = clock.now
-                while let extent = try await offload({ try reader.next() }) {
-                    try cancellation.check()
-                    try await writer.write(extent)
-                    let done = extent.offset + extent.length
-                    progress(done, info.virtualSize)
-                    if clock.now - lastReport >= progressInterval {
-                        lastReport = clock.now
-                        logged.info("progress", metadata: ["done": "\(done)", "of": "\(info.virtualSize)"])
-                    }
-                }
-                try cancellation.check()
-                let record = try await writer.commit()
-                logged.debug("committed", metadata: ["seconds": "\(clock.now - started)"])
-                return record
+            try await withTaskCancellationHandler {
+                try await convert(
+                    reader, source: source, into: writer, ownsLease: claim == nil, logger: logger, progress: progress)
+            } onCancel: {
+                (source as? S3ObjectByteSource)?.cancel()
             }
+            try Task.checkCancellation()
+            let record = try await writer.commit()
+            logger.debug("committed", metadata: ["seconds": "\(ContinuousClock.now - started)"])
+            return record
         } catch {
-            await writer.abort()
+            _ = try? await uncancelled { await writer.abort() }
             throw error
         }
     }
 
-    /// Runs `body` while one child task renews `writer`'s lease every third of the claim lease; with no
-    /// writer, just runs `body`. A failed renewal ends the renewals: the writer learns of the loss at commit.
-    private func renewing<T: Sendable>(
-        _ writer: (any SnapshotWriting)?, _ body: () async throws -> T
-    ) async throws -> T {
-        guard let writer else { return try await body() }
-        let interval = leaseDuration / 3
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while true {
-                    try await Task.sleep(for: interval)
-                    try await writer.renewLease()
+    /// The stages (see ``importImage(source:claim:owner:description:claimedFormat:snapshotSource:logger:progress:)``).
+    private func convert(
+        _ reader: ReaderBox, source: any ByteSource, into writer: any SnapshotWriting, ownsLease: Bool,
+        logger: Logger, progress: @escaping @Sendable (UInt64, UInt64) -> Void
+    ) async throws {
+        let extents = AsyncChannel<Extent>()
+        let blocks = AsyncChannel<Block>()
+        let (progressInterval, leaseInterval) = (progressInterval, leaseDuration / 3)
+        let virtualSize = writer.virtualSize
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            if ownsLease {
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: leaseInterval)
+                        try await writer.renewLease()
+                    }
                 }
             }
-            defer { group.cancelAll() }
-            return try await body()
+            group.addTask {  // 1. read
+                defer { extents.finish() }
+                var lastReport = ContinuousClock.now
+                while let extent = try await offload({ try reader.next() }) {
+                    await extents.send(extent)
+                    try Task.checkCancellation()  // `send` returns without sending once cancelled
+                    let done = extent.offset + extent.length
+                    progress(done, virtualSize)
+                    if ContinuousClock.now - lastReport >= progressInterval {
+                        lastReport = ContinuousClock.now
+                        logger.info("progress", metadata: ["done": "\(done)", "of": "\(virtualSize)"])
+                    }
+                }
+            }
+            group.addTask {  // 2. cut
+                defer { blocks.finish() }
+                var blocker = ExtentBlocker(blockSize: writer.blockSize, virtualSize: virtualSize)
+                for await extent in extents {
+                    try await blocker.feed(extent) { index, bytes in
+                        await blocks.send(Block(index: index, bytes: bytes))
+                        try Task.checkCancellation()
+                    }
+                }
+                try Task.checkCancellation()  // an early end of `extents` after cancellation is no disk
+                try blocker.finish()
+            }
+            for _ in 0..<Self.blockWriters {  // 3. hash and store
+                group.addTask {
+                    for await block in blocks {
+                        try await writer.writeBlock(index: block.index, bytes: block.bytes)
+                    }
+                }
+            }
+            // Every stage but the lease child ends by itself; the first failure cancels the others.
+            for _ in 0..<(2 + Self.blockWriters) { try await group.next() }
+            group.cancelAll()
         }
+    }
+
+    /// A block of the virtual disk on its way from the cutter to a writer.
+    private struct Block: Sendable {
+        let index: UInt64
+        let bytes: ArraySlice<UInt8>
     }
 }

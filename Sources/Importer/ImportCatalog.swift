@@ -14,11 +14,13 @@ public enum ClaimOutcome: Sendable {
     case busy(worker: String?)
 }
 
-/// A snapshot being written by one import: extents in, then commit or abort.
+/// A snapshot being written by one import: blocks in (any order, concurrently), then commit or abort.
 public protocol SnapshotWriting: Sendable {
     var id: SnapshotID { get }
-    /// Feeds the next extent of the virtual disk (in order).
-    func write(_ extent: Extent) async throws
+    var blockSize: Int { get }
+    var virtualSize: UInt64 { get }
+    /// Stores block `index` (hashing it); all-zero blocks cost nothing. Safe to call concurrently.
+    func writeBlock(index: UInt64, bytes: ArraySlice<UInt8>) async throws
     /// Makes the snapshot available (and, for a claimed import, marks the import done in the same
     /// catalog transaction). - Throws: `leaseLost` when another worker took the claim over.
     func commit() async throws -> SnapshotRecord

@@ -64,44 +64,58 @@ public struct PassSummary: Sendable, Equatable {
     }
 
     /// The JSON summary printed by `snapimport run --json`:
-    /// `{"ok", "imported":[{key,owner,snapshot}], "rejected":[{key,owner,code,message}],
-    ///   "retried":[{key,owner,code,message,attempts}], "skipped":[{key,owner,reason[,snapshot]}], "error"?}`.
-    public func jsonObject() -> [String: any Sendable] {
-        func base(_ r: ImportResult) -> [String: any Sendable] { ["key": r.key, "etag": r.etag, "owner": r.owner] }
-        var imported: [[String: any Sendable]] = []
-        var rejected: [[String: any Sendable]] = []
-        var retried: [[String: any Sendable]] = []
-        var skipped: [[String: any Sendable]] = []
+    /// `{"ok", "imported":[{key,etag,owner,snapshot}], "rejected":[{…,code,message}],
+    ///   "retried":[{…,code,message,attempts}], "skipped":[{…,reason[,snapshot]}], "error"?}`.
+    public struct Document: Encodable, Sendable {
+        public struct Item: Encodable, Sendable {
+            public var key: String
+            public var etag: String
+            public var owner: String
+            public var snapshot: String?
+            public var code: String?
+            public var message: String?
+            public var attempts: Int?
+            public var reason: String?
+        }
+        public struct Failure: Encodable, Sendable {
+            public var code: String
+            public var message: String
+        }
+        public var ok: Bool
+        public var imported: [Item] = []
+        public var rejected: [Item] = []
+        public var retried: [Item] = []
+        public var skipped: [Item] = []
+        public var error: Failure?
+    }
+
+    /// The summary as its JSON document.
+    public var document: Document {
+        var document = Document(ok: succeeded)
         for result in results {
-            var item = base(result)
+            var item = Document.Item(key: result.key, etag: result.etag, owner: result.owner)
             switch result.outcome {
             case .imported(let id):
-                item["snapshot"] = id
-                imported.append(item)
+                item.snapshot = id
+                document.imported.append(item)
             case .alreadyImported(let id):
-                item["snapshot"] = id
-                item["reason"] = "already imported"
-                skipped.append(item)
+                item.snapshot = id
+                item.reason = "already imported"
+                document.skipped.append(item)
             case .rejected(let code, let message):
-                item["code"] = code
-                item["message"] = message
-                rejected.append(item)
+                (item.code, item.message) = (code, message)
+                document.rejected.append(item)
             case .retried(let code, let message, let attempts):
-                item["code"] = code
-                item["message"] = message
-                item["attempts"] = attempts
-                retried.append(item)
+                (item.code, item.message, item.attempts) = (code, message, attempts)
+                document.retried.append(item)
             case .skipped(let reason):
-                item["reason"] = reason
-                skipped.append(item)
+                item.reason = reason
+                document.skipped.append(item)
             }
         }
-        var object: [String: any Sendable] = [
-            "ok": succeeded, "imported": imported, "rejected": rejected, "retried": retried, "skipped": skipped,
-        ]
         if let listingError {
-            object["error"] = ["code": listingError.code.name, "message": listingError.message]
+            document.error = Document.Failure(code: listingError.code.name, message: listingError.message)
         }
-        return object
+        return document
     }
 }

@@ -88,13 +88,13 @@ public struct ImportPipeline: ObjectImporting {
         try? layout.ownerText(of: candidate.key)
     }
 
-    public func importObject(_ candidate: BucketLayout.Candidate, cancellation: CancellationFlag) async -> ImportResult {
+    public func importObject(_ candidate: BucketLayout.Candidate) async -> ImportResult {
         let ownerText = ownerText(of: candidate)
         var logger = logger
         logger[metadataKey: "key"] = "\(candidate.key)"
         logger[metadataKey: "etag"] = "\(candidate.etag)"
         if let ownerText { logger[metadataKey: "project"] = "\(ownerText)" }
-        let outcome = await importObject(candidate, ownerText: ownerText, cancellation: cancellation, logger: &logger)
+        let outcome = await importObject(candidate, ownerText: ownerText, logger: &logger)
         switch outcome {
         case .imported(let id): logger.info("imported", metadata: ["snapshot": "\(id)"])
         case .alreadyImported(let id): logger.info("already imported", metadata: ["snapshot": "\(id)"])
@@ -107,8 +107,7 @@ public struct ImportPipeline: ObjectImporting {
     }
 
     private func importObject(
-        _ candidate: BucketLayout.Candidate, ownerText: String?, cancellation: CancellationFlag,
-        logger: inout Logger
+        _ candidate: BucketLayout.Candidate, ownerText: String?, logger: inout Logger
     ) async -> ImportOutcome {
         let key = ImportKey(bucket: settings.bucket, key: candidate.key, etag: candidate.etag)
         let claimOutcome: ClaimOutcome
@@ -154,41 +153,23 @@ public struct ImportPipeline: ObjectImporting {
             }
             return .rejected(code: code, message: message)
         case .claimed(let claim):
-            return await runClaimed(candidate, claim: claim, ownerText: ownerText, cancellation: cancellation, logger: &logger)
+            return await runClaimed(candidate, claim: claim, ownerText: ownerText, logger: &logger)
         }
     }
 
     private func runClaimed(
-        _ candidate: BucketLayout.Candidate, claim: ImportClaim, ownerText: String?, cancellation: CancellationFlag,
-        logger: inout Logger
+        _ candidate: BucketLayout.Candidate, claim: ImportClaim, ownerText: String?, logger: inout Logger
     ) async -> ImportOutcome {
-        // The lease is renewed by a child task for as long as the import runs (structured: it ends
-        // with the import); a failed renewal cancels the import (another worker owns it now).
-        let attempt: Result<(SnapshotRecord, Sidecar?), any Error> = await withTaskGroup(of: Void.self) { group in
-            group.addTask { [catalog, settings] in
-                var current = claim
-                while true {
-                    do {
-                        try await Task.sleep(for: settings.leaseDuration / 3)
-                    } catch {
-                        return
-                    }
-                    do {
-                        current = try await catalog.renew(current, leaseDuration: settings.leaseDuration)
-                    } catch {
-                        cancellation.cancel(ImporterError(.leaseLost, "lease renewal failed: \(error)"))
-                        return
-                    }
-                }
-            }
-            defer { group.cancelAll() }
-            do {
-                return .success(
-                    try await importClaimed(
-                        candidate, claim: claim, ownerText: ownerText, cancellation: cancellation, logger: &logger))
-            } catch {
-                return .failure(error)
-            }
+        let importLogger = logger
+        let attempt: Result<(SnapshotRecord, Sidecar?), any Error>
+        do {
+            attempt = .success(
+                try await whileHoldingLease(claim) {
+                    var logger = importLogger
+                    return try await importClaimed(candidate, claim: claim, ownerText: ownerText, logger: &logger)
+                })
+        } catch {
+            attempt = .failure(error)
         }
         var record: SnapshotRecord
         let sidecar: Sidecar?
@@ -197,8 +178,11 @@ public struct ImportPipeline: ObjectImporting {
             record = committed
             sidecar = read
         case .failure(let error):
-            let failure = cancellation.error ?? ImportFailure.importerError(error)
-            let rejection = cancellation.error == nil && ImportFailure.isRejection(error)
+            // Cancelled from outside (shutdown) whatever the error it surfaced as; a lost lease says so.
+            let shutdown = Task.isCancelled
+            let failure =
+                shutdown ? ImporterError(.cancelled, "the worker is shutting down") : ImportFailure.importerError(error)
+            let rejection = !shutdown && ImportFailure.isRejection(error)
             let code = rejection ? ImportFailure.codeName(error) : failure.code.name
             return await settle(
                 candidate, claim: claim, failure: failure, code: code, rejection: rejection, logger: logger)
@@ -229,7 +213,8 @@ public struct ImportPipeline: ObjectImporting {
             // Cancelled or taken over: leave it (a lost lease belongs to someone else now).
             if failure.code != .leaseLost {
                 do {
-                    try await catalog.fail(claim, code: code, message: message, permanent: false)
+                    let catalog = catalog
+                    try await uncancelled { try await catalog.fail(claim, code: code, message: message, permanent: false) }
                 } catch {
                     logger.warning("recording the failed attempt failed (its lease will expire): \(error)")
                 }
@@ -254,8 +239,7 @@ public struct ImportPipeline: ObjectImporting {
     /// - Returns: the committed snapshot and the sidecar it was imported with (its sharing is applied
     ///   next, without reading it again).
     private func importClaimed(
-        _ candidate: BucketLayout.Candidate, claim: ImportClaim, ownerText: String?, cancellation: CancellationFlag,
-        logger: inout Logger
+        _ candidate: BucketLayout.Candidate, claim: ImportClaim, ownerText: String?, logger: inout Logger
     ) async throws -> (SnapshotRecord, Sidecar?) {
         guard let ownerText else {
             _ = try layout.ownerText(of: candidate.key)  // throws the precise InvalidProject
@@ -278,12 +262,40 @@ public struct ImportPipeline: ObjectImporting {
         let description = sidecar?.description ?? head.metadata["description"] ?? Self.defaultDescription(candidate.key)
         let source = S3ObjectByteSource(
             store: store, key: candidate.key, etag: candidate.etag, size: head.size, chunkSize: settings.chunkSize,
-            cachedChunks: settings.cachedChunks, readAhead: settings.readAhead, cancellation: cancellation)
+            cachedChunks: settings.cachedChunks, readAhead: settings.readAhead)
         let record = try await imageImporter.importImage(
             source: source, claim: claim, owner: owner, description: description, claimedFormat: claimedFormat,
             snapshotSource: .object(bucket: settings.bucket, key: candidate.key, etag: candidate.etag),
-            cancellation: cancellation, logger: &logger, progress: { _, _ in })
+            logger: &logger, progress: { _, _ in })
         return (record, sidecar)
+    }
+
+    /// Runs `body` under `claim` with the import's one lease owner: a child task that renews the claim
+    /// (and with it the pending snapshot) every third of the lease. A failed renewal throws `LeaseLost`,
+    /// which cancels `body`; the writer would also learn of the loss at its commit.
+    private func whileHoldingLease<T: Sendable>(
+        _ claim: ImportClaim, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let (catalog, lease) = (catalog, settings.leaseDuration)
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                var current = claim
+                while true {
+                    try await Task.sleep(for: lease / 3)
+                    do {
+                        current = try await catalog.renew(current, leaseDuration: lease)
+                    } catch {
+                        throw ImporterError(.leaseLost, "lease renewal failed: \(error)", underlying: error)
+                    }
+                }
+            }
+            group.addTask { try await body() }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let result { return result }
+            }
+            throw ImporterError(.internalError, "the import ended without a result")
+        }
     }
 
     /// A claim token unique to this worker and attempt (`host:pid:random`).
@@ -306,7 +318,7 @@ public struct ImportPipeline: ObjectImporting {
     /// - Throws: `DiskImageError` or `ImporterError` (rejection or transient trouble), `SnapshotError`.
     public func importObjectManually(
         key: String, owner: ProjectRef, description: String?, claimedFormat: ImageFormat?,
-        cancellation: CancellationFlag, progress: @escaping @Sendable (UInt64, UInt64) -> Void
+        progress: @escaping @Sendable (UInt64, UInt64) -> Void
     ) async throws -> ManualResult {
         var logger = logger
         logger[metadataKey: "key"] = "\(key)"
@@ -329,18 +341,24 @@ public struct ImportPipeline: ObjectImporting {
             do {
                 let source = S3ObjectByteSource(
                     store: store, key: key, etag: head.etag, size: head.size, chunkSize: settings.chunkSize,
-                    cachedChunks: settings.cachedChunks, readAhead: settings.readAhead, cancellation: cancellation)
-                let record = try await imageImporter.importImage(
-                    source: source, claim: claim, owner: owner,
-                    description: description ?? head.metadata["description"] ?? Self.defaultDescription(key),
-                    claimedFormat: claimedFormat,
-                    snapshotSource: .object(bucket: settings.bucket, key: key, etag: head.etag),
-                    cancellation: cancellation, logger: &logger, progress: progress)
+                    cachedChunks: settings.cachedChunks, readAhead: settings.readAhead)
+                let (importer, bucket, importLogger) = (imageImporter, settings.bucket, logger)
+                let text = description ?? head.metadata["description"] ?? Self.defaultDescription(key)
+                let record = try await whileHoldingLease(claim) {
+                    var logger = importLogger
+                    return try await importer.importImage(
+                        source: source, claim: claim, owner: owner, description: text, claimedFormat: claimedFormat,
+                        snapshotSource: .object(bucket: bucket, key: key, etag: head.etag), logger: &logger,
+                        progress: progress)
+                }
                 return .imported(record)
             } catch {
-                let rejection = ImportFailure.isRejection(error)
-                try? await catalog.fail(
-                    claim, code: ImportFailure.codeName(error), message: "\(error)", permanent: rejection)
+                let rejection = !Task.isCancelled && ImportFailure.isRejection(error)
+                let catalog = catalog
+                try? await uncancelled {
+                    try await catalog.fail(
+                        claim, code: ImportFailure.codeName(error), message: "\(error)", permanent: rejection)
+                }
                 throw error
             }
         }

@@ -11,9 +11,9 @@ public protocol ObjectImporting: Sendable {
     func listCandidates() async throws -> [BucketLayout.Candidate]
     /// The owner text used to bound concurrency per customer (nil when the key has none).
     func ownerText(of candidate: BucketLayout.Candidate) -> String?
-    /// Imports one object; never throws: every failure is an outcome. `cancellation` is set
-    /// when the worker shuts down and the import must be abandoned cleanly.
-    func importObject(_ candidate: BucketLayout.Candidate, cancellation: CancellationFlag) async -> ImportResult
+    /// Imports one object; never throws: every failure is an outcome. The task is cancelled when the
+    /// worker shuts down and the import must be abandoned cleanly (an outcome with code `Cancelled`).
+    func importObject(_ candidate: BucketLayout.Candidate) async -> ImportResult
 }
 
 /// The import worker as a swift-service-lifecycle `Service`.
@@ -46,8 +46,9 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
 
     private struct State {
         var stopping = false
-        var inFlight: [Int: CancellationFlag] = [:]
-        var nextID = 0
+        var inFlight = 0
+        /// Abandons the current pass's imports in flight (cancels their tasks).
+        var abandon: AsyncStream<Void>.Continuation?
         var summaries: [PassSummary] = []
         var peakInFlight = 0
         var peakPerCustomer = 0
@@ -93,9 +94,9 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
                 state.withLock { $0.stopping = true }
                 logger.info("shutting down: no new imports; in-flight imports get \(options.shutdownGracePeriod)")
                 try await clock.sleep(for: options.shutdownGracePeriod)
-                let flags = state.withLock { Array($0.inFlight.values) }
-                if !flags.isEmpty { logger.warning("abandoning \(flags.count) import(s) still in flight") }
-                for flag in flags { flag.cancel(ImporterError(.cancelled, "the worker is shutting down")) }
+                let (inFlight, abandon) = state.withLock { ($0.inFlight, $0.abandon) }
+                if inFlight > 0 { logger.warning("abandoning \(inFlight) import(s) still in flight") }
+                abandon?.yield()
             }
             while !stopping {
                 let summary = await runPass()
@@ -136,7 +137,16 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
         var results: [ImportResult] = []
         var running: [String: Int] = [:]
         var total = 0
-        await withTaskGroup(of: (String, ImportResult).self) { group in
+        // The shutdown watchdog abandons the imports still in flight after the grace period through this
+        // signal: the pass cancels its import tasks, which end with a `Cancelled` outcome.
+        let (abandonSignal, abandon) = AsyncStream.makeStream(of: Void.self)
+        state.withLock { $0.abandon = abandon }
+        defer { state.withLock { $0.abandon = nil } }
+        await withTaskGroup(of: PassEvent.self) { group in
+            group.addTask {
+                for await _ in abandonSignal { return .abandon }
+                return .passEnded
+            }
             while true {
                 if !stopping {
                     var index = 0
@@ -150,29 +160,31 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
                         running[customer, default: 0] += 1
                         total += 1
                         let perCustomer = running[customer, default: 0]
-                        let flag = CancellationFlag()
-                        let id = state.withLock { state in
-                            state.nextID += 1
-                            state.inFlight[state.nextID] = flag
+                        state.withLock { state in
+                            state.inFlight = total
                             state.peakInFlight = max(state.peakInFlight, total)
                             state.peakPerCustomer = max(state.peakPerCustomer, perCustomer)
-                            return state.nextID
                         }
-                        group.addTask { [self] in
-                            let result = await withTaskCancellationHandler {
-                                await worker.importObject(candidate, cancellation: flag)
-                            } onCancel: {
-                                flag.cancel(ImporterError(.cancelled, "the worker was cancelled"))
-                            }
-                            _ = state.withLock { $0.inFlight.removeValue(forKey: id) }
-                            return (customer, result)
+                        group.addTask { [worker] in
+                            .finished(customer: customer, await worker.importObject(candidate))
                         }
                     }
                 }
-                guard let (customer, result) = await group.next() else { break }
-                running[customer, default: 1] -= 1
-                total -= 1
-                results.append(result)
+                if total == 0 && (queue.isEmpty || stopping) {
+                    abandon.finish()  // nothing left to abandon: the signal's task ends the pass
+                }
+                guard let event = await group.next() else { break }
+                switch event {
+                case .finished(let customer, let result):
+                    running[customer, default: 1] -= 1
+                    total -= 1
+                    state.withLock { $0.inFlight = total }
+                    results.append(result)
+                case .abandon:
+                    group.cancelAll()
+                case .passEnded:
+                    continue
+                }
             }
         }
         for (candidate, _) in queue {
@@ -193,4 +205,12 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
         }
         return summary
     }
+}
+
+/// What a pass's task group hears: an import finished, the watchdog abandons the imports in flight, or
+/// the pass has nothing left to abandon.
+private enum PassEvent: Sendable {
+    case finished(customer: String, ImportResult)
+    case abandon
+    case passEnded
 }

@@ -1,27 +1,7 @@
+import BlockingIO
 public import DiskImage
 import Dispatch
 import Synchronization
-
-/// A flag set from outside an import (shutdown, lost lease) and checked by its blocking work.
-public final class CancellationFlag: Sendable {
-    // The reason lives behind a mutex: the class is safe to share between threads.
-    private let reason = Mutex<ImporterError?>(nil)
-
-    public init() {}
-
-    /// Marks the work cancelled; the first reason wins.
-    public func cancel(_ error: ImporterError) {
-        reason.withLock { if $0 == nil { $0 = error } }
-    }
-
-    /// The reason, when cancelled.
-    public var error: ImporterError? { reason.withLock { $0 } }
-
-    /// Throws the reason when cancelled.
-    public func check() throws {
-        if let error { throw error }
-    }
-}
 
 /// An S3 object read as random-access bytes: ranged GETs pinned with `If-Match` to the ETag
 /// seen in the listing, so a replaced object fails the read (`objectChanged`) instead of
@@ -31,6 +11,11 @@ public final class CancellationFlag: Sendable {
 /// chunk by chunk, the next `readAhead` chunks are fetched in the background while it works on
 /// the current one. Memory is bounded by `chunkSize × (cachedChunks + readAhead)` whatever the
 /// object size; no temporary file is written.
+///
+/// Threads: reads are blocking calls made by a disk reader on the ``BlockingExecutor``; read-ahead GETs
+/// are submitted to the same executor. A reader never waits for a GET that has not started: it takes
+/// a queued one over and makes it itself, so the bounded pool cannot deadlock on its own readers.
+/// ``cancel()`` (the import's task was cancelled) makes every later request fail at once.
 public final class S3ObjectByteSource: ByteSource {
     public let key: String
     public let etag: String
@@ -39,23 +24,42 @@ public final class S3ObjectByteSource: ByteSource {
     private let chunkSize: UInt64
     private let cachedChunks: Int
     private let readAhead: Int
-    private let cancellation: CancellationFlag?
+    private let cancelled = Atomic<Bool>(false)
 
-    /// One GET of a chunk, awaited by whoever needs the chunk first.
+    /// One GET of a chunk: queued on the executor, taken over by a reader that needs it first, or
+    /// running; whoever needs its bytes waits for the outcome.
     private final class Fetch: Sendable {
-        // The semaphore is signalled once the result is set; the result sits behind a mutex.
+        private enum State {
+            case queued
+            case running
+            case done(Result<[UInt8], any Error>)
+        }
+        // The state sits behind a mutex; the semaphore is signalled once the outcome is set (a
+        // blocking wait, made only on a pool thread by a reader waiting for a GET under way).
+        private let state = Mutex(State.queued)
         private let done = DispatchSemaphore(value: 0)
-        private let outcome = Mutex<Result<[UInt8], any Error>?>(nil)
+
+        /// Takes the GET over when nobody started it yet. - Returns: whether the caller must make it.
+        func claim() -> Bool {
+            state.withLock { state in
+                guard case .queued = state else { return false }
+                state = .running
+                return true
+            }
+        }
 
         func complete(_ result: Result<[UInt8], any Error>) {
-            outcome.withLock { $0 = result }
+            state.withLock { $0 = .done(result) }
             done.signal()
         }
 
         func wait() -> Result<[UInt8], any Error> {
             done.wait()
             done.signal()  // let any other waiter through too
-            return outcome.withLock { $0! }
+            return state.withLock { state in
+                guard case .done(let result) = state else { preconditionFailure("signalled before done") }
+                return result
+            }
         }
     }
 
@@ -80,10 +84,9 @@ public final class S3ObjectByteSource: ByteSource {
     ///   - chunkSize: bytes per ranged GET (default 8 MiB).
     ///   - cachedChunks: chunks kept in memory (default 4).
     ///   - readAhead: chunks fetched ahead of a sequential reader (default 2; 0 disables).
-    ///   - cancellation: checked before every request.
     public init(
         store: any ObjectStore, key: String, etag: String, size: UInt64,
-        chunkSize: Int = 8 << 20, cachedChunks: Int = 4, readAhead: Int = 2, cancellation: CancellationFlag? = nil
+        chunkSize: Int = 8 << 20, cachedChunks: Int = 4, readAhead: Int = 2
     ) {
         self.store = store
         self.key = key
@@ -92,7 +95,12 @@ public final class S3ObjectByteSource: ByteSource {
         self.chunkSize = UInt64(max(chunkSize, 4096))
         self.readAhead = max(0, readAhead)
         self.cachedChunks = max(cachedChunks, 1 + self.readAhead)
-        self.cancellation = cancellation
+    }
+
+    /// Makes every later request fail with `Cancelled` (the import was cancelled: shutdown or a lost
+    /// lease); GETs already under way finish.
+    public func cancel() {
+        cancelled.store(true, ordering: .relaxed)
     }
 
     /// Bytes downloaded so far.
@@ -136,15 +144,22 @@ public final class S3ObjectByteSource: ByteSource {
         switch lookup {
         case .hit(let chunk):
             bytes = chunk
-        case .wait(let fetch):
-            bytes = try fetch.wait().get()
         case .fetch(let fetch):
-            let result = Result { try get(index) }
-            finish(index, fetch, result)
-            bytes = try result.get()
+            _ = fetch.claim()
+            bytes = try make(index, fetch)
+        case .wait(let fetch):
+            // A read-ahead still queued is made here rather than waited for.
+            bytes = fetch.claim() ? try make(index, fetch) : try fetch.wait().get()
         }
         if sequential { prefetch(after: index) }
         return bytes
+    }
+
+    /// Makes the GET of a fetch this thread claimed, and publishes its outcome.
+    private func make(_ index: UInt64, _ fetch: Fetch) throws -> [UInt8] {
+        let result = Result { try get(index) }
+        finish(index, fetch, result)
+        return try result.get()
     }
 
     /// A cached chunk, a GET already under way, or a new GET for the caller to make.
@@ -162,7 +177,7 @@ public final class S3ObjectByteSource: ByteSource {
 
     /// Starts background GETs of the chunks after `index` when the reader moves forward.
     private func prefetch(after index: UInt64) {
-        guard readAhead > 0, cancellation?.error == nil else { return }
+        guard readAhead > 0, !cancelled.load(ordering: .relaxed) else { return }
         let starts = cache.withLock { cache -> [(UInt64, Fetch)] in
             var starts: [(UInt64, Fetch)] = []
             var next = index + 1
@@ -177,7 +192,8 @@ public final class S3ObjectByteSource: ByteSource {
             return starts
         }
         for (next, fetch) in starts {
-            DispatchQueue.global().async { [self] in
+            BlockingExecutor.shared.submit { [self] in
+                guard fetch.claim() else { return }  // a reader took it over
                 finish(next, fetch, Result { try get(next) })
             }
         }
@@ -205,7 +221,9 @@ public final class S3ObjectByteSource: ByteSource {
     }
 
     private func get(_ index: UInt64) throws -> [UInt8] {
-        try cancellation?.check()
+        guard !cancelled.load(ordering: .relaxed) else {
+            throw ImporterError(.cancelled, "the read of \(key) was cancelled")
+        }
         let lower = index * chunkSize
         let upper = min(size, lower + chunkSize)
         let bytes = try store.getBlocking(key: key, range: lower..<upper, ifMatch: etag)

@@ -58,7 +58,7 @@ struct ImportCommand: AsyncParsableCommand {
                 ) { pipeline, _ in
                     try await pipeline.importObjectManually(
                         key: key, owner: owner, description: description, claimedFormat: claimed,
-                        cancellation: CancellationFlag(), progress: progress)
+                        progress: progress)
                 }
                 switch result {
                 case .imported(let snapshot): record = snapshot
@@ -80,7 +80,7 @@ struct ImportCommand: AsyncParsableCommand {
                     var logger = logger
                     return try await importer.importImage(
                         source: file, claim: nil, owner: owner, description: text, claimedFormat: claimed,
-                        snapshotSource: .file(path: path), cancellation: CancellationFlag(), logger: &logger,
+                        snapshotSource: .file(path: path), logger: &logger,
                         progress: progress)
                 }
             }

@@ -91,11 +91,7 @@ enum ImporterContext {
     /// or when something needs a person; nothing on a quiet success).
     static func report(_ summary: PassSummary, json: Bool, verbose: Bool) {
         if json {
-            let data =
-                (try? JSONSerialization.data(
-                    withJSONObject: summary.jsonObject(), options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]))
-                ?? Data()
-            print(String(decoding: data, as: UTF8.self))
+            CoreContext.printJSON(summary.document)
             return
         }
         guard verbose || !summary.succeeded else { return }

@@ -7,7 +7,9 @@ import Logging
 /// claim) or a versioned update (re-claim after the lease expired or a transient failure); the
 /// completion is part of the snapshot's commit batch (``SnapshotWriter/commit(now:)`` of a writer
 /// begun with the claim), so an object can never yield two available snapshots.
-extension SnapshotService {
+public struct ImportClaims: LedgerBacked {
+    let ledger: Ledger
+
     /// Claims an object for import.
     ///
     /// - Parameters:
@@ -54,15 +56,6 @@ extension SnapshotService {
     }
 
     /// The import row, if `claim` still holds it. - Throws: `.leaseLost`, `.notFound`.
-    func heldImport(_ claim: ImportClaim) async throws -> ImportRecord {
-        guard let row = try await catalog.importRecord(claim.key) else {
-            throw SnapshotError.notFound("import of \(claim.key)")
-        }
-        guard row.state == .claimed, row.worker == claim.worker else {
-            throw SnapshotError(.leaseLost, "the claim on \(claim.key) is no longer held by \(claim.worker)")
-        }
-        return row
-    }
 
     /// Extends a claim's lease (and its pending snapshot's, if one was begun).
     /// - Throws: `.leaseLost` when another worker took it over or it was completed/failed.

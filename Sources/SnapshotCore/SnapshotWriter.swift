@@ -43,12 +43,13 @@ public final class SnapshotWriter: Sendable {
     let token: String
     let claim: ImportClaim?
     let lease: TimeInterval
-    let service: SnapshotService
+    /// The pending-snapshot aggregate this writer works through (it holds no reference to the service).
+    let pending: PendingSnapshots
     // All mutable state is behind this Mutex; the other properties are immutable.
     private let state: Mutex<State>
 
-    init(service: SnapshotService, record: SnapshotRecord, claim: ImportClaim?, lease: TimeInterval) {
-        self.service = service
+    init(pending: PendingSnapshots, record: SnapshotRecord, claim: ImportClaim?, lease: TimeInterval) {
+        self.pending = pending
         self.record = record
         self.id = record.id
         self.blockSize = record.blockSize
@@ -101,7 +102,7 @@ public final class SnapshotWriter: Sendable {
         // so a concurrent garbage collection keeps it (see BlockStore).
         let needsPut = state.withLock { !$0.stored.contains(hash) }
         var isNew = false
-        if needsPut { isNew = try await service.blocks.put(hash, bytes) }
+        if needsPut { isNew = try await pending.blocks.put(hash, bytes) }
         state.withLock { state in
             if state.entries[index] == nil { state.statistics.dataBlocks += 1 }
             state.entries[index] = hash
@@ -137,7 +138,7 @@ public final class SnapshotWriter: Sendable {
     /// by itself and learns of a lost lease at ``commit(now:)``.
     /// - Throws: `.leaseLost`.
     public func renewLease(now: Date = Date()) async throws {
-        try await service.renew(self, lease: lease, now: now)
+        try await pending.renew(self, lease: lease, now: now)
     }
 
     /// Makes every block durable, then marks the snapshot available with its manifest and checksum
@@ -145,7 +146,7 @@ public final class SnapshotWriter: Sendable {
     /// - Returns: the available snapshot.
     /// - Throws: `.leaseLost` when the snapshot or claim was taken over; the snapshot is then not available.
     public func commit(now: Date = Date()) async throws -> SnapshotRecord {
-        let committed = try await service.commit([self], extra: { [] }, now: now)
+        let committed = try await pending.commit([self], extra: { [] }, now: now)
         guard let record = committed.first else { throw SnapshotError(.catalog, "commit returned no snapshot") }
         return record
     }
@@ -154,7 +155,7 @@ public final class SnapshotWriter: Sendable {
     /// to recovery when the lease expires).
     public func abort(reason: String) async {
         state.withLock { $0.finished = true }
-        await service.abort(self, reason: reason)
+        await pending.abort(self, reason: reason)
     }
 
     /// Freezes the writer: the manifest, the LINEAR checksum and the stored bytes.

@@ -8,7 +8,12 @@ import Logging
 #endif
 
 /// Volumes (sparse raw files), instances and templates (issue 4).
-extension SnapshotService {
+public struct Volumes: LedgerBacked {
+    let ledger: Ledger
+    let pending: PendingSnapshots
+    /// Where volume files live (`<data>/volumes`).
+    public let volumesDirectory: String
+
     // MARK: - Volumes
 
     /// The path of a volume's raw file.
@@ -180,9 +185,9 @@ extension SnapshotService {
             try await catalog.apply(writes)
             return (record, volume)
         }
-        let writer = SnapshotWriter(service: self, record: record, claim: nil, lease: options.writerLease)
+        let writer = SnapshotWriter(pending: pending, record: record, claim: nil, lease: options.writerLease)
         do {
-            try await whileRenewing([writer]) { try await copyVolume(volume, into: writer) }
+            try await pending.whileRenewing([writer]) { try await copyVolume(volume, into: writer) }
             return try await writer.commit(now: now)
         } catch {
             await writer.abort(reason: "\(error)")
@@ -337,15 +342,15 @@ extension SnapshotService {
             try await catalog.apply(writes)
             return (instance, templateID, pairs)
         }
-        let writers = pairs.map { SnapshotWriter(service: self, record: $0.1, claim: nil, lease: options.writerLease) }
+        let writers = pairs.map { SnapshotWriter(pending: pending, record: $0.1, claim: nil, lease: options.writerLease) }
         do {
-            try await whileRenewing(writers) {
+            try await pending.whileRenewing(writers) {
                 for (writer, pair) in zip(writers, pairs) { try await copyVolume(pair.0, into: writer) }
             }
             let template = TemplateRecord(
                 id: templateID, owner: instance.owner, instanceID: instanceID, snapshots: pairs.map(\.1.id),
                 createdAt: Self.stamp(now), version: 1)
-            let snapshots = try await commit(
+            let snapshots = try await pending.commit(
                 writers,
                 extra: {
                     guard let current = try await catalog.instance(instanceID), current.version == instance.version

@@ -38,11 +38,10 @@ struct ByteSourceTests {
     func cancelled() throws {
         let store = MemoryObjectStore()
         let etag = store.store("k", pattern(10_000))
-        let flag = CancellationFlag()
-        let source = S3ObjectByteSource(
-            store: store, key: "k", etag: etag, size: 10_000, chunkSize: 4096, cancellation: flag)
-        flag.cancel(ImporterError(.leaseLost, "test"))
-        #expect(throws: ImporterError(.leaseLost, "")) { try source.read(at: 0, count: 1) }
+        let source = S3ObjectByteSource(store: store, key: "k", etag: etag, size: 10_000, chunkSize: 4096)
+        source.cancel()
+        #expect(throws: ImporterError(.cancelled, "")) { try source.read(at: 0, count: 1) }
+        #expect(source.requests == 0)
     }
 }
 

@@ -23,7 +23,11 @@ final class LeaseLossTests {
             let base: any SnapshotWriting
             let takeover: @Sendable () async throws -> Void
             var id: SnapshotID { base.id }
-            func write(_ extent: Extent) async throws { try await base.write(extent) }
+            var blockSize: Int { base.blockSize }
+            var virtualSize: UInt64 { base.virtualSize }
+            func writeBlock(index: UInt64, bytes: ArraySlice<UInt8>) async throws {
+                try await base.writeBlock(index: index, bytes: bytes)
+            }
             func commit() async throws -> SnapshotRecord {
                 try await takeover()
                 return try await base.commit()

@@ -124,11 +124,12 @@ final class PipelineTests {
     func abandoned() async throws {
         let memory = MemoryObjectStore()
         memory.store("incoming/p@c/x.raw", disk)
-        let flag = CancellationFlag()
+        let importTask = Mutex<Task<ImportResult, Never>?>(nil)
         let gets = Mutex(0)
-        // Cancel at the 20th ranged GET: well inside the extent loop (4 KiB chunks, 64 in all).
+        // Cancel the import's task (as a shutdown does) at the 20th ranged GET: well inside the extent
+        // loop (4 KiB chunks, 64 in all).
         let store = HookedStore(memory, every: { _ in
-            if gets.withLock({ $0 += 1; return $0 }) == 20 { flag.cancel(ImporterError(.cancelled, "shutdown")) }
+            if gets.withLock({ $0 += 1; return $0 }) == 20 { importTask.withLock { $0 }?.cancel() }
         })
         let logger = Logger(label: "pipeline")
         let (result, pendingDuringRun) = try await withStore(data: data, catalogURL: nil) { service in
@@ -136,7 +137,9 @@ final class PipelineTests {
                 store: store, catalog: CoreImportCatalog(service: service),
                 settings: .init(bucket: bucket, workerID: "unit", chunkSize: 4096, cachedChunks: 2), logger: logger)
             let candidate = try #require(try await pipeline.listCandidates().first)
-            let result = await pipeline.importObject(candidate, cancellation: flag)
+            let task = Task { await pipeline.importObject(candidate) }
+            importTask.withLock { $0 = task }
+            let result = await task.value
             let pending = try await service.listSnapshots(caller: .operator).filter { $0.state == .pending }.count
             return (result, pending)
         }

@@ -18,11 +18,9 @@ final class FakeWorker: ObjectImporting {
     }
     let state = Mutex(State())
     let delay: Duration
-    let honourCancellation: Bool
 
-    init(keys: [String], delay: Duration, honourCancellation: Bool = true) {
+    init(keys: [String], delay: Duration) {
         self.delay = delay
-        self.honourCancellation = honourCancellation
         state.withLock { $0.candidates = keys.map { .init(key: $0, etag: "e", size: 1) } }
     }
 
@@ -32,7 +30,7 @@ final class FakeWorker: ObjectImporting {
     }
     func ownerText(of candidate: BucketLayout.Candidate) -> String? { try? BucketLayout().ownerText(of: candidate.key) }
 
-    func importObject(_ candidate: BucketLayout.Candidate, cancellation: CancellationFlag) async -> ImportResult {
+    func importObject(_ candidate: BucketLayout.Candidate) async -> ImportResult {
         let customer = BucketLayout.customer(ofOwner: ownerText(of: candidate) ?? "")
         state.withLock { s in
             s.started += 1
@@ -45,9 +43,9 @@ final class FakeWorker: ObjectImporting {
         let end = clock.now + delay
         var outcome = ImportOutcome.imported(snapshotID: "snap-00000000")
         while clock.now < end {
-            if honourCancellation, let error = cancellation.error {
+            if Task.isCancelled {
                 state.withLock { $0.cancelled += 1 }
-                outcome = .retried(code: error.code.name, message: error.message, attempts: 1)
+                outcome = .retried(code: "Cancelled", message: "the worker is shutting down", attempts: 1)
                 break
             }
             try? await Task.sleep(for: .milliseconds(5))
@@ -98,44 +96,49 @@ struct SchedulingTests {
     @Test("watch mode polls every interval: one LIST per idle pass")
     func polls() async throws {
         let worker = FakeWorker(keys: [], delay: .zero)
+        let clock = TestClock()
         let importer = Importer(
-            worker: worker, options: .init(interval: .milliseconds(20)), clock: ContinuousClock(), logger: logger)
-        let clock = ContinuousClock()
-        let started = clock.now
+            worker: worker, options: .init(interval: .seconds(30)), clock: clock, logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await importer.run() }
-            // Wait for three passes (generous deadline: the machine may be busy).
-            while worker.state.withLock({ $0.lists }) < 3, clock.now - started < .seconds(20) {
-                try await Task.sleep(for: .milliseconds(10))
+            for pass in 1...3 {
+                await clock.waitForSleepers()  // the pass is done; the worker waits for the interval
+                let afterPass = worker.state.withLock { $0.lists }
+                #expect(afterPass == pass, "one LIST per pass, none while waiting")
+                clock.advance(by: .seconds(29))
+                await Task.yield()
+                let beforeInterval = worker.state.withLock { $0.lists }
+                #expect(beforeInterval == pass, "never before the interval is up")
+                clock.advance(by: .seconds(1))
             }
+            await clock.waitForSleepers()
+            let lists = worker.state.withLock { $0.lists }
+            #expect(lists == 4)
             group.cancelAll()
         }
-        let elapsed = clock.now - started
-        let lists = worker.state.withLock { $0.lists }
-        #expect(lists >= 3)
-        // Never faster than the interval: at most one LIST per 20 ms (plus the first).
-        #expect(Double(lists - 1) <= elapsed / .milliseconds(20) + 1)
     }
 
     @Test("graceful shutdown takes no new work and abandons in-flight imports after the grace period")
     func gracefulShutdown() async throws {
         let keys = (0..<4).map { "incoming/p@c/\($0)" }
-        let worker = FakeWorker(keys: keys, delay: .seconds(30))
+        let worker = FakeWorker(keys: keys, delay: .seconds(3600))
+        let clock = TestClock()
         let importer = Importer(
             worker: worker,
-            options: .init(concurrentImports: 2, interval: .seconds(60), shutdownGracePeriod: .milliseconds(100)),
-            clock: ContinuousClock(), logger: logger)
+            options: .init(concurrentImports: 2, interval: .seconds(60), shutdownGracePeriod: .seconds(20)),
+            clock: clock, logger: logger)
         let group = ServiceGroup(configuration: .init(services: [.init(service: importer)], logger: logger))
-        let clock = ContinuousClock()
-        let started = clock.now
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
-            try await Task.sleep(for: .milliseconds(100))
+            while worker.state.withLock({ $0.started }) < 2 { await Task.yield() }
             await group.triggerGracefulShutdown()
+            await clock.waitForSleepers()  // the watchdog waits out the grace period
+            let cancelledDuringGrace = worker.state.withLock { $0.cancelled }
+            #expect(cancelledDuringGrace == 0, "in-flight imports keep running during the grace")
+            clock.advance(by: .seconds(20))
             try await tasks.waitForAll()
         }
-        // The fake imports take 30 s: ending well before that proves they were abandoned, not awaited.
-        #expect(clock.now - started < .seconds(25))
+        // The fake imports take an hour: the group ending proves they were abandoned, not awaited.
         let state = worker.state.withLock { $0 }
         #expect(state.started == 2)
         #expect(state.cancelled == 2)

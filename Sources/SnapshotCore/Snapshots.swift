@@ -1,0 +1,124 @@
+public import Foundation
+import Logging
+
+/// Snapshots and their sharing: what a caller sees, descriptions, grants, public/private, deletion
+/// (issue 4, "Rules").
+///
+/// - Only the owner (or the operator) changes a description, sharing or visibility, or deletes.
+/// - A project sees its own snapshots, those shared with it and public ones (available only);
+///   anything else is `NotFound`, never `AccessDenied`, so IDs do not leak.
+/// - A snapshot a template was made of is `InUse` for deletion.
+/// - Publishing a bootable snapshot needs `confirmBootable`.
+/// - Sharing with the owner's own project or a malformed name is refused.
+public struct Snapshots: LedgerBacked {
+    let ledger: Ledger
+    let collector: BlockCollector
+
+
+    /// Snapshots the caller may see, oldest first (the operator sees all, including pending ones).
+    public func listSnapshots(caller: Caller) async throws -> [SnapshotRecord] {
+        try await catalog.snapshots().filter { Self.canSee($0, caller) && $0.state != .deleting }
+    }
+
+    /// One snapshot. - Throws: `.notFound` when absent or invisible to the caller.
+    public func snapshot(_ id: SnapshotID, caller: Caller) async throws -> SnapshotRecord {
+        try await visibleSnapshot(id, caller)
+    }
+
+    /// Changes the description (owner only; at most `maxDescriptionLength` characters, no control characters).
+    public func setDescription(_ id: SnapshotID, _ text: String, caller: Caller) async throws -> SnapshotRecord {
+        try checkDescription(text)
+        return try await updateOwnedSnapshot(id, caller, "change the description of") { snapshot in
+            snapshot.description = text
+        }
+    }
+
+    /// Grants `project` use of the snapshot (owner only; the snapshot must be available).
+    /// - Throws: `.invalidProject` for a malformed name, `.invalidArgument` for the owner's own project.
+    public func share(_ id: SnapshotID, with project: String, caller: Caller) async throws -> SnapshotRecord {
+        let grantee = try ProjectRef(parsing: project)
+        return try await updateOwnedSnapshot(id, caller, "share") { snapshot in
+            guard grantee != snapshot.owner else {
+                throw SnapshotError(.invalidArgument, "\(grantee) owns snapshot \(id); it cannot be shared with itself")
+            }
+            try Self.requireAvailable(snapshot, "shared")
+            if !snapshot.sharedWith.contains(grantee) {
+                snapshot.sharedWith = (snapshot.sharedWith + [grantee]).sorted()
+            }
+        }
+    }
+
+    /// Revokes a grant (owner only; revoking a grant that does not exist changes nothing).
+    public func unshare(_ id: SnapshotID, with project: String, caller: Caller) async throws -> SnapshotRecord {
+        let grantee = try ProjectRef(parsing: project)
+        return try await updateOwnedSnapshot(id, caller, "unshare") { snapshot in
+            snapshot.sharedWith.removeAll { $0 == grantee }
+        }
+    }
+
+    /// Makes the snapshot public (owner only). A bootable snapshot needs `confirmBootable`: its quality
+    /// and security (no preset administrator password) must have been checked by a person.
+    public func publish(_ id: SnapshotID, confirmBootable: Bool, caller: Caller) async throws -> SnapshotRecord {
+        try await updateOwnedSnapshot(id, caller, "publish") { snapshot in
+            try Self.requireAvailable(snapshot, "published")
+            if snapshot.bootable && !confirmBootable {
+                throw SnapshotError(
+                    .confirmationRequired,
+                    "snapshot \(id) is bootable: check that it holds no preset administrator password, then "
+                        + "publish it with --confirm-bootable")
+            }
+            snapshot.visibility = .public
+        }
+    }
+
+    /// Makes the snapshot private again (owner only).
+    public func unpublish(_ id: SnapshotID, caller: Caller) async throws -> SnapshotRecord {
+        try await updateOwnedSnapshot(id, caller, "unpublish") { snapshot in
+            snapshot.visibility = .private
+        }
+    }
+
+
+    private func updateOwnedSnapshot(
+        _ id: SnapshotID, _ caller: Caller, _ action: String, _ change: (inout SnapshotRecord) throws -> Void
+    ) async throws -> SnapshotRecord {
+        try await retrying(action) {
+            let current = try await ownedSnapshot(id, caller, action)
+            guard current.state != .deleting else { throw SnapshotError.notFound("snapshot \(id)") }
+            var updated = current
+            try change(&updated)
+            if updated == current { return current }
+            try await catalog.apply([.updateSnapshot(updated)])
+            updated.version += 1
+            return updated
+        }
+    }
+
+    /// Deletes a snapshot (owner only) and frees the blocks no other snapshot uses.
+    ///
+    /// Allowed while volumes made from it exist (a volume is an independent copy); refused (`InUse`)
+    /// while a template references it, and (`InvalidState`) while it is being written.
+    /// - Parameter now: the current time (see ``collectGarbage(now:)``).
+    /// - Returns: what the block collection did.
+    @discardableResult
+    public func deleteSnapshot(_ id: SnapshotID, caller: Caller, now: Date = Date()) async throws -> CollectionReport {
+        let marked = try await retrying("delete") { () -> SnapshotRecord in
+            var snapshot = try await ownedSnapshot(id, caller, "delete")
+            if case .template(let templateID) = snapshot.source, try await catalog.template(templateID) != nil {
+                throw SnapshotError(.inUse, "snapshot \(id) is part of template \(templateID)")
+            }
+            switch snapshot.state {
+            case .pending:
+                throw SnapshotError(.invalidState, "snapshot \(id) is still being written")
+            case .deleting:
+                return snapshot
+            case .available, .error:
+                snapshot.state = .deleting
+                try await catalog.apply([.updateSnapshot(snapshot)])
+                snapshot.version += 1
+                return snapshot
+            }
+        }
+        return try await collector.finishDeletion(marked, now: now)
+    }
+}
