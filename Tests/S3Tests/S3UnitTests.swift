@@ -259,6 +259,31 @@ struct S3UnitTests {
         #expect(abort.method == "DELETE" && abort.url.hasSuffix("?uploadId=U1"))
     }
 
+    @Test("a multipart upload whose task is cancelled is still aborted")
+    func multipartAbortedOnCancellation() async throws {
+        let path = NSTemporaryDirectory() + "s3-unit-\(UUID().uuidString)"
+        try Data(count: 11 << 20).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var configuration = Self.configuration
+        configuration.retry = S3RetryPolicy(
+            maxAttempts: 5, baseDelay: .seconds(60), maxDelay: .seconds(60), maxTotalTime: .seconds(600))
+        let transport = ScriptedTransport([
+            .init(status: 200, body: Array("<InitiateMultipartUploadResult><UploadId>U2</UploadId></InitiateMultipartUploadResult>".utf8)),
+            .init(status: 503, body: Self.error("SlowDown")),
+            .init(status: 204),
+        ])
+        let c = try client(transport, configuration)
+        let upload = Task { try await c.uploadFile(path: path, bucket: "b", key: "k", partSize: 5 << 20, concurrency: 1) }
+        // Part 1 answered SlowDown: the upload now waits 30–60 s before retrying it.
+        while transport.requests.count < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        upload.cancel()
+        let result = await upload.result
+        #expect(throws: CancellationError.self) { try result.get() }
+        #expect(transport.requests.count == 3)
+        let abort = try #require(transport.requests.last)
+        #expect(abort.method == "DELETE" && abort.url.hasSuffix("?uploadId=U2"))
+    }
+
     @Test("dates: ISO 8601 listings and HTTP headers")
     func dates() {
         #expect(S3Date.parseISO8601("1970-01-01T00:00:00Z") == Date(timeIntervalSince1970: 0))
