@@ -106,7 +106,7 @@ let package = Package(
         ),
         .target(
             name: "BlockStoreS3",
-            dependencies: ["SnapshotCore", "S3", "BlockingIO", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["SnapshotCore", "S3", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
 
@@ -154,7 +154,7 @@ let package = Package(
 
         // MARK: Tests (one target per module; servers come from environment variables, see scripts/test)
         .testTarget(name: "SigV4Tests", dependencies: ["SigV4"], swiftSettings: swiftSettings),
-        .testTarget(name: "S3Tests", dependencies: ["S3"], swiftSettings: swiftSettings),
+        .testTarget(name: "S3Tests", dependencies: ["S3", "BlockingIO"], swiftSettings: swiftSettings),
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage"], swiftSettings: swiftSettings),
         // Fixtures shared by the catalog and block-store suites: a catalog factory (SQLite, and PostgreSQL
         // when configured) and a service harness. A library so that several test targets can use it.

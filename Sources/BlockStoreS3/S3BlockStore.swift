@@ -2,7 +2,6 @@ public import Foundation
 public import Logging
 public import S3
 public import SnapshotCore
-import BlockingIO
 import Synchronization
 
 /// A block store under an S3 prefix, shared by importers on many hosts (`[store] blocks = "s3://B/P/"`).
@@ -33,7 +32,7 @@ public final class S3BlockStore: BlockStore {
     private let reused = Mutex(Set<BlockHash>())
 
     /// - Parameters:
-    ///   - client: the S3 client (thread-safe, blocking calls; run off the cooperative pool here).
+    ///   - client: the S3 client (its calls leave the cooperative pool by themselves).
     ///   - location: `s3://bucket/prefix/`.
     public init(client: S3Client, location: String, logger: Logger) throws {
         guard let (bucket, prefix) = Self.parse(location) else {
@@ -63,17 +62,16 @@ public final class S3BlockStore: BlockStore {
 
     public func put(_ hash: BlockHash, _ bytes: ArraySlice<UInt8>) async throws -> Bool {
         let key = key(hash)
-        let (client, bucket) = (client, bucket)
         let existed = try await storage("put block \(hash.hex)") {
             do {
                 // Freshen: a self-copy replacing the metadata updates Last-Modified in place.
-                try client.copyObject(
+                try await client.copyObject(
                     sourceBucket: bucket, sourceKey: key, destinationBucket: bucket, destinationKey: key,
                     metadata: ["freshened": String(Int(Date().timeIntervalSince1970))])
                 return true
             } catch let error as S3Error where error.code == .noSuchKey {
                 // Copied into an array only when it is uploaded (a freshened block needs no bytes).
-                try client.putObject(
+                try await client.putObject(
                     bucket: bucket, key: key, body: Array(bytes), contentType: "application/octet-stream")
                 return false
             }
@@ -84,12 +82,13 @@ public final class S3BlockStore: BlockStore {
 
     public func get(_ hash: BlockHash) async throws -> [UInt8] {
         let key = key(hash)
-        let (client, bucket) = (client, bucket)
         let bytes: [UInt8]
         do {
-            bytes = try await BlockingExecutor.shared.run { try client.getObject(bucket: bucket, key: key) }
+            bytes = try await client.getObject(bucket: bucket, key: key)
         } catch let error as S3Error where error.code == .noSuchKey {
             throw SnapshotError(.missingBlock, "block \(hash.hex) is missing from s3://\(bucket)/\(prefix)")
+        } catch let error as CancellationError {
+            throw error
         } catch {
             throw SnapshotError(.storage, "cannot read block \(hash.hex): \(error)", underlying: error)
         }
@@ -115,8 +114,7 @@ public final class S3BlockStore: BlockStore {
     }
 
     public func list() async throws -> [StoredBlock] {
-        let (client, bucket, prefix) = (client, bucket, prefix)
-        let objects = try await storage("list blocks") { try client.listAllObjects(bucket: bucket, prefix: prefix) }
+        let objects = try await storage("list blocks") { try await client.listAllObjects(bucket: bucket, prefix: prefix) }
         return objects.compactMap { object in
             guard let hash = BlockHash(hex: String(object.key.split(separator: "/").last ?? "")) else { return nil }
             return StoredBlock(hash: hash, size: Int(object.size), modified: object.lastModified ?? .distantFuture)
@@ -128,8 +126,7 @@ public final class S3BlockStore: BlockStore {
         for hash in hashes {
             guard let head = try await head(hash), let modified = head.lastModified, modified < cutoff else { continue }
             let key = key(hash)
-            let (client, bucket) = (client, bucket)
-            try await storage("remove block \(hash.hex)") { try client.deleteObject(bucket: bucket, key: key) }
+            try await storage("remove block \(hash.hex)") { try await client.deleteObject(bucket: bucket, key: key) }
             removed.insert(hash)
         }
         return removed
@@ -137,21 +134,23 @@ public final class S3BlockStore: BlockStore {
 
     private func head(_ hash: BlockHash) async throws -> ObjectHead? {
         let key = key(hash)
-        let (client, bucket) = (client, bucket)
         return try await storage("check block \(hash.hex)") {
             do {
-                return try client.headObject(bucket: bucket, key: key)
+                return try await client.headObject(bucket: bucket, key: key)
             } catch let error as S3Error where error.code == .noSuchKey || error.httpStatus == 404 {
                 return nil
             }
         }
     }
 
-    /// Runs a blocking S3 call off the cooperative pool, mapping failures to `SnapshotError.storage`.
-    private func storage<T: Sendable>(_ what: String, _ work: @escaping @Sendable () throws -> T) async throws -> T {
+    /// Runs S3 calls, mapping their failures to `SnapshotError.storage` (a cancelled task's
+    /// `CancellationError` passes unchanged: it is not a storage failure).
+    private func storage<T>(_ what: String, _ work: () async throws -> T) async throws -> T {
         do {
-            return try await BlockingExecutor.shared.run(work)
+            return try await work()
         } catch let error as SnapshotError {
+            throw error
+        } catch let error as CancellationError {
             throw error
         } catch {
             throw SnapshotError(.storage, "cannot \(what) in s3://\(bucket)/\(prefix): \(error)", underlying: error)

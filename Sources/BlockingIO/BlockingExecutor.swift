@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOPosix
 
 /// The one place where snapimport leaves Swift's cooperative thread pool.
@@ -33,6 +38,24 @@ public struct BlockingExecutor: Sendable {
     public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try Task.checkCancellation()
         return try await pool.runIfActive(body)
+    }
+
+    /// Blocks the calling thread for `duration` (a retry's back-off in blocking code).
+    ///
+    /// **Only from a pool thread** — code already running inside ``run(_:)`` or ``submit(_:)`` that
+    /// cannot await (a synchronous byte source read by a synchronous parser). Async code waits with
+    /// `Task.sleep(for:)` instead, which frees its thread and ends early on cancellation; this cannot.
+    /// - Parameter duration: how long to sleep; zero or negative returns at once.
+    @available(*, noasync, message: "blocks its thread: use Task.sleep(for:) in async code")
+    public static func sleepBlocking(_ duration: Duration) {
+        guard duration > .zero else { return }
+        let (seconds, attoseconds) = duration.components
+        var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+        var remaining = timespec()
+        // nanosleep returns early (EINTR) when a signal is handled: sleep the rest.
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR {
+            request = remaining
+        }
     }
 
     /// Starts `body` on the pool without waiting for it (a read-ahead the caller collects later).

@@ -21,10 +21,9 @@ public struct BucketMover: Sendable {
 
     func readSidecar(_ candidate: BucketLayout.Candidate) async throws -> Sidecar? {
         guard let sidecarKey = candidate.sidecarKey else { return nil }
-        let store = store
         let bytes: [UInt8]
         do {
-            bytes = try await offload { try store.get(key: sidecarKey, range: 0..<UInt64(Sidecar.maxSize + 1), ifMatch: nil) }
+            bytes = try await store.get(key: sidecarKey, range: 0..<UInt64(Sidecar.maxSize + 1), ifMatch: nil)
         } catch let error as ImporterError where error.code == .notFound {
             return nil  // removed since the listing
         }
@@ -34,58 +33,47 @@ public struct BucketMover: Sendable {
     /// Receipt, copies to processed/ (image, then sidecar), deletes from incoming/ (sidecar, then
     /// image last, so that an interrupted move is found and finished by the next pass).
     func moveToProcessed(_ candidate: BucketLayout.Candidate, record: SnapshotRecord) async throws {
-        let store = store
-        let layout = layout
         let receipt = catalog.document(record)
-        try await offload {
-            let destination = layout.processedKey(for: candidate.key)
-            try store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag)
-            try store.put(key: BucketLayout.receiptKey(for: destination), body: receipt, contentType: "application/json")
-            try Self.moveSidecar(store: store, layout: layout, candidate: candidate, toProcessed: true)
-            try Self.deleteIfUnchanged(store: store, key: candidate.key, etag: candidate.etag)
-        }
+        let destination = layout.processedKey(for: candidate.key)
+        try await store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag)
+        try await store.put(key: BucketLayout.receiptKey(for: destination), body: receipt, contentType: "application/json")
+        try await moveSidecar(candidate, toProcessed: true)
+        try await deleteIfUnchanged(key: candidate.key, etag: candidate.etag)
     }
 
     /// Copies a rejected object to failed/ with its `.error.json`, then deletes it from incoming/.
     func moveToFailed(_ candidate: BucketLayout.Candidate, code: String, message: String) async throws {
-        let store = store
-        let layout = layout
         let report = ErrorReport(code: code, message: message, key: candidate.key, etag: candidate.etag, at: Date())
-        try await offload {
-            let destination = layout.failedKey(for: candidate.key)
-            try store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag)
-            try store.put(
-                key: BucketLayout.errorReportKey(for: destination), body: report.encoded(),
-                contentType: "application/json")
-            try Self.moveSidecar(store: store, layout: layout, candidate: candidate, toProcessed: false)
-            try Self.deleteIfUnchanged(store: store, key: candidate.key, etag: candidate.etag)
-        }
+        let destination = layout.failedKey(for: candidate.key)
+        try await store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag)
+        try await store.put(
+            key: BucketLayout.errorReportKey(for: destination), body: report.encoded(), contentType: "application/json")
+        try await moveSidecar(candidate, toProcessed: false)
+        try await deleteIfUnchanged(key: candidate.key, etag: candidate.etag)
     }
 
-    private static func moveSidecar(
-        store: any ObjectStore, layout: BucketLayout, candidate: BucketLayout.Candidate, toProcessed: Bool
-    ) throws {
+    private func moveSidecar(_ candidate: BucketLayout.Candidate, toProcessed: Bool) async throws {
         let sidecarKey = BucketLayout.sidecarKey(for: candidate.key)
         let destination = BucketLayout.sidecarKey(
             for: toProcessed ? layout.processedKey(for: candidate.key) : layout.failedKey(for: candidate.key))
         do {
-            try store.copy(from: sidecarKey, to: destination, ifMatch: nil)
+            try await store.copy(from: sidecarKey, to: destination, ifMatch: nil)
         } catch let error as ImporterError where error.code == .notFound {
             return  // no sidecar, or already moved
         }
-        try store.delete(key: sidecarKey)
+        try await store.delete(key: sidecarKey)
     }
 
     /// S3 has no conditional delete: check the ETag just before deleting so that an object
     /// replaced after the import is (in all but a tiny window) kept for the next pass.
-    private static func deleteIfUnchanged(store: any ObjectStore, key: String, etag: String) throws {
+    private func deleteIfUnchanged(key: String, etag: String) async throws {
         let head: ObjectMetadata
         do {
-            head = try store.head(key: key)
+            head = try await store.head(key: key)
         } catch let error as ImporterError where error.code == .notFound {
             return
         }
         guard head.etag == etag else { return }
-        try store.delete(key: key)
+        try await store.delete(key: key)
     }
 }

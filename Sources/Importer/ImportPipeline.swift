@@ -80,9 +80,7 @@ public struct ImportPipeline: ObjectImporting {
     }
 
     public func listCandidates() async throws -> [BucketLayout.Candidate] {
-        let store = store
-        let prefix = layout.incoming
-        let objects = try await offload { try store.list(prefix: prefix) }
+        let objects = try await store.list(prefix: layout.incoming)
         return layout.candidates(from: objects.map { (key: $0.key, etag: $0.etag, size: $0.size) })
     }
 
@@ -263,9 +261,8 @@ public struct ImportPipeline: ObjectImporting {
         } catch {
             throw ImporterError(.invalidProject, "folder of key \(candidate.key): \(error)", underlying: error)
         }
-        let store = store
         let sidecar = try await mover.readSidecar(candidate)
-        let head = try await offload { try store.head(key: candidate.key) }
+        let head = try await store.head(key: candidate.key)
         guard head.etag == candidate.etag else {
             throw ImporterError(
                 .objectChanged, "\(candidate.key) was replaced since the listing (ETag \(head.etag), not \(candidate.etag))")
@@ -333,11 +330,10 @@ public struct ImportPipeline: ObjectImporting {
         key: String, owner: ProjectRef, description: String?, claimedFormat: ImageFormat?,
         progress: @escaping @Sendable (UInt64, UInt64) -> Void
     ) async throws -> ManualResult {
-        let store = store
         var logger = logger
         logger[metadataKey: "key"] = "\(key)"
         logger[metadataKey: "project"] = "\(owner)"
-        let head = try await offload { try store.head(key: key) }
+        let head = try await store.head(key: key)
         let importKey = ImportKey(bucket: settings.bucket, key: key, etag: head.etag)
         switch try await catalog.claim(
             importKey, owner: owner.description, worker: attemptToken(), leaseDuration: settings.leaseDuration)

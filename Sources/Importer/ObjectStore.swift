@@ -30,20 +30,28 @@ public struct ObjectMetadata: Sendable, Equatable {
 
 /// The bucket operations the importer needs: the I/O seam between the importer and S3.
 ///
-/// Calls block; conformers are safe to call from several threads at once. Failures are thrown
-/// as `ImporterError` with these codes so the importer can tell rejections from transient
-/// trouble: `objectChanged` (If-Match / copy-source-if-match failed: 412), `notFound` (404),
-/// `accessDenied` (403), `storageUnavailable` (network, 5xx, throttling: retry later).
+/// Calls are `async` (conformers leave the cooperative pool for blocking I/O themselves) and safe to
+/// make from several tasks at once; ``getBlocking(key:range:ifMatch:)`` is the one blocking call, for
+/// the synchronous byte source. Failures are thrown as `ImporterError` with these codes so the importer
+/// can tell rejections from transient trouble: `objectChanged` (If-Match / copy-source-if-match
+/// failed: 412), `notFound` (404), `accessDenied` (403), `storageUnavailable` (network, 5xx,
+/// throttling: retry later). A cancelled task may end a call with `CancellationError`.
 public protocol ObjectStore: Sendable {
     /// Every object under `prefix`, all pages, in key order.
-    func list(prefix: String) throws -> [ObjectSummary]
-    func head(key: String) throws -> ObjectMetadata
+    func list(prefix: String) async throws -> [ObjectSummary]
+    func head(key: String) async throws -> ObjectMetadata
     /// The bytes of `range` (the whole object when nil), only if the ETag still is `ifMatch`.
-    func get(key: String, range: Range<UInt64>?, ifMatch: String?) throws -> [UInt8]
-    func put(key: String, body: [UInt8], contentType: String) throws
+    func get(key: String, range: Range<UInt64>?, ifMatch: String?) async throws -> [UInt8]
+    /// The bytes of `range`, only if the ETag still is `ifMatch`, blocking the calling thread.
+    ///
+    /// Only for code already running on a `BlockingExecutor` pool thread that cannot await: the
+    /// synchronous `S3ObjectByteSource` read by a synchronous disk-image parser.
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread; await get elsewhere")
+    func getBlocking(key: String, range: Range<UInt64>, ifMatch: String?) throws -> [UInt8]
+    func put(key: String, body: [UInt8], contentType: String) async throws
     /// Server-side copy, only if the source's ETag still is `ifMatch`.
-    func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) throws
-    func delete(key: String) throws
+    func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) async throws
+    func delete(key: String) async throws
 }
 
 /// An in-memory bucket for tests; ETags are a counter so a rewrite always changes them.
@@ -97,7 +105,7 @@ public final class MemoryObjectStore: ObjectStore {
         }
     }
 
-    public func list(prefix: String) throws -> [ObjectSummary] {
+    public func list(prefix: String) async throws -> [ObjectSummary] {
         try record("list \(prefix)")
         return state.withLock { state in
             state.objects.filter { $0.key.hasPrefix(prefix) }.sorted { $0.key < $1.key }
@@ -105,7 +113,7 @@ public final class MemoryObjectStore: ObjectStore {
         }
     }
 
-    public func head(key: String) throws -> ObjectMetadata {
+    public func head(key: String) async throws -> ObjectMetadata {
         try record("head \(key)")
         return try state.withLock { state in
             guard let object = state.objects[key] else { throw ImporterError(.notFound, "no object \(key)") }
@@ -113,7 +121,17 @@ public final class MemoryObjectStore: ObjectStore {
         }
     }
 
-    public func get(key: String, range: Range<UInt64>?, ifMatch: String?) throws -> [UInt8] {
+    public func get(key: String, range: Range<UInt64>?, ifMatch: String?) async throws -> [UInt8] {
+        try read(key: key, range: range, ifMatch: ifMatch)
+    }
+
+    /// Recorded as `"get k"` like ``get(key:range:ifMatch:)`` (it is the same operation, only blocking).
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread; await get elsewhere")
+    public func getBlocking(key: String, range: Range<UInt64>, ifMatch: String?) throws -> [UInt8] {
+        try read(key: key, range: range, ifMatch: ifMatch)
+    }
+
+    private func read(key: String, range: Range<UInt64>?, ifMatch: String?) throws -> [UInt8] {
         try record("get \(key)")
         return try state.withLock { state in
             guard let object = state.objects[key] else { throw ImporterError(.notFound, "no object \(key)") }
@@ -127,12 +145,12 @@ public final class MemoryObjectStore: ObjectStore {
         }
     }
 
-    public func put(key: String, body: [UInt8], contentType: String) throws {
+    public func put(key: String, body: [UInt8], contentType: String) async throws {
         try record("put \(key)")
         store(key, body)
     }
 
-    public func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) throws {
+    public func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) async throws {
         try record("copy \(sourceKey)")
         try state.withLock { state in
             guard let object = state.objects[sourceKey] else {
@@ -147,7 +165,7 @@ public final class MemoryObjectStore: ObjectStore {
         }
     }
 
-    public func delete(key: String) throws {
+    public func delete(key: String) async throws {
         try record("delete \(key)")
         _ = state.withLock { $0.objects.removeValue(forKey: key) }
     }

@@ -226,7 +226,7 @@ public final class S3ObjectByteSource: ByteSource {
         }
         let lower = index * chunkSize
         let upper = min(size, lower + chunkSize)
-        let bytes = try store.get(key: key, range: lower..<upper, ifMatch: etag)
+        let bytes = try store.getBlocking(key: key, range: lower..<upper, ifMatch: etag)
         guard bytes.count == Int(upper - lower) else {
             // The listed size no longer holds: the object changed under us.
             throw ImporterError(

@@ -1,6 +1,6 @@
 public import S3
 
-/// ``ObjectStore`` over the S3 module's blocking client, for one bucket.
+/// ``ObjectStore`` over the S3 module's client, for one bucket.
 ///
 /// S3 failures become ``ImporterError``s the importer can act on: 412 → `objectChanged`,
 /// 404 → `notFound`, 403 and signature problems → `accessDenied`, network/5xx/throttling (after the
@@ -15,53 +15,68 @@ public struct S3ObjectStore: ObjectStore {
         self.bucket = bucket
     }
 
-    public func list(prefix: String) throws -> [ObjectSummary] {
-        try mapped("list s3://\(bucket)/\(prefix)") {
-            try client.listAllObjects(bucket: bucket, prefix: prefix).map {
+    public func list(prefix: String) async throws -> [ObjectSummary] {
+        try await mapped("list s3://\(bucket)/\(prefix)") {
+            try await client.listAllObjects(bucket: bucket, prefix: prefix).map {
                 ObjectSummary(key: $0.key, etag: $0.etag, size: $0.size)
             }
         }
     }
 
-    public func head(key: String) throws -> ObjectMetadata {
-        try mapped("head \(key)") {
-            let head = try client.headObject(bucket: bucket, key: key)
+    public func head(key: String) async throws -> ObjectMetadata {
+        try await mapped("head \(key)") {
+            let head = try await client.headObject(bucket: bucket, key: key)
             return ObjectMetadata(etag: head.etag, size: head.size, metadata: head.metadata)
         }
     }
 
-    public func get(key: String, range: Range<UInt64>?, ifMatch: String?) throws -> [UInt8] {
-        try mapped("get \(key)") {
+    public func get(key: String, range: Range<UInt64>?, ifMatch: String?) async throws -> [UInt8] {
+        try await mapped("get \(key)") {
             if let range {
                 guard !range.isEmpty else { return [] }
-                return try client.getObject(
+                return try await client.getObject(
                     bucket: bucket, key: key, range: range.lowerBound...(range.upperBound - 1), ifMatch: ifMatch)
             }
-            return try client.getObject(bucket: bucket, key: key, ifMatch: ifMatch)
+            return try await client.getObject(bucket: bucket, key: key, ifMatch: ifMatch)
         }
     }
 
-    public func put(key: String, body: [UInt8], contentType: String) throws {
-        try mapped("put \(key)") {
-            _ = try client.putObject(bucket: bucket, key: key, body: body, contentType: contentType)
+    /// The client's one blocking call (``S3Client/getObjectBlocking(bucket:key:range:ifMatch:)``), mapped
+    /// like ``get(key:range:ifMatch:)``.
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread; await get elsewhere")
+    public func getBlocking(key: String, range: Range<UInt64>, ifMatch: String?) throws -> [UInt8] {
+        guard !range.isEmpty else { return [] }
+        do {
+            return try client.getObjectBlocking(
+                bucket: bucket, key: key, range: range.lowerBound...(range.upperBound - 1), ifMatch: ifMatch)
+        } catch let error as S3Error {
+            throw Self.classify(error, what: "get \(key)")
         }
     }
 
-    public func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) throws {
-        try mapped("copy \(sourceKey) to \(destinationKey)") {
-            _ = try client.copyObject(
+    public func put(key: String, body: [UInt8], contentType: String) async throws {
+        try await mapped("put \(key)") {
+            _ = try await client.putObject(bucket: bucket, key: key, body: body, contentType: contentType)
+        }
+    }
+
+    public func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) async throws {
+        try await mapped("copy \(sourceKey) to \(destinationKey)") {
+            _ = try await client.copyObject(
                 sourceBucket: bucket, sourceKey: sourceKey, destinationBucket: bucket, destinationKey: destinationKey,
                 ifMatch: ifMatch)
         }
     }
 
-    public func delete(key: String) throws {
-        try mapped("delete \(key)") { try client.deleteObject(bucket: bucket, key: key) }
+    public func delete(key: String) async throws {
+        try await mapped("delete \(key)") { try await client.deleteObject(bucket: bucket, key: key) }
     }
 
-    private func mapped<T>(_ what: String, _ body: () throws -> T) throws -> T {
+    /// Runs `body`, turning an `S3Error` into the importer's view of it (other errors, such as
+    /// `CancellationError`, pass unchanged).
+    private func mapped<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
         do {
-            return try body()
+            return try await body()
         } catch let error as S3Error {
             throw Self.classify(error, what: what)
         }

@@ -41,7 +41,8 @@ public struct HTTPResponse: Sendable {
     }
 }
 
-/// The I/O seam of the S3 client: performs one signed exchange, blocking the calling thread.
+/// The I/O seam of the S3 client: performs one signed exchange, blocking the calling thread. `S3Client`
+/// calls it only on a `BlockingExecutor` pool thread, never on Swift's cooperative pool.
 public protocol S3Transport: Sendable {
     /// Performs `request`. Body bytes of a 2xx answer go to `onData` as they arrive; the body of any
     /// other answer is collected into `HTTPResponse.errorBody`. An error thrown by `onData` aborts the

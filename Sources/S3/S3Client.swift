@@ -1,19 +1,25 @@
+import BlockingIO
 import Foundation
 public import Logging
 import SigV4
 import Synchronization
 
-/// A blocking, thread-safe S3 client over libcurl, signing every request with SigV4.
+/// An S3 client over libcurl, signing every request with SigV4.
 ///
-/// Every call blocks the calling thread until the answer is complete; calls may run concurrently from
-/// any number of threads (each takes its own pooled connection). Requests are retried per
+/// Every call is `async`: each HTTP attempt (libcurl blocks its thread) runs on the process's
+/// ``BlockingExecutor``, never on Swift's cooperative pool, and calls may run concurrently from any
+/// number of tasks (each attempt takes its own pooled connection). Requests are retried per
 /// `S3Configuration.retry` on 500/502/503/504, SlowDown and transport errors, each attempt re-signed
-/// with a fresh date and with its body sent again from the start; `RequestTimeTooSkewed` corrects the
-/// clock from the server's `Date` header and retries once.
+/// with a fresh date and with its body sent again from the start; the wait between attempts is a
+/// `Task.sleep`, so a cancelled task stops retrying at once and throws `CancellationError`.
+/// `RequestTimeTooSkewed` corrects the clock from the server's `Date` header and retries once.
+///
+/// One blocking call remains for code that already runs on a pool thread and cannot await:
+/// ``getObjectBlocking(bucket:key:range:ifMatch:)``.
 public final class S3Client: Sendable {
     public let configuration: S3Configuration
     private let transport: any S3Transport
-    private let logger: Logger
+    let logger: Logger
     private let endpoint: S3Endpoint
     /// Seconds to add to the local clock when signing (learned from RequestTimeTooSkewed).
     private let clockOffset = Mutex<Double>(0)
@@ -46,7 +52,7 @@ public final class S3Client: Sendable {
     public func listObjects(
         bucket: String, prefix: String? = nil, delimiter: String? = nil, continuationToken: String? = nil,
         startAfter: String? = nil, maxKeys: Int? = nil
-    ) throws -> ListPage {
+    ) async throws -> ListPage {
         var query: [(name: String, value: String)] = [("list-type", "2"), ("encoding-type", "url")]
         if let prefix, !prefix.isEmpty { query.append(("prefix", prefix)) }
         if let delimiter { query.append(("delimiter", delimiter)) }
@@ -54,7 +60,7 @@ public final class S3Client: Sendable {
         if let startAfter { query.append(("start-after", startAfter)) }
         if let maxKeys { query.append(("max-keys", String(maxKeys))) }
         let request = S3Request(operation: "ListObjectsV2", method: "GET", bucket: bucket, key: nil, query: query)
-        let body = try sendCollecting(request)
+        let body = try await sendCollecting(request)
         guard let root = XMLTree.parse(body), root.name == "ListBucketResult" else {
             throw invalidResponse(request, "ListObjectsV2 answer is not a ListBucketResult")
         }
@@ -81,12 +87,12 @@ public final class S3Client: Sendable {
     }
 
     /// Every object under `prefix`, all pages (no delimiter: recursive).
-    public func listAllObjects(bucket: String, prefix: String? = nil) throws -> [S3Object] {
+    public func listAllObjects(bucket: String, prefix: String? = nil) async throws -> [S3Object] {
         var all: [S3Object] = []
         var token: String?
         var seenTokens: Set<String> = []
         repeat {
-            let page = try listObjects(bucket: bucket, prefix: prefix, continuationToken: token, maxKeys: 1000)
+            let page = try await listObjects(bucket: bucket, prefix: prefix, continuationToken: token, maxKeys: 1000)
             all.append(contentsOf: page.objects)
             token = page.nextContinuationToken
             if let token, !seenTokens.insert(token).inserted {
@@ -100,9 +106,9 @@ public final class S3Client: Sendable {
     // MARK: - Objects
 
     /// HeadObject: size, ETag, Last-Modified, content type and user metadata.
-    public func headObject(bucket: String, key: String) throws -> ObjectHead {
+    public func headObject(bucket: String, key: String) async throws -> ObjectHead {
         let request = S3Request(operation: "HeadObject", method: "HEAD", bucket: bucket, key: key)
-        let response = try send(request) { _ in }
+        let response = try await send(request) { _ in }
         return try objectHead(response, request)
     }
 
@@ -111,54 +117,81 @@ public final class S3Client: Sendable {
     ///   - range: inclusive byte range, or nil for the whole object.
     ///   - ifMatch: the ETag the object must still have (`.preconditionFailed` otherwise).
     public func getObject(bucket: String, key: String, range: ClosedRange<UInt64>? = nil, ifMatch: String? = nil)
-        throws -> [UInt8]
+        async throws -> [UInt8]
+    {
+        let collected = CollectedBytes(reserving: range.map { $0.upperBound - $0.lowerBound + 1 })
+        _ = try await getObject(bucket: bucket, key: key, range: range, ifMatch: ifMatch) { chunk, _ in
+            collected.append(chunk)
+        }
+        return collected.take()
+    }
+
+    /// A ranged GetObject into memory that blocks the calling thread: the one blocking call of the client.
+    ///
+    /// For code that already runs on a ``BlockingExecutor`` pool thread and cannot await (a synchronous
+    /// byte source read by a synchronous disk-image parser). Attempts, retries, `RequestTimeTooSkewed`
+    /// correction and the resumption of a transfer broken after some bytes arrived are those of the
+    /// async ``getObject(bucket:key:range:ifMatch:)``; the wait between attempts blocks the thread
+    /// (``BlockingExecutor/sleepBlocking(_:)``) and there is no task whose cancellation it could see.
+    /// - Parameters:
+    ///   - range: inclusive byte range.
+    ///   - ifMatch: the ETag the object must still have (`.preconditionFailed` otherwise).
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread; await getObject elsewhere")
+    public func getObjectBlocking(bucket: String, key: String, range: ClosedRange<UInt64>, ifMatch: String?) throws
+        -> [UInt8]
     {
         var bytes: [UInt8] = []
-        if let range { bytes.reserveCapacity(Int(min(range.upperBound - range.lowerBound + 1, 1 << 30))) }
-        _ = try getObject(bucket: bucket, key: key, range: range, ifMatch: ifMatch) { chunk in
-            bytes.append(contentsOf: chunk)
+        bytes.reserveCapacity(Int(min(range.upperBound - range.lowerBound + 1, 1 << 30)))
+        var get = GetProgress(bucket: bucket, key: key, range: range, ifMatch: ifMatch)
+        while true {
+            let request = get.request()
+            do {
+                _ = try sendBlocking(request) { chunk in
+                    get.delivered += UInt64(chunk.count)
+                    bytes.append(contentsOf: chunk)
+                }
+                return bytes
+            } catch let error as S3Error {
+                try get.resume(after: error, maxResumes: configuration.retry.maxAttempts, logger: logger)
+            }
         }
-        return bytes
     }
 
     /// GetObject streamed to `sink` in arrival order. A transfer broken after some bytes were delivered
-    /// is resumed from where it stopped (a ranged GET pinned with `If-Match` to the first answer's ETag),
-    /// so `sink` sees every byte exactly once.
+    /// is resumed from where it stopped (a ranged GET pinned with `If-Match` to `ifMatch`), so `sink`
+    /// sees every byte exactly once.
+    /// - Parameters:
+    ///   - sink: called with each chunk as it arrives, on a ``BlockingExecutor`` pool thread, one call
+    ///     at a time; an error it throws ends the transfer and is rethrown.
     /// - Returns: the head of the answer (`size` is the whole object's size).
     @discardableResult
     public func getObject(
         bucket: String, key: String, range: ClosedRange<UInt64>? = nil, ifMatch: String? = nil,
-        into sink: (UnsafeRawBufferPointer) throws -> Void
-    ) throws -> ObjectHead? {
-        var delivered: UInt64 = 0
-        var head: ObjectHead?
-        var resumes = 0
+        into sink: @escaping @Sendable (UnsafeRawBufferPointer) throws -> Void
+    ) async throws -> ObjectHead? {
+        try await getObject(bucket: bucket, key: key, range: range, ifMatch: ifMatch) { chunk, _ in try sink(chunk) }
+    }
+
+    /// GetObject streamed to `sink`, which also learns where each chunk belongs: its offset from the
+    /// start of `range` (or of the object). Resumes a broken transfer like the public variant.
+    @discardableResult
+    func getObject(
+        bucket: String, key: String, range: ClosedRange<UInt64>?, ifMatch: String?,
+        at sink: @escaping @Sendable (UnsafeRawBufferPointer, _ offset: UInt64) throws -> Void
+    ) async throws -> ObjectHead? {
+        var get = GetProgress(bucket: bucket, key: key, range: range, ifMatch: ifMatch)
         while true {
-            var headers: [(name: String, value: String)] = []
-            let start = (range?.lowerBound ?? 0) + delivered
-            if let range {
-                headers.append(("Range", "bytes=\(start)-\(range.upperBound)"))
-            } else if delivered > 0 {
-                headers.append(("Range", "bytes=\(start)-"))
-            }
-            if let etag = ifMatch ?? head?.etag { headers.append(("If-Match", Self.quote(etag))) }
-            let request = S3Request(operation: "GetObject", method: "GET", bucket: bucket, key: key, headers: headers)
+            let request = get.request()
+            // Counts what the sink received during this attempt (written on the pool thread, read here after it).
+            let delivered = DeliveredCount(get.delivered)
             do {
-                let response = try send(request) { chunk in
-                    delivered += UInt64(chunk.count)
-                    try sink(chunk)
+                let response = try await send(request) { chunk in
+                    try sink(chunk, delivered.add(chunk.count))
                 }
-                if head == nil { head = try? objectHead(response, request) }
-                return head
-            } catch let error as S3Error where error.isTransient && delivered > 0 && resumes < configuration.retry.maxAttempts {
-                // `send` does not retry once bytes reached the sink; resume here instead.
-                resumes += 1
-                if head == nil && ifMatch == nil {
-                    throw error  // cannot pin the object version without an ETag
-                }
-                logger.debug(
-                    "resuming GetObject", metadata: ["bucket": "\(bucket)", "key": "\(key)", "offset": "\(start)"])
-                continue
+                return try? objectHead(response, request)
+            } catch let error as S3Error {
+                get.delivered = delivered.value
+                try get.resume(after: error, maxResumes: configuration.retry.maxAttempts, logger: logger)
             }
         }
     }
@@ -168,12 +201,12 @@ public final class S3Client: Sendable {
     @discardableResult
     public func putObject(
         bucket: String, key: String, body: [UInt8], metadata: [String: String] = [:], contentType: String? = nil
-    ) throws -> String {
+    ) async throws -> String {
         var headers = Self.metadataHeaders(metadata)
         if let contentType { headers.append(("Content-Type", contentType)) }
         let request = S3Request(
             operation: "PutObject", method: "PUT", bucket: bucket, key: key, headers: headers, body: .bytes(body))
-        let response = try send(request) { _ in }
+        let response = try await send(request) { _ in }
         return Self.unquote(response.header("ETag") ?? "")
     }
 
@@ -186,19 +219,19 @@ public final class S3Client: Sendable {
     public func copyObject(
         sourceBucket: String, sourceKey: String, destinationBucket: String, destinationKey: String,
         ifMatch: String? = nil, metadata: [String: String]? = nil
-    ) throws -> String {
-        let source = try headObject(bucket: sourceBucket, key: sourceKey)
+    ) async throws -> String {
+        let source = try await headObject(bucket: sourceBucket, key: sourceKey)
         if let ifMatch, Self.unquote(ifMatch) != source.etag {
             throw S3Error(
                 code: .preconditionFailed, message: "CopyObject s3://\(sourceBucket)/\(sourceKey): the source's ETag "
                     + "is \(source.etag), not \(Self.unquote(ifMatch))", httpStatus: 412)
         }
         if source.size > configuration.multipartCopyThreshold {
-            return try multipartCopy(
+            return try await multipartCopy(
                 source: source, sourceBucket: sourceBucket, sourceKey: sourceKey, destinationBucket: destinationBucket,
                 destinationKey: destinationKey, metadata: metadata ?? source.metadata)
         }
-        return try singleCopy(
+        return try await singleCopy(
             sourceBucket: sourceBucket, sourceKey: sourceKey, destinationBucket: destinationBucket,
             destinationKey: destinationKey, ifMatch: ifMatch ?? source.etag, metadata: metadata)
     }
@@ -206,7 +239,7 @@ public final class S3Client: Sendable {
     private func singleCopy(
         sourceBucket: String, sourceKey: String, destinationBucket: String, destinationKey: String,
         ifMatch: String?, metadata: [String: String]?
-    ) throws -> String {
+    ) async throws -> String {
         var headers: [(name: String, value: String)] = [
             ("x-amz-copy-source", SigV4Signer.percentEncode("/\(sourceBucket)/\(sourceKey)", keepSlash: true))
         ]
@@ -217,7 +250,7 @@ public final class S3Client: Sendable {
         }
         let request = S3Request(
             operation: "CopyObject", method: "PUT", bucket: destinationBucket, key: destinationKey, headers: headers)
-        let body = try sendCollecting(request, errorIn200: true)
+        let body = try await sendCollecting(request, errorIn200: true)
         guard let root = XMLTree.parse(body), let etag = root.value("ETag") else {
             throw invalidResponse(request, "CopyObject answer has no ETag")
         }
@@ -225,12 +258,12 @@ public final class S3Client: Sendable {
     }
 
     /// DeleteObject (succeeds when the key does not exist, as S3 does).
-    public func deleteObject(bucket: String, key: String) throws {
-        _ = try send(S3Request(operation: "DeleteObject", method: "DELETE", bucket: bucket, key: key)) { _ in }
+    public func deleteObject(bucket: String, key: String) async throws {
+        _ = try await send(S3Request(operation: "DeleteObject", method: "DELETE", bucket: bucket, key: key)) { _ in }
     }
 
     /// CreateBucket; succeeds when the bucket already exists and is ours.
-    public func createBucket(_ bucket: String) throws {
+    public func createBucket(_ bucket: String) async throws {
         var body: HTTPRequestBody = .none
         if configuration.region != "us-east-1" {
             let xml = XMLTree(
@@ -239,7 +272,7 @@ public final class S3Client: Sendable {
             body = .bytes(Array(xml.serialized().utf8))
         }
         do {
-            _ = try send(S3Request(operation: "CreateBucket", method: "PUT", bucket: bucket, key: nil, body: body)) {
+            _ = try await send(S3Request(operation: "CreateBucket", method: "PUT", bucket: bucket, key: nil, body: body)) {
                 _ in
             }
         } catch let error as S3Error where error.code == .bucketAlreadyOwnedByYou {
@@ -253,13 +286,13 @@ public final class S3Client: Sendable {
     /// - Returns: the upload ID.
     public func createMultipartUpload(
         bucket: String, key: String, metadata: [String: String] = [:], contentType: String? = nil
-    ) throws -> String {
+    ) async throws -> String {
         var headers = Self.metadataHeaders(metadata)
         if let contentType { headers.append(("Content-Type", contentType)) }
         let request = S3Request(
             operation: "CreateMultipartUpload", method: "POST", bucket: bucket, key: key, query: [("uploads", "")],
             headers: headers, body: .bytes([]))
-        let body = try sendCollecting(request)
+        let body = try await sendCollecting(request)
         guard let root = XMLTree.parse(body), let uploadID = root.value("UploadId"), !uploadID.isEmpty else {
             throw invalidResponse(request, "CreateMultipartUpload answer has no UploadId")
         }
@@ -268,8 +301,8 @@ public final class S3Client: Sendable {
 
     /// UploadPart (part numbers 1…10,000; every part but the last at least 5 MiB).
     /// - Returns: the part's ETag without quotes.
-    public func uploadPart(bucket: String, key: String, uploadID: String, partNumber: Int, body: [UInt8]) throws
-        -> String
+    public func uploadPart(bucket: String, key: String, uploadID: String, partNumber: Int, body: [UInt8])
+        async throws -> String
     {
         guard (1...Self.maxParts).contains(partNumber) else {
             throw S3Error(code: .invalidRequest, message: "part number \(partNumber) is outside 1…\(Self.maxParts)")
@@ -277,7 +310,7 @@ public final class S3Client: Sendable {
         let request = S3Request(
             operation: "UploadPart", method: "PUT", bucket: bucket, key: key,
             query: [("partNumber", String(partNumber)), ("uploadId", uploadID)], body: .bytes(body))
-        let response = try send(request) { _ in }
+        let response = try await send(request) { _ in }
         guard let etag = response.header("ETag") else { throw invalidResponse(request, "UploadPart answer has no ETag") }
         return Self.unquote(etag)
     }
@@ -285,8 +318,8 @@ public final class S3Client: Sendable {
     /// CompleteMultipartUpload; an error carried in a 200 answer is detected and thrown.
     /// - Returns: the object's ETag without quotes.
     @discardableResult
-    public func completeMultipartUpload(bucket: String, key: String, uploadID: String, parts: [UploadedPart]) throws
-        -> String
+    public func completeMultipartUpload(bucket: String, key: String, uploadID: String, parts: [UploadedPart])
+        async throws -> String
     {
         let xml = XMLTree(
             name: "CompleteMultipartUpload",
@@ -302,7 +335,7 @@ public final class S3Client: Sendable {
             operation: "CompleteMultipartUpload", method: "POST", bucket: bucket, key: key,
             query: [("uploadId", uploadID)], headers: [("Content-Type", "application/xml")],
             body: .bytes(Array(xml.serialized().utf8)))
-        let body = try sendCollecting(request, errorIn200: true)
+        let body = try await sendCollecting(request, errorIn200: true)
         guard let root = XMLTree.parse(body), let etag = root.value("ETag") else {
             throw invalidResponse(request, "CompleteMultipartUpload answer has no ETag")
         }
@@ -315,7 +348,7 @@ public final class S3Client: Sendable {
     public func uploadPartCopy(
         bucket: String, key: String, uploadID: String, partNumber: Int, sourceBucket: String, sourceKey: String,
         range: ClosedRange<UInt64>, ifMatch: String?
-    ) throws -> String {
+    ) async throws -> String {
         var headers: [(name: String, value: String)] = [
             ("x-amz-copy-source", SigV4Signer.percentEncode("/\(sourceBucket)/\(sourceKey)", keepSlash: true)),
             ("x-amz-copy-source-range", "bytes=\(range.lowerBound)-\(range.upperBound)"),
@@ -324,7 +357,7 @@ public final class S3Client: Sendable {
         let request = S3Request(
             operation: "UploadPartCopy", method: "PUT", bucket: bucket, key: key,
             query: [("partNumber", String(partNumber)), ("uploadId", uploadID)], headers: headers)
-        let body = try sendCollecting(request, errorIn200: true)
+        let body = try await sendCollecting(request, errorIn200: true)
         guard let root = XMLTree.parse(body), let etag = root.value("ETag") else {
             throw invalidResponse(request, "UploadPartCopy answer has no ETag")
         }
@@ -334,17 +367,17 @@ public final class S3Client: Sendable {
     private func multipartCopy(
         source: ObjectHead, sourceBucket: String, sourceKey: String, destinationBucket: String,
         destinationKey: String, metadata: [String: String]
-    ) throws -> String {
+    ) async throws -> String {
         let part = UInt64(Self.partSize(for: source.size, requested: configuration.copyPartSize))
         let partCount = Int((source.size + part - 1) / part)
-        let uploadID = try createMultipartUpload(
+        let uploadID = try await createMultipartUpload(
             bucket: destinationBucket, key: destinationKey, metadata: metadata, contentType: source.contentType)
-        return try runMultipart(
+        return try await runMultipart(
             bucket: destinationBucket, key: destinationKey, uploadID: uploadID, partCount: partCount, concurrency: 4
         ) { number in
             let start = UInt64(number - 1) * part
             let end = min(start + part, source.size) - 1
-            let etag = try self.uploadPartCopy(
+            let etag = try await self.uploadPartCopy(
                 bucket: destinationBucket, key: destinationKey, uploadID: uploadID, partNumber: number,
                 sourceBucket: sourceBucket, sourceKey: sourceKey, range: start...end, ifMatch: source.etag)
             return UploadedPart(partNumber: number, etag: etag, size: end - start + 1)
@@ -352,8 +385,8 @@ public final class S3Client: Sendable {
     }
 
     /// AbortMultipartUpload.
-    public func abortMultipartUpload(bucket: String, key: String, uploadID: String) throws {
-        _ = try send(
+    public func abortMultipartUpload(bucket: String, key: String, uploadID: String) async throws {
+        _ = try await send(
             S3Request(
                 operation: "AbortMultipartUpload", method: "DELETE", bucket: bucket, key: key,
                 query: [("uploadId", uploadID)])
@@ -361,14 +394,14 @@ public final class S3Client: Sendable {
     }
 
     /// ListParts (all pages).
-    public func listParts(bucket: String, key: String, uploadID: String) throws -> [UploadedPart] {
+    public func listParts(bucket: String, key: String, uploadID: String) async throws -> [UploadedPart] {
         var parts: [UploadedPart] = []
         var marker: String?
         repeat {
             var query: [(name: String, value: String)] = [("uploadId", uploadID)]
             if let marker { query.append(("part-number-marker", marker)) }
             let request = S3Request(operation: "ListParts", method: "GET", bucket: bucket, key: key, query: query)
-            let body = try sendCollecting(request)
+            let body = try await sendCollecting(request)
             guard let root = XMLTree.parse(body), root.name == "ListPartsResult" else {
                 throw invalidResponse(request, "ListParts answer is not a ListPartsResult")
             }
@@ -414,55 +447,132 @@ public final class S3Client: Sendable {
     }
 
     /// Sends and returns the whole 2xx body.
-    private func sendCollecting(_ request: S3Request, errorIn200: Bool = false) throws -> [UInt8] {
-        var body: [UInt8] = []
+    private func sendCollecting(_ request: S3Request, errorIn200: Bool = false) async throws -> [UInt8] {
+        let body = CollectedBytes(reserving: nil)
         // The body is collected in memory, so a transfer cut short can be retried from scratch.
-        let response = try send(request, restartable: true, onRestart: { body.removeAll() }) {
-            body.append(contentsOf: $0)
+        let response = try await send(request, restartable: true, onRestart: { body.removeAll() }) {
+            body.append($0)
         }
-        if errorIn200, let root = XMLTree.parse(body), root.name == "Error" {
+        let bytes = body.take()
+        if errorIn200, let root = XMLTree.parse(bytes), root.name == "Error" {
             throw error(from: root, status: response.status, response: response, request: request)
         }
-        return body
+        return bytes
     }
 
-    /// Sends `request` with retries. Body bytes of a 2xx answer go to `onData`. Once any byte has been
-    /// delivered, a failure is retried only when `restartable` (after `onRestart` discarded what
-    /// arrived); otherwise it is thrown and the caller may resume.
+    /// Sends `request` with retries. Each attempt runs on ``BlockingExecutor`` (libcurl blocks); body
+    /// bytes of a 2xx answer go to `onData` there as they arrive. Once any byte has been delivered, a
+    /// failure is retried only when `restartable` (after `onRestart` discarded what arrived); otherwise
+    /// it is thrown and the caller may resume.
+    /// - Throws: `S3Error`; `CancellationError` when the task is cancelled before an attempt or while
+    ///   waiting to retry (the wait ends at once).
     func send(
         _ request: S3Request, restartable: Bool = false, onRestart: () -> Void = {},
-        onData: (UnsafeRawBufferPointer) throws -> Void
-    ) throws -> HTTPResponse {
-        try validate(request)
-        let policy = configuration.retry
-        let started = ContinuousClock.now
-        var attempt = 0
-        var skewCorrected = false
-        let payloadHash: String =
-            switch request.body {
-            case .none: SigV4Signer.emptyPayloadHash
-            case .bytes(let bytes): bytes.withUnsafeBytes { SigV4Signer.hexSHA256($0) }
-            case .file: SigV4Signer.unsignedPayload
-            }
+        onData: @escaping @Sendable (UnsafeRawBufferPointer) throws -> Void
+    ) async throws -> HTTPResponse {
+        var attempts = try Attempts(request, client: self, restartable: restartable)
         while true {
-            attempt += 1
-            var delivered = false
-            let httpRequest = sign(request, payloadHash: payloadHash)
-            let error: S3Error
-            do {
-                let response = try transport.perform(httpRequest) { chunk in
-                    delivered = true
-                    try onData(chunk)
+            let signed = attempts.next()
+            let (outcome, delivered) = try await BlockingExecutor.shared.run { [transport] in
+                try Self.attempt(signed, transport: transport, onData: onData)
+            }
+            switch try attempts.verdict(outcome, delivered: delivered) {
+            case .done(let response):
+                return response
+            case .retry(let delay):
+                if delay > .zero { try await Task.sleep(for: delay) }
+                if delivered { onRestart() }
+            }
+        }
+    }
+
+    /// ``send(_:restartable:onRestart:onData:)`` blocking the calling thread, for
+    /// ``getObjectBlocking(bucket:key:range:ifMatch:)``: the same attempts and verdicts, the wait
+    /// between attempts a ``BlockingExecutor/sleepBlocking(_:)``. Never restartable.
+    @available(*, noasync)
+    private func sendBlocking(_ request: S3Request, onData: (UnsafeRawBufferPointer) throws -> Void) throws
+        -> HTTPResponse
+    {
+        var attempts = try Attempts(request, client: self, restartable: false)
+        while true {
+            let (outcome, delivered) = try Self.attempt(attempts.next(), transport: transport, onData: onData)
+            switch try attempts.verdict(outcome, delivered: delivered) {
+            case .done(let response): return response
+            case .retry(let delay): BlockingExecutor.sleepBlocking(delay)
+            }
+        }
+    }
+
+    /// One exchange on the calling thread (blocking). S3 failures are returned, not thrown, for the
+    /// retry verdict; anything else (what `onData` threw) is thrown.
+    /// - Returns: the answer or its failure, and whether any body byte reached `onData`.
+    private static func attempt(
+        _ request: HTTPRequest, transport: any S3Transport, onData: (UnsafeRawBufferPointer) throws -> Void
+    ) throws -> (Result<HTTPResponse, S3Error>, delivered: Bool) {
+        var delivered = false
+        do {
+            let response = try transport.perform(request) { chunk in
+                delivered = true
+                try onData(chunk)
+            }
+            return (.success(response), delivered)
+        } catch let error as S3Error {
+            return (.failure(error), delivered)
+        }
+    }
+
+    /// The attempts of one request and the verdict after each: the retry policy, shared by the async
+    /// ``send(_:restartable:onRestart:onData:)`` and the blocking ``sendBlocking(_:onData:)``.
+    struct Attempts {
+        enum Verdict {
+            case done(HTTPResponse)
+            /// Send again after waiting `after` (zero: at once).
+            case retry(after: Duration)
+        }
+
+        let request: S3Request
+        let client: S3Client
+        let restartable: Bool
+        let payloadHash: String
+        let started = ContinuousClock.now
+        private(set) var attempt = 0
+        private var skewCorrected = false
+
+        init(_ request: S3Request, client: S3Client, restartable: Bool) throws {
+            try client.validate(request)
+            self.request = request
+            self.client = client
+            self.restartable = restartable
+            payloadHash =
+                switch request.body {
+                case .none: SigV4Signer.emptyPayloadHash
+                case .bytes(let bytes): bytes.withUnsafeBytes { SigV4Signer.hexSHA256($0) }
+                case .file: SigV4Signer.unsignedPayload
                 }
+        }
+
+        /// The next attempt, signed now (with the current clock correction).
+        mutating func next() -> HTTPRequest {
+            attempt += 1
+            return client.sign(request, payloadHash: payloadHash)
+        }
+
+        /// What follows an attempt that answered `outcome` after delivering (or not) body bytes.
+        /// - Throws: the attempt's `S3Error` when it is not to be retried.
+        mutating func verdict(_ outcome: Result<HTTPResponse, S3Error>, delivered: Bool) throws -> Verdict {
+            let logger = client.logger
+            let error: S3Error
+            switch outcome {
+            case .success(let response):
                 logger.debug(
                     "S3 request",
                     metadata: [
                         "op": "\(request.operation)", "resource": "\(request.resource)", "status": "\(response.status)",
                         "attempt": "\(attempt)",
                     ])
-                if (200..<300).contains(response.status) { return response }
-                error = self.error(fromBody: response.errorBody, response: response, request: request)
-            } catch let transportError as S3Error {
+                if (200..<300).contains(response.status) { return .done(response) }
+                error = client.error(fromBody: response.errorBody, response: response, request: request)
+            case .failure(let transportError):
                 error = transportError
             }
             // RequestTimeTooSkewed: learn the server's clock from its Date header, retry once.
@@ -470,12 +580,13 @@ public final class S3Client: Sendable {
                 skewCorrected = true
                 if let serverDate = error.serverDate {
                     let offset = serverDate.timeIntervalSinceNow
-                    clockOffset.withLock { $0 = offset }
+                    client.setClockOffset(offset)
                     logger.warning(
                         "S3 clock skew corrected", metadata: ["offsetSeconds": "\(Int(offset))", "op": "\(request.operation)"])
-                    continue
+                    return .retry(after: .zero)
                 }
             }
+            let policy = client.configuration.retry
             let retryable =
                 error.code == .transport || error.code == .timeout || error.code == .slowDown
                 || S3Error.retriedStatuses.contains(error.httpStatus)
@@ -494,12 +605,55 @@ public final class S3Client: Sendable {
                 "S3 request failed, retrying",
                 metadata: ["op": "\(request.operation)", "resource": "\(request.resource)", "error": "\(error)",
                     "attempt": "\(attempt)", "delayMs": "\(Int(delay.seconds * 1000))"])
-            Thread.sleep(forTimeInterval: delay.seconds)
-            if delivered { onRestart() }
+            return .retry(after: delay)
         }
     }
 
-    private func validate(_ request: S3Request) throws {
+    /// Where a GET stands: the bytes delivered so far and how a broken transfer resumes. Shared by the
+    /// async and the blocking GET.
+    struct GetProgress {
+        let bucket: String
+        let key: String
+        let range: ClosedRange<UInt64>?
+        let ifMatch: String?
+        /// Bytes the sink has received (from the start of `range`, or of the object).
+        var delivered: UInt64 = 0
+        private var resumes = 0
+
+        init(bucket: String, key: String, range: ClosedRange<UInt64>?, ifMatch: String?) {
+            self.bucket = bucket
+            self.key = key
+            self.range = range
+            self.ifMatch = ifMatch
+        }
+
+        /// The GET for what is still missing, pinned to `ifMatch`.
+        func request() -> S3Request {
+            var headers: [(name: String, value: String)] = []
+            let start = (range?.lowerBound ?? 0) + delivered
+            if let range {
+                headers.append(("Range", "bytes=\(start)-\(range.upperBound)"))
+            } else if delivered > 0 {
+                headers.append(("Range", "bytes=\(start)-"))
+            }
+            if let ifMatch { headers.append(("If-Match", S3Client.quote(ifMatch))) }
+            return S3Request(operation: "GetObject", method: "GET", bucket: bucket, key: key, headers: headers)
+        }
+
+        /// After a failed attempt: returns when the GET is to be resumed from `delivered`, throws
+        /// `error` otherwise. `send` does not retry once bytes reached the sink; a transient failure after
+        /// that is resumed here, at most `maxResumes` times, and only when `ifMatch` pins the object's
+        /// version (without it the rest could come from another object).
+        mutating func resume(after error: S3Error, maxResumes: Int, logger: Logger) throws {
+            guard error.isTransient, delivered > 0, resumes < maxResumes, ifMatch != nil else { throw error }
+            resumes += 1
+            logger.debug(
+                "resuming GetObject",
+                metadata: ["bucket": "\(bucket)", "key": "\(key)", "offset": "\((range?.lowerBound ?? 0) + delivered)"])
+        }
+    }
+
+    fileprivate func validate(_ request: S3Request) throws {
         if let bucket = request.bucket {
             guard !bucket.isEmpty, !bucket.contains("/") else {
                 throw S3Error(code: .invalidRequest, message: "\(request.operation): invalid bucket name '\(bucket)'")
@@ -565,7 +719,7 @@ public final class S3Client: Sendable {
             contentType: response.header("Content-Type"), metadata: metadata)
     }
 
-    private func error(fromBody body: [UInt8], response: HTTPResponse, request: S3Request) -> S3Error {
+    fileprivate func error(fromBody body: [UInt8], response: HTTPResponse, request: S3Request) -> S3Error {
         if let root = XMLTree.parse(body), root.name == "Error" {
             return error(from: root, status: response.status, response: response, request: request)
         }
@@ -630,4 +784,50 @@ public final class S3Client: Sendable {
         }
         return String(decoding: bytes, as: UTF8.self)
     }
+}
+
+/// The body of an answer collected in memory. The sink appends on a ``BlockingExecutor`` pool thread
+/// while the awaiting task is suspended; the task takes the bytes after the attempt returned. The
+/// mutex makes that hand-over safe without further argument (it is never contended: one attempt at a
+/// time appends, and the task reads only between attempts).
+final class CollectedBytes: Sendable {
+    private let bytes: Mutex<[UInt8]>
+
+    /// - Parameter reserving: the expected size, reserved up front (capped at 1 GiB).
+    init(reserving expected: UInt64?) {
+        var bytes: [UInt8] = []
+        if let expected { bytes.reserveCapacity(Int(min(expected, 1 << 30))) }
+        self.bytes = Mutex(bytes)
+    }
+
+    func append(_ chunk: UnsafeRawBufferPointer) { bytes.withLock { $0.append(contentsOf: chunk) } }
+
+    /// Forgets what arrived (a transfer restarted from scratch).
+    func removeAll() { bytes.withLock { $0.removeAll(keepingCapacity: true) } }
+
+    /// The bytes, leaving the box empty (no copy).
+    func take() -> [UInt8] {
+        bytes.withLock { bytes in
+            defer { bytes = [] }
+            return bytes
+        }
+    }
+}
+
+/// A running count of body bytes the sink received, counted on the pool thread during an attempt and
+/// read by the awaiting task after it (to resume a broken GET from there). Relaxed ordering suffices:
+/// the executor's hand-back of the attempt (a continuation resumed after the transfer) orders the
+/// pool thread's writes before the task's read.
+final class DeliveredCount: Sendable {
+    private let count: Atomic<UInt64>
+
+    init(_ start: UInt64) { count = Atomic(start) }
+
+    /// Counts `bytes` more.
+    /// - Returns: the count before them (the offset of the chunk they are).
+    func add(_ bytes: Int) -> UInt64 {
+        count.wrappingAdd(UInt64(bytes), ordering: .relaxed).oldValue
+    }
+
+    var value: UInt64 { count.load(ordering: .relaxed) }
 }

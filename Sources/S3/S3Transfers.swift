@@ -1,181 +1,167 @@
+import BlockingIO
 import Foundation
-import Synchronization
+import Logging
 
 extension S3Client {
     /// Progress of a transfer: bytes done so far and the total.
     public typealias Progress = @Sendable (_ done: UInt64, _ total: UInt64) -> Void
 
     /// Uploads a local file: one PutObject when it fits in one part, a multipart upload otherwise
-    /// (parts uploaded `concurrency` at a time; on any failure the upload is aborted and the first
-    /// error thrown). Memory use is bounded by `partSize × concurrency`.
+    /// (parts uploaded `concurrency` at a time by child tasks; on any failure the others are cancelled,
+    /// the upload is aborted and the first error thrown). Memory use is bounded by
+    /// `partSize × concurrency`. File reads run on ``BlockingExecutor``.
     /// - Parameters:
     ///   - partSize: the wanted part size; raised to 5 MiB and to what 10,000 parts need.
-    ///   - progress: called after each part (from any thread).
+    ///   - progress: called after each part with the bytes done so far.
     /// - Returns: the object's ETag without quotes.
     @discardableResult
     public func uploadFile(
         path: String, bucket: String, key: String, metadata: [String: String] = [:], contentType: String? = nil,
         partSize: Int = 16 << 20, concurrency: Int = 4, progress: Progress? = nil
-    ) throws -> String {
-        let file = try ReadOnlyFile(path: path)
+    ) async throws -> String {
+        let file = try await BlockingExecutor.shared.run { try ReadOnlyFile(path: path) }
         let size = file.size
         let part = Self.partSize(for: size, requested: partSize)
         if size <= UInt64(part) {
-            let body = try file.read(offset: 0, count: Int(size))
-            let etag = try putObject(bucket: bucket, key: key, body: body, metadata: metadata, contentType: contentType)
+            let body = try await BlockingExecutor.shared.run { try file.read(offset: 0, count: Int(size)) }
+            let etag = try await putObject(
+                bucket: bucket, key: key, body: body, metadata: metadata, contentType: contentType)
             progress?(size, size)
             return etag
         }
         let partCount = Int((size + UInt64(part) - 1) / UInt64(part))
-        let uploadID = try createMultipartUpload(bucket: bucket, key: key, metadata: metadata, contentType: contentType)
+        let uploadID = try await createMultipartUpload(
+            bucket: bucket, key: key, metadata: metadata, contentType: contentType)
         var report: (@Sendable (UInt64) -> Void)?
         if let progress { report = { progress($0, size) } }
-        return try runMultipart(
+        return try await runMultipart(
             bucket: bucket, key: key, uploadID: uploadID, partCount: partCount, concurrency: concurrency,
             progress: report
         ) { number in
             let offset = UInt64(number - 1) * UInt64(part)
             let count = Int(min(UInt64(part), size - offset))
-            let body = try file.read(offset: offset, count: count)
-            let etag = try self.uploadPart(bucket: bucket, key: key, uploadID: uploadID, partNumber: number, body: body)
+            let body = try await BlockingExecutor.shared.run { try file.read(offset: offset, count: count) }
+            let etag = try await self.uploadPart(
+                bucket: bucket, key: key, uploadID: uploadID, partNumber: number, body: body)
             return UploadedPart(partNumber: number, etag: etag, size: UInt64(count))
         }
     }
 
-    /// Finishes a multipart upload already created: parts 1...`partCount` by `concurrency` threads
-    /// (the first failure stops the others from taking more), then CompleteMultipartUpload, or
-    /// AbortMultipartUpload when anything failed. Shared by uploads and multipart copies.
+    /// Finishes a multipart upload already created: parts 1...`partCount` by at most `concurrency`
+    /// child tasks at a time (the first failure cancels the others and no more start), then
+    /// CompleteMultipartUpload, or AbortMultipartUpload when anything failed (also when the calling
+    /// task was cancelled). Shared by uploads and multipart copies.
     /// - Parameters:
-    ///   - progress: called with the bytes done after each part (from any thread).
+    ///   - progress: called with the bytes done after each part.
     ///   - uploadPart: sends part `number` and describes it.
     /// - Returns: the object's ETag without quotes.
     func runMultipart(
         bucket: String, key: String, uploadID: String, partCount: Int, concurrency: Int,
-        progress: (@Sendable (UInt64) -> Void)? = nil, uploadPart: @escaping @Sendable (Int) throws -> UploadedPart
-    ) throws -> String {
-        struct State {
-            var next = 1
+        progress: (@Sendable (UInt64) -> Void)? = nil,
+        uploadPart: @escaping @Sendable (Int) async throws -> UploadedPart
+    ) async throws -> String {
+        do {
             var parts: [UploadedPart] = []
             var done: UInt64 = 0
-            var failure: (any Error)?
-        }
-        let state = Mutex(State())
-        runThreads(min(max(1, concurrency), partCount)) {
-            while true {
-                let number: Int? = state.withLock { s in
-                    guard s.failure == nil, s.next <= partCount else { return nil }
-                    defer { s.next += 1 }
-                    return s.next
-                }
-                guard let number else { return }
-                do {
-                    let uploaded = try uploadPart(number)
-                    let done = state.withLock { s -> UInt64 in
-                        s.parts.append(uploaded)
-                        s.done += uploaded.size
-                        return s.done
-                    }
-                    progress?(done)
-                } catch {
-                    state.withLock { s in if s.failure == nil { s.failure = error } }
-                    return
-                }
+            try await Self.concurrently(count: partCount, width: concurrency) { index in
+                try await uploadPart(index + 1)
+            } collect: { uploaded in
+                parts.append(uploaded)
+                done += uploaded.size
+                progress?(done)
             }
-        }
-        let (parts, failure) = state.withLock { ($0.parts, $0.failure) }
-        do {
-            if let failure { throw failure }
-            return try completeMultipartUpload(bucket: bucket, key: key, uploadID: uploadID, parts: parts)
+            return try await completeMultipartUpload(bucket: bucket, key: key, uploadID: uploadID, parts: parts)
         } catch {
-            try? abortMultipartUpload(bucket: bucket, key: key, uploadID: uploadID)
+            await abortAsCleanup(bucket: bucket, key: key, uploadID: uploadID)
             throw error
         }
     }
 
-    /// Downloads an object to a local file (or `/dev/null`) with `concurrency` ranged GETs at once,
-    /// each pinned to the object's ETag with `If-Match`; chunks are written in place with `pwrite`.
+    /// AbortMultipartUpload after a failure, whatever the state of the calling task: it runs in an
+    /// unstructured task, which does not inherit the caller's cancellation (a cancelled import must
+    /// still not leave its parts stored). Its own failure is ignored: the first error is the one to report.
+    private func abortAsCleanup(bucket: String, key: String, uploadID: String) async {
+        let abort = Task { try await self.abortMultipartUpload(bucket: bucket, key: key, uploadID: uploadID) }
+        if case .failure(let error) = await abort.result {
+            logger.debug(
+                "AbortMultipartUpload failed", metadata: ["bucket": "\(bucket)", "key": "\(key)", "error": "\(error)"])
+        }
+    }
+
+    /// Downloads an object to a local file (or `/dev/null`) with at most `concurrency` ranged GETs at
+    /// once (child tasks; the first failure cancels the others), each pinned to the object's ETag with
+    /// `If-Match`; chunks are written in place with `pwrite` on the pool thread that received them.
+    /// - Parameters:
+    ///   - progress: called after each chunk with the bytes done so far.
     /// - Returns: the object's head.
     @discardableResult
     public func downloadFile(
         bucket: String, key: String, path: String, concurrency: Int = 4, chunkSize: Int = 32 << 20,
         progress: Progress? = nil
-    ) throws -> ObjectHead {
-        let head = try headObject(bucket: bucket, key: key)
-        let file = try WritableFile(path: path, size: head.size)
+    ) async throws -> ObjectHead {
+        let head = try await headObject(bucket: bucket, key: key)
+        let file = try await BlockingExecutor.shared.run { try WritableFile(path: path, size: head.size) }
         let chunk = UInt64(max(chunkSize, 1 << 20))
         let chunks = Int((head.size + chunk - 1) / chunk)
-        struct State {
-            var next = 0
-            var done: UInt64 = 0
-            var failure: (any Error)?
-        }
-        let state = Mutex(State())
-        runThreads(min(max(1, concurrency), max(chunks, 1))) {
-            while true {
-                let index: Int? = state.withLock { s in
-                    guard s.failure == nil, s.next < chunks else { return nil }
-                    defer { s.next += 1 }
-                    return s.next
-                }
-                guard let index else { return }
-                let start = UInt64(index) * chunk
-                let end = min(start + chunk, head.size) - 1
-                var offset = start
-                do {
-                    try self.getObject(bucket: bucket, key: key, range: start...end, ifMatch: head.etag) { bytes in
-                        try file.write(bytes, at: offset)
-                        offset += UInt64(bytes.count)
-                    }
-                    let done = state.withLock { s -> UInt64 in
-                        s.done += end - start + 1
-                        return s.done
-                    }
-                    progress?(done, head.size)
-                } catch {
-                    state.withLock { s in if s.failure == nil { s.failure = error } }
-                    return
-                }
+        let download: @Sendable (Int) async throws -> UInt64 = { index in
+            let start = UInt64(index) * chunk
+            let end = min(start + chunk, head.size) - 1
+            try await self.getObject(bucket: bucket, key: key, range: start...end, ifMatch: head.etag) { bytes, offset in
+                try file.write(bytes, at: start + offset)
             }
+            return end - start + 1
         }
-        if let failure = state.withLock({ $0.failure }) { throw failure }
+        var done: UInt64 = 0
+        try await Self.concurrently(count: chunks, width: concurrency, download) { count in
+            done += count
+            progress?(done, head.size)
+        }
         try file.close()
         return head
+    }
+
+    /// Runs `work` for 0..<`count` with at most `width` child tasks at a time, handing each result to
+    /// `collect` as it completes (in the calling task, so `collect` may mutate local state). The first
+    /// failure cancels the children still running, starts no more and is thrown.
+    static func concurrently<Value: Sendable>(
+        count: Int, width: Int, _ work: @escaping @Sendable (Int) async throws -> Value,
+        collect: (Value) -> Void
+    ) async throws {
+        try await withThrowingTaskGroup(of: Value.self) { group in
+            var next = 0
+            do {
+                while next < min(max(1, width), count) {
+                    let index = next
+                    group.addTask { try await work(index) }
+                    next += 1
+                }
+                while let value = try await group.next() {
+                    collect(value)
+                    if next < count {
+                        let index = next
+                        group.addTask { try await work(index) }
+                        next += 1
+                    }
+                }
+            } catch {
+                group.cancelAll()
+                throw error
+            }
+        }
     }
 
     /// Streams an object (one GET) into a local file or `/dev/null`.
     @discardableResult
-    public func getObject(bucket: String, key: String, toFile path: String, ifMatch: String? = nil) throws
+    public func getObject(bucket: String, key: String, toFile path: String, ifMatch: String? = nil) async throws
         -> ObjectHead?
     {
-        let file = try WritableFile(path: path, size: nil)
-        var offset: UInt64 = 0
-        let head = try getObject(bucket: bucket, key: key, range: nil, ifMatch: ifMatch) { bytes in
+        let file = try await BlockingExecutor.shared.run { try WritableFile(path: path, size: nil) }
+        let head = try await getObject(bucket: bucket, key: key, range: nil, ifMatch: ifMatch) { bytes, offset in
             try file.write(bytes, at: offset)
-            offset += UInt64(bytes.count)
         }
         try file.close()
         return head
     }
-}
-
-/// Runs `body` on `count` threads and waits for all of them (blocking work must not run on Swift's
-/// cooperative pool).
-func runThreads(_ count: Int, _ body: @escaping @Sendable () -> Void) {
-    if count <= 1 {
-        body()
-        return
-    }
-    let group = DispatchGroup()
-    for _ in 0..<count {
-        group.enter()
-        let thread = Thread {
-            body()
-            group.leave()
-        }
-        thread.stackSize = 1 << 20
-        thread.start()
-    }
-    group.wait()
 }
 
 /// A file opened for `pread`; closed on deinit. Immutable after init and `pread` is thread-safe,
@@ -263,20 +249,4 @@ final class WritableFile: Sendable {
 private func fileError(_ what: String, _ path: String) -> S3Error {
     let code = errno
     return S3Error(code: .fileIO, message: "\(what) \(path): \(String(cString: strerror(code)))")
-}
-
-extension S3Client {
-    /// Runs blocking S3 work on a dedicated thread and awaits it, so that async code (the importer's
-    /// services) never blocks a thread of Swift's cooperative pool with network I/O.
-    /// - Parameter body: the work, e.g. `{ try $0.headObject(bucket: b, key: k) }`.
-    /// - Returns: what `body` returns.
-    public func run<T: Sendable>(_ body: @escaping @Sendable (S3Client) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-            let thread = Thread {
-                continuation.resume(with: Result { try body(self) })
-            }
-            thread.stackSize = 1 << 20
-            thread.start()
-        }
-    }
 }

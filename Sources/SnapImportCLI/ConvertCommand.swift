@@ -36,7 +36,7 @@ struct ConvertCommand: AsyncParsableCommand {
             throw CommandOutput.failure(code: "InvalidConfiguration", message: "\(error)", json: global.json, exit: 2)
         }
         do {
-            let bytes = try openSource(source, global: global)
+            let bytes = try await openSource(source, global: global)
             let limits = InspectionLimits(maxVirtualSize: config.limits.maxVirtualSize)
             var reader = try DiskImage.open(bytes, claimedFormat: claimed, limits: limits)
             let result: ConversionResult

@@ -116,7 +116,7 @@ extension ImporterContext {
     /// An `s3://bucket/key` SOURCE as a byte source: one HEAD for the ETag and size, then ranged
     /// GETs pinned to that ETag. A missing object is `DiskImageError(.notFound)`; configuration
     /// problems exit 2.
-    static func openS3Source(_ string: String, global: GlobalOptions) throws -> any ByteSource {
+    static func openS3Source(_ string: String, global: GlobalOptions) async throws -> any ByteSource {
         let location = try S3Location(string, requireKey: true)
         let environment = ProcessInfo.processInfo.environment
         let config = try configuration(global, environment: environment)
@@ -124,7 +124,7 @@ extension ImporterContext {
         let store = S3ObjectStore(client: client, bucket: location.bucket)
         let head: ObjectMetadata
         do {
-            head = try store.head(key: location.key)
+            head = try await store.head(key: location.key)
         } catch let error as ImporterError where error.code == .notFound {
             throw DiskImageError(.notFound, "no object \(string)")
         } catch {

@@ -30,7 +30,7 @@ struct InspectCommand: AsyncParsableCommand {
         }
         let bytes: any ByteSource
         do {
-            bytes = try openSource(source, global: global)
+            bytes = try await openSource(source, global: global)
         } catch let error as DiskImageError {
             throw CommandOutput.failure(code: error.code.name, message: error.message, json: global.json, exit: 1)
         }

@@ -3,16 +3,13 @@ import Foundation
 import S3
 
 /// `snapimport s3 ls|get|put|rm|mb`: direct access to the bucket (architecture.md, "Command-line contract").
-///
-/// The subcommands are synchronous: the S3 client blocks its calling thread, which must not be one
-/// of Swift's cooperative threads for long.
-struct S3Command: ParsableCommand {
+struct S3Command: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "s3", abstract: "List, get, put and remove objects in S3.",
         subcommands: [List.self, Get.self, Put.self, Remove.self, MakeBucket.self])
 
     /// `s3 ls s3://B/PREFIX`: every key under the prefix (recursive, all pages).
-    struct List: ParsableCommand {
+    struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "ls", abstract: "List every object under a prefix: size, last-modified, key.")
         @OptionGroup var global: GlobalOptions
@@ -20,12 +17,12 @@ struct S3Command: ParsableCommand {
 
         func validate() throws { _ = try S3Location(location, requireKey: false) }
 
-        func run() throws {
+        func run() async throws {
             let target = try S3Location(location, requireKey: false)
             let context = try S3Context.make(global: global)
             let objects: [S3Object]
             do {
-                objects = try context.client.listAllObjects(bucket: target.bucket, prefix: target.key)
+                objects = try await context.client.listAllObjects(bucket: target.bucket, prefix: target.key)
             } catch {
                 throw S3Context.failure(error, json: global.json)
             }
@@ -44,7 +41,7 @@ struct S3Command: ParsableCommand {
     }
 
     /// `s3 get s3://B/KEY FILE` (`-` is stdout).
-    struct Get: ParsableCommand {
+    struct Get: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "get", abstract: "Download an object to a file.")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "s3://bucket/key") var location: String
@@ -60,7 +57,7 @@ struct S3Command: ParsableCommand {
             if parallel > 1 && file == "-" { throw ValidationError("--parallel needs a file, not stdout") }
         }
 
-        func run() throws {
+        func run() async throws {
             let target = try S3Location(location, requireKey: true)
             let context = try S3Context.make(global: global)
             let path = file
@@ -68,18 +65,18 @@ struct S3Command: ParsableCommand {
             let head: ObjectHead?
             do {
                 if parallel > 1 {
-                    head = try context.client.downloadFile(
+                    head = try await context.client.downloadFile(
                         bucket: target.bucket, key: target.key, path: path, concurrency: parallel, chunkSize: chunkSize,
                         progress: { bar.update(done: $0, total: $1) })
                 } else if file == "-" {
                     // Standard output is written as a stream, never reopened by path: reopening
                     // /dev/stdout would truncate a file that stdout is redirected to.
                     let stdout = FileHandle.standardOutput
-                    head = try context.client.getObject(bucket: target.bucket, key: target.key, range: nil, ifMatch: nil) {
+                    head = try await context.client.getObject(bucket: target.bucket, key: target.key, range: nil, ifMatch: nil) {
                         stdout.write(Data($0))
                     }
                 } else {
-                    head = try context.client.getObject(bucket: target.bucket, key: target.key, toFile: path)
+                    head = try await context.client.getObject(bucket: target.bucket, key: target.key, toFile: path)
                 }
             } catch {
                 bar.finish()
@@ -94,7 +91,7 @@ struct S3Command: ParsableCommand {
     }
 
     /// `s3 put FILE s3://B/KEY` (multipart for large files).
-    struct Put: ParsableCommand {
+    struct Put: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "put", abstract: "Upload a file (multipart when large).")
         @OptionGroup var global: GlobalOptions
@@ -108,11 +105,11 @@ struct S3Command: ParsableCommand {
             _ = try parseMetadata(metadata)
         }
 
-        func run() throws {
+        func run() async throws {
             let target = try S3Location(location, requireKey: true)
             let context = try S3Context.make(global: global)
             let pairs = try parseMetadata(metadata)
-            let result = try upload(
+            let result = try await upload(
                 context: context, file: file, bucket: target.bucket, key: target.key, metadata: pairs,
                 contentType: contentType, json: global.json)
             if global.json { CommandOutput.printJSON(result) }
@@ -120,18 +117,18 @@ struct S3Command: ParsableCommand {
     }
 
     /// `s3 rm s3://B/KEY`.
-    struct Remove: ParsableCommand {
+    struct Remove: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "rm", abstract: "Delete an object.")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "s3://bucket/key") var location: String
 
         func validate() throws { _ = try S3Location(location, requireKey: true) }
 
-        func run() throws {
+        func run() async throws {
             let target = try S3Location(location, requireKey: true)
             let context = try S3Context.make(global: global)
             do {
-                try context.client.deleteObject(bucket: target.bucket, key: target.key)
+                try await context.client.deleteObject(bucket: target.bucket, key: target.key)
             } catch {
                 throw S3Context.failure(error, json: global.json)
             }
@@ -140,18 +137,18 @@ struct S3Command: ParsableCommand {
     }
 
     /// `s3 mb s3://B`: create a bucket (fine if it exists and is ours).
-    struct MakeBucket: ParsableCommand {
+    struct MakeBucket: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "mb", abstract: "Create a bucket.")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "s3://bucket") var location: String
 
         func validate() throws { _ = try S3Location(location, requireKey: false) }
 
-        func run() throws {
+        func run() async throws {
             let target = try S3Location(location, requireKey: false)
             let context = try S3Context.make(global: global)
             do {
-                try context.client.createBucket(target.bucket)
+                try await context.client.createBucket(target.bucket)
             } catch {
                 throw S3Context.failure(error, json: global.json)
             }
@@ -187,7 +184,7 @@ struct TransferResult: Encodable {
 func upload(
     context: S3Context, file: String, bucket: String, key: String, metadata: [String: String], contentType: String?,
     json: Bool
-) throws -> TransferResult {
+) async throws -> TransferResult {
     guard let attributes = try? FileManager.default.attributesOfItem(atPath: file),
         let size = (attributes[.size] as? NSNumber)?.uint64Value
     else {
@@ -196,7 +193,7 @@ func upload(
     let bar = ProgressBar(label: (file as NSString).lastPathComponent)
     let etag: String
     do {
-        etag = try context.client.uploadFile(
+        etag = try await context.client.uploadFile(
             path: file, bucket: bucket, key: key, metadata: metadata, contentType: contentType,
             progress: { bar.update(done: $0, total: $1) })
     } catch {

@@ -10,9 +10,9 @@ import DiskImage
 ///   - global: the shared options (configuration path) an S3 source needs.
 /// - Throws: `DiskImageError` (`NotFound`, `IOError`) for a local file, `ValidationError` for a source kind
 ///   that is not available.
-func openSource(_ string: String, global: GlobalOptions) throws -> any ByteSource {
+func openSource(_ string: String, global: GlobalOptions) async throws -> any ByteSource {
     if string.hasPrefix("s3://") {
-        return try ImporterContext.openS3Source(string, global: global)
+        return try await ImporterContext.openS3Source(string, global: global)
     }
     return try FileByteSource(path: string)
 }

@@ -4,7 +4,7 @@ import S3
 
 /// `snapimport upload FILE --project P@C [--name NAME]`: puts an image into `incoming/P@C/NAME`
 /// (multipart for large files, a progress bar on a terminal).
-struct UploadCommand: ParsableCommand {
+struct UploadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "upload", abstract: "Put an image into the bucket's incoming/ prefix for import.")
 
@@ -32,7 +32,7 @@ struct UploadCommand: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func run() async throws {
         let context = try S3Context.make(global: global)
         let bucket = try context.defaultBucket(json: global.json)
         var incoming = context.configuration.layout.incoming
@@ -40,7 +40,7 @@ struct UploadCommand: ParsableCommand {
         let key = incoming + project + "/" + (name ?? (file as NSString).lastPathComponent)
         var metadata: [String: String] = [:]
         if let imageDescription { metadata["description"] = imageDescription }
-        let result = try upload(
+        let result = try await upload(
             context: context, file: file, bucket: bucket, key: key, metadata: metadata, contentType: nil,
             json: global.json)
         if global.json {

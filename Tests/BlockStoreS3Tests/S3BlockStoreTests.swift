@@ -16,7 +16,7 @@ struct S3BlockStoreTests {
     let store: S3BlockStore
     static let sharedBucket = "blocks-\(UInt32.random(in: 0...UInt32.max))"
 
-    init() throws {
+    init() async throws {
         let env = ProcessInfo.processInfo.environment
         let configuration = S3Configuration(
             endpoint: env["SNAPIMPORT_TEST_S3_ENDPOINT"] ?? "", region: env["AWS_REGION"] ?? "us-east-1",
@@ -25,7 +25,7 @@ struct S3BlockStoreTests {
                 secretAccessKey: env["AWS_SECRET_ACCESS_KEY"] ?? "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
             retry: S3RetryPolicy(maxAttempts: 3))
         client = try S3Client(configuration: configuration, logger: Logger(label: "test"))
-        try client.createBucket(bucket)
+        try await client.createBucket(bucket)
         store = try S3BlockStore(client: client, location: "s3://\(bucket)/\(prefix)v1", logger: Logger(label: "test"))
     }
 
@@ -46,14 +46,14 @@ struct S3BlockStoreTests {
         let listed = try await store.list()
         #expect(listed.map(\.hash) == [hash])
         #expect(listed.first?.size == bytes.count)
-        let keys = try client.listAllObjects(bucket: bucket, prefix: prefix).map(\.key)
+        let keys = try await client.listAllObjects(bucket: bucket, prefix: prefix).map(\.key)
         #expect(keys == [key(hash)])
     }
 
     @Test func corruptBlockIsRefusedOnRead() async throws {
         let (hash, bytes) = Self.block(2)
         _ = try await store.put(hash, bytes)
-        try client.putObject(bucket: bucket, key: key(hash), body: [1, 2, 3])
+        try await client.putObject(bucket: bucket, key: key(hash), body: [1, 2, 3])
         await #expect(throws: SnapshotError(.corruptBlock, "")) { try await store.get(hash) }
     }
 
@@ -64,10 +64,10 @@ struct S3BlockStoreTests {
         #expect(try await store.remove(hash, unlessModifiedSince: Date(timeIntervalSinceNow: -3600)) == false)
         #expect(try await store.contains(hash))
         // Freshening moves Last-Modified forward (S3 keeps whole seconds).
-        let before = try #require(try client.headObject(bucket: bucket, key: key(hash)).lastModified)
+        let before = try #require(try await client.headObject(bucket: bucket, key: key(hash)).lastModified)
         try await Task.sleep(for: .milliseconds(1100))
         _ = try await store.put(hash, bytes)
-        let after = try #require(try client.headObject(bucket: bucket, key: key(hash)).lastModified)
+        let after = try #require(try await client.headObject(bucket: bucket, key: key(hash)).lastModified)
         #expect(after > before)
         // Older than the cutoff: removed, and then missing.
         #expect(try await store.remove(hash, unlessModifiedSince: Date(timeIntervalSinceNow: 60)) == true)
@@ -79,7 +79,7 @@ struct S3BlockStoreTests {
         _ = try await store.put(hash, bytes)
         try await store.sync()
         #expect(try await store.put(hash, bytes) == false)  // reused (deduplicated)
-        try client.deleteObject(bucket: bucket, key: key(hash))  // a racing GC
+        try await client.deleteObject(bucket: bucket, key: key(hash))  // a racing GC
         await #expect(throws: SnapshotError(.missingBlock, "")) { try await store.sync() }
     }
 

@@ -15,11 +15,11 @@ struct CommandTests {
     func manualImport() async throws {
         guard let e2e = E2E.load("import-cmd") else { return }
         let client = try e2e.client()
-        let bucket = try e2e.makeBucket(client)
+        let bucket = try await e2e.makeBucket(client)
         let fixtures = try Fixtures.everyFormat(e2e, directory: "\(e2e.work)/fx", seed: 5)
         let qcow2 = try #require(fixtures.first { $0.name == "disk.qcow2" })
         let key = "\(e2e.prefix)some/where/a b+c.qcow2"
-        try client.putObject(
+        try await client.putObject(
             bucket: bucket, key: key, body: Array(try Data(contentsOf: URL(fileURLWithPath: qcow2.path))))
         let data = "\(e2e.work)/data"
         let config = try e2e.writeConfig(bucket: bucket, data: data)
@@ -104,19 +104,19 @@ struct CommandTests {
     func watchStopsOnSIGTERM() async throws {
         guard let e2e = E2E.load("watch") else { return }
         let client = try e2e.client()
-        let bucket = try e2e.makeBucket(client)
+        let bucket = try await e2e.makeBucket(client)
         let data = "\(e2e.work)/data"
         let config = try e2e.writeConfig(bucket: bucket, data: data)
         let binary = try Tools.snapimportBinary()
         let watcher = try Tools.start(binary, ["watch", "--interval", "0.2", "--config", config])
         try await Task.sleep(for: .milliseconds(500))
-        try client.putObject(bucket: bucket, key: "\(e2e.prefix)incoming/p@c/late.raw", body: Fixtures.baseDisk(size: 1 << 20, seed: 7))
+        try await client.putObject(bucket: bucket, key: "\(e2e.prefix)incoming/p@c/late.raw", body: Fixtures.baseDisk(size: 1 << 20, seed: 7))
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(30)
-        while clock.now < deadline, try keys(client, bucket, "\(e2e.prefix)processed/").isEmpty {
+        while clock.now < deadline, try await keys(client, bucket, "\(e2e.prefix)processed/").isEmpty {
             try await Task.sleep(for: .milliseconds(100))
         }
-        #expect(try keys(client, bucket, "\(e2e.prefix)processed/").contains("\(e2e.prefix)processed/p@c/late.raw"))
+        #expect(try await keys(client, bucket, "\(e2e.prefix)processed/").contains("\(e2e.prefix)processed/p@c/late.raw"))
         let stopping = clock.now
         kill(watcher.0.processIdentifier, SIGTERM)
         let result = Tools.finish(watcher)

@@ -16,23 +16,23 @@ import Glibc
 struct EndToEndTests {
     /// Uploads every format for two projects (keys with spaces and `+`), a hostile image and a sidecar.
     /// - Returns: key → reference bytes of the valid images.
-    func populate(_ e2e: E2E, _ client: S3Client, bucket: String) throws -> [String: [UInt8]] {
+    func populate(_ e2e: E2E, _ client: S3Client, bucket: String) async throws -> [String: [UInt8]] {
         var expected: [String: [UInt8]] = [:]
         for (project, seed) in [("web@acme", UInt8(1)), ("db-2@globex", UInt8(2))] {
             let fixtures = try Fixtures.everyFormat(e2e, directory: "\(e2e.work)/\(project)", seed: seed)
             for fixture in fixtures {
                 let key = "\(e2e.prefix)incoming/\(project)/dir one/\(fixture.name.replacingOccurrences(of: ".", with: " +."))"
-                try client.putObject(
+                try await client.putObject(
                     bucket: bucket, key: key, body: Array(try Data(contentsOf: URL(fileURLWithPath: fixture.path))))
                 expected[key] = try Fixtures.reference(e2e, fixture)
             }
         }
         let hostile = try Fixtures.hostile(e2e, directory: "\(e2e.work)/web@acme")
-        try client.putObject(
+        try await client.putObject(
             bucket: bucket, key: "\(e2e.prefix)incoming/web@acme/hostile.qcow2",
             body: Array(try Data(contentsOf: URL(fileURLWithPath: hostile.path))))
         let sidecar = #"{"description":"from the sidecar","format":"qcow2","shareWith":["qa@acme"]}"#
-        try client.putObject(
+        try await client.putObject(
             bucket: bucket, key: "\(e2e.prefix)incoming/web@acme/dir one/disk +.qcow2.json", body: Array(sidecar.utf8))
         return expected
     }
@@ -51,10 +51,10 @@ struct EndToEndTests {
             #expect(bytes.count == reference.count, "\(key): size")
             #expect(bytes == reference, "\(key): bytes differ from qemu-img convert -O raw")
         }
-        #expect(try keys(client, bucket, "\(e2e.prefix)incoming/").isEmpty)
+        #expect(try await keys(client, bucket, "\(e2e.prefix)incoming/").isEmpty)
         for key in expected.keys {
             let processed = "\(e2e.prefix)processed/" + key.dropFirst("\(e2e.prefix)incoming/".count)
-            let receipt = try client.getObject(bucket: bucket, key: processed + ".snapshot.json")
+            let receipt = try await client.getObject(bucket: bucket, key: processed + ".snapshot.json")
             let document = try jsonObject(String(decoding: receipt, as: UTF8.self))
             #expect(document["state"] as? String == "available")
             #expect((document["source"] as? [String: Any])?["key"] as? String == key)
@@ -84,8 +84,8 @@ struct EndToEndTests {
     func runImportsEveryFormatOnce() async throws {
         guard let e2e = E2E.load("run-once") else { return }
         let client = try e2e.client()
-        let bucket = try e2e.makeBucket(client)
-        let expected = try populate(e2e, client, bucket: bucket)
+        let bucket = try await e2e.makeBucket(client)
+        let expected = try await populate(e2e, client, bucket: bucket)
         let data = "\(e2e.work)/data"
         let config = try e2e.writeConfig(bucket: bucket, data: data)
         let binary = try Tools.snapimportBinary()
@@ -102,7 +102,7 @@ struct EndToEndTests {
         try await verify(e2e, client, bucket: bucket, data: data, catalog: nil, expected: expected)
         // The hostile image and its report in failed/.
         let report = try jsonObject(
-            String(decoding: try client.getObject(bucket: bucket, key: "\(e2e.prefix)failed/web@acme/hostile.qcow2.error.json"),
+            String(decoding: try await client.getObject(bucket: bucket, key: "\(e2e.prefix)failed/web@acme/hostile.qcow2.error.json"),
                    as: UTF8.self))
         #expect(report["code"] as? String == "BackingFileNotAllowed")
         #expect(report["key"] as? String == "\(e2e.prefix)incoming/web@acme/hostile.qcow2")
@@ -114,7 +114,7 @@ struct EndToEndTests {
         }
         let sidecarSnapshot = try #require(withSidecar)
         #expect(sidecarSnapshot.sharedWith.map(\.description) == ["qa@acme"])
-        #expect(try keys(client, bucket, "\(e2e.prefix)processed/web@acme/dir one/disk +.qcow2.json") == [
+        #expect(try await keys(client, bucket, "\(e2e.prefix)processed/web@acme/dir one/disk +.qcow2.json") == [
             "\(e2e.prefix)processed/web@acme/dir one/disk +.qcow2.json"
         ])
 
@@ -131,13 +131,13 @@ struct EndToEndTests {
     }
 
     /// Small images for the concurrency tests: `count` raw disks with distinct content.
-    func uploadSmall(_ e2e: E2E, _ client: S3Client, bucket: String, count: Int, projects: [String]) throws -> [String: [UInt8]] {
+    func uploadSmall(_ e2e: E2E, _ client: S3Client, bucket: String, count: Int, projects: [String]) async throws -> [String: [UInt8]] {
         var expected: [String: [UInt8]] = [:]
         for i in 0..<count {
             let project = projects[i % projects.count]
             let key = "\(e2e.prefix)incoming/\(project)/img \(i)+x.raw"
             let bytes = Fixtures.baseDisk(size: 1 << 20, seed: UInt8(i + 10))
-            try client.putObject(bucket: bucket, key: key, body: bytes)
+            try await client.putObject(bucket: bucket, key: key, body: bytes)
             expected[key] = bytes
         }
         return expected
@@ -146,8 +146,8 @@ struct EndToEndTests {
     func twoWorkers(catalog: String?, test: String) async throws {
         guard let e2e = E2E.load(test) else { return }
         let client = try e2e.client()
-        let bucket = try e2e.makeBucket(client)
-        let expected = try uploadSmall(e2e, client, bucket: bucket, count: 12, projects: ["a@acme", "b@globex"])
+        let bucket = try await e2e.makeBucket(client)
+        let expected = try await uploadSmall(e2e, client, bucket: bucket, count: 12, projects: ["a@acme", "b@globex"])
         let data = "\(e2e.work)/data"
         let config = try e2e.writeConfig(bucket: bucket, data: data, catalog: catalog)
         let binary = try Tools.snapimportBinary()
@@ -186,8 +186,8 @@ struct EndToEndTests {
             return
         }
         let client = try e2e.client()
-        let bucket = try e2e.makeBucket(client)
-        let expected = try populate(e2e, client, bucket: bucket)
+        let bucket = try await e2e.makeBucket(client)
+        let expected = try await populate(e2e, client, bucket: bucket)
         let data = "\(e2e.work)/data"
         let config = try e2e.writeConfig(bucket: bucket, data: data, catalog: url)
         let binary = try Tools.snapimportBinary()
@@ -202,7 +202,7 @@ struct EndToEndTests {
     func killMidImport(catalog: String?, test: String) async throws {
         guard let e2e = E2E.load(test) else { return }
         let client = try e2e.client()
-        let bucket = try e2e.makeBucket(client)
+        let bucket = try await e2e.makeBucket(client)
         // A larger image so the worker is caught in the middle: random data, 48 MiB.
         var big = [UInt8](repeating: 0, count: 48 << 20)
         var generator = SystemRandomNumberGenerator()
@@ -210,8 +210,8 @@ struct EndToEndTests {
             let words = buffer.bindMemory(to: UInt64.self)
             for i in words.indices { words[i] = generator.next() }
         }
-        var expected = try uploadSmall(e2e, client, bucket: bucket, count: 3, projects: ["a@acme"])
-        try client.putObject(bucket: bucket, key: "\(e2e.prefix)incoming/a@acme/big.raw", body: big)
+        var expected = try await uploadSmall(e2e, client, bucket: bucket, count: 3, projects: ["a@acme"])
+        try await client.putObject(bucket: bucket, key: "\(e2e.prefix)incoming/a@acme/big.raw", body: big)
         expected["\(e2e.prefix)incoming/a@acme/big.raw"] = big
         let data = "\(e2e.work)/data"
         let config = try e2e.writeConfig(bucket: bucket, data: data, catalog: catalog)

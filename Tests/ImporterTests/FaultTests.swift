@@ -1,3 +1,4 @@
+import Dispatch
 import DiskImage
 import Foundation
 import Importer
@@ -8,6 +9,7 @@ import Synchronization
 import Testing
 
 /// An object store that runs `hook` once, before the first ranged GET of an image (not a sidecar).
+/// The image's ranged GETs are the byte source's blocking ones, so hooks run on a pool thread.
 final class HookedStore: ObjectStore {
     let base: any ObjectStore
     private let pending: Mutex<(@Sendable (String) throws -> Void)?>
@@ -27,25 +29,55 @@ final class HookedStore: ObjectStore {
         self.every = every
     }
 
-    func list(prefix: String) throws -> [ObjectSummary] { try base.list(prefix: prefix) }
-    func head(key: String) throws -> ObjectMetadata { try base.head(key: key) }
-    func get(key: String, range: Range<UInt64>?, ifMatch: String?) throws -> [UInt8] {
-        if ifMatch != nil, let every { try every(key) }
-        if ifMatch != nil, let hook = pending.withLock({ hook -> (@Sendable (String) throws -> Void)? in
+    /// Runs the hooks of an image GET (`ifMatch` set; a sidecar is read without).
+    private func runHooks(_ key: String, ifMatch: String?) throws {
+        guard ifMatch != nil else { return }
+        if let every { try every(key) }
+        if let hook = pending.withLock({ hook -> (@Sendable (String) throws -> Void)? in
             defer { hook = nil }
             return hook
         }) {
             try hook(key)
         }
-        return try base.get(key: key, range: range, ifMatch: ifMatch)
     }
-    func put(key: String, body: [UInt8], contentType: String) throws {
-        try base.put(key: key, body: body, contentType: contentType)
+
+    func list(prefix: String) async throws -> [ObjectSummary] { try await base.list(prefix: prefix) }
+    func head(key: String) async throws -> ObjectMetadata { try await base.head(key: key) }
+    func get(key: String, range: Range<UInt64>?, ifMatch: String?) async throws -> [UInt8] {
+        try runHooks(key, ifMatch: ifMatch)
+        return try await base.get(key: key, range: range, ifMatch: ifMatch)
     }
-    func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) throws {
-        try base.copy(from: sourceKey, to: destinationKey, ifMatch: ifMatch)
+    @available(*, noasync)
+    func getBlocking(key: String, range: Range<UInt64>, ifMatch: String?) throws -> [UInt8] {
+        try runHooks(key, ifMatch: ifMatch)
+        return try base.getBlocking(key: key, range: range, ifMatch: ifMatch)
     }
-    func delete(key: String) throws { try base.delete(key: key) }
+    func put(key: String, body: [UInt8], contentType: String) async throws {
+        try await base.put(key: key, body: body, contentType: contentType)
+    }
+    func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) async throws {
+        try await base.copy(from: sourceKey, to: destinationKey, ifMatch: ifMatch)
+    }
+    func delete(key: String) async throws { try await base.delete(key: key) }
+}
+
+/// Waits for async `work` from synchronous code running outside Swift's cooperative pool (a hook that
+/// the blocking byte source calls on a `BlockingExecutor` thread). Never call it on a cooperative thread:
+/// blocking one while the work needs the pool could deadlock.
+func waitBlocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
+    let outcome = Mutex<Result<T, any Error>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        do {
+            let value = try await work()
+            outcome.withLock { $0 = .success(value) }
+        } catch {
+            outcome.withLock { $0 = .failure(error) }
+        }
+        done.signal()
+    }
+    done.wait()
+    return try outcome.withLock { $0! }.get()
 }
 
 /// Faults injected into a pass run in-process against the real SeaweedFS.
@@ -79,12 +111,12 @@ struct FaultTests {
     func serverStoppedMidPass() async throws {
         guard let e2e = E2E.load("s3-down") else { return }
         let direct = try e2e.client()
-        let bucket = try e2e.makeBucket(direct)
+        let bucket = try await e2e.makeBucket(direct)
         var expected: [String: [UInt8]] = [:]
         for i in 0..<3 {
             let key = "\(e2e.prefix)incoming/p@c/disk \(i).raw"
             let bytes = Fixtures.baseDisk(size: 1 << 20, seed: UInt8(40 + i))
-            try direct.putObject(bucket: bucket, key: key, body: bytes)
+            try await direct.putObject(bucket: bucket, key: key, body: bytes)
             expected[key] = bytes
         }
         let proxy = try CuttableProxy(endpoint: e2e.endpoint, work: e2e.work)
@@ -101,7 +133,7 @@ struct FaultTests {
         #expect(first.retried.allSatisfy {
             if case .retried(let code, _, _) = $0.outcome { code == "StorageUnavailable" } else { false }
         })
-        #expect(try keys(direct, bucket, "\(e2e.prefix)incoming/").count == 3)
+        #expect(try await keys(direct, bucket, "\(e2e.prefix)incoming/").count == 3)
 
         try proxy.start()
         let second = try await pass(viaProxy, e2e, bucket: bucket, data: data)
@@ -109,7 +141,7 @@ struct FaultTests {
         #expect(second.imported.count == 3)
         let snapshots = try await snapshotsByKey(data: data)
         for key in expected.keys { #expect(snapshots[key]?.count == 1, "\(key) imported once") }
-        #expect(try keys(direct, bucket, "\(e2e.prefix)incoming/").isEmpty)
+        #expect(try await keys(direct, bucket, "\(e2e.prefix)incoming/").isEmpty)
         proxy.cut()
     }
 
@@ -117,20 +149,22 @@ struct FaultTests {
     func overwrittenObject() async throws {
         guard let e2e = E2E.load("overwrite") else { return }
         let client = try e2e.client()
-        let bucket = try e2e.makeBucket(client)
+        let bucket = try await e2e.makeBucket(client)
         let key = "\(e2e.prefix)incoming/p@c/replaced+1.raw"
         let old = Fixtures.baseDisk(size: 1 << 20, seed: 60)
         let new = Fixtures.baseDisk(size: 1 << 20, seed: 61)
-        try client.putObject(bucket: bucket, key: key, body: old)
+        try await client.putObject(bucket: bucket, key: key, body: old)
         let data = "\(e2e.work)/data"
         let store = S3ObjectStore(client: client, bucket: bucket)
-        let hooked = HookedStore(store, hook: { key in _ = try client.putObject(bucket: bucket, key: key, body: new) })
+        let hooked = HookedStore(store, hook: { key in
+            _ = try waitBlocking { try await client.putObject(bucket: bucket, key: key, body: new) }
+        })
 
         let first = try await pass(hooked, e2e, bucket: bucket, data: data)
         #expect(first.imported.isEmpty)
         let retried = try #require(first.retried.first)
         if case .retried(let code, _, _) = retried.outcome { #expect(code == "ObjectChanged") }
-        #expect(try keys(client, bucket, "\(e2e.prefix)incoming/") == [key])
+        #expect(try await keys(client, bucket, "\(e2e.prefix)incoming/") == [key])
 
         let second = try await pass(store, e2e, bucket: bucket, data: data)
         #expect(second.imported.count == 1)

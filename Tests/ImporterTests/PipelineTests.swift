@@ -137,8 +137,14 @@ final class PipelineTests {
                 store: store, catalog: CoreImportCatalog(service: service),
                 settings: .init(bucket: bucket, workerID: "unit", chunkSize: 4096, cachedChunks: 2), logger: logger)
             let candidate = try #require(try await pipeline.listCandidates().first)
-            let task = Task { await pipeline.importObject(candidate) }
+            // The import starts only once its task is stored, so the hook always finds it to cancel.
+            let (stored, markStored) = AsyncStream<Void>.makeStream()
+            let task = Task {
+                for await _ in stored {}
+                return await pipeline.importObject(candidate)
+            }
             importTask.withLock { $0 = task }
+            markStored.finish()
             let result = await task.value
             let pending = try await service.listSnapshots(caller: .operator).filter { $0.state == .pending }.count
             return (result, pending)

@@ -125,6 +125,8 @@ final class ScriptedTransport: S3Transport {
         var status: Int
         var headers: [(name: String, value: String)] = []
         var body: [UInt8] = []
+        /// Deliver only this many body bytes, then fail as a connection reset would.
+        var cutAfter: Int? = nil
     }
 
     private let state: Mutex<(answers: [Answer], requests: [HTTPRequest])>
@@ -140,6 +142,10 @@ final class ScriptedTransport: S3Transport {
         }
         guard let answer else { throw S3Error(code: .transport, message: "no scripted answer left") }
         if (200..<300).contains(answer.status) {
+            if let cut = answer.cutAfter {
+                try answer.body.prefix(cut).withUnsafeBytes { try onData($0) }
+                throw S3Error(code: .transport, message: "connection reset (scripted)", curlCode: 56)
+            }
             try answer.body.withUnsafeBytes { try onData($0) }
             return HTTPResponse(status: answer.status, headers: answer.headers, errorBody: [])
         }

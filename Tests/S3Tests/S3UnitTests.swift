@@ -1,5 +1,7 @@
+import BlockingIO
 import Foundation
 @testable import S3
+import Synchronization
 import Testing
 
 /// Behaviour that needs no server: parsing, credentials, retries over a scripted transport.
@@ -21,7 +23,7 @@ struct S3UnitTests {
     }
 
     @Test("listing: SeaweedFS-style XML without a namespace, url-encoded keys decoded, ETags unquoted")
-    func lenientListing() throws {
+    func lenientListing() async throws {
         let xml = """
             <ListBucketResult><Name>b</Name><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>
             <NextContinuationToken>a/b==</NextContinuationToken>
@@ -32,7 +34,7 @@ struct S3UnitTests {
             <CommonPrefixes><Prefix>dir%2F</Prefix></CommonPrefixes></ListBucketResult>
             """
         let transport = ScriptedTransport([.init(status: 200, body: Array(xml.utf8))])
-        let page = try client(transport).listObjects(bucket: "b", prefix: "p@c/", maxKeys: 2)
+        let page = try await client(transport).listObjects(bucket: "b", prefix: "p@c/", maxKeys: 2)
         #expect(page.objects.map(\.key) == ["p@c/a b+c=d&e.qcow2", "ü/日本/x"])
         #expect(page.objects.map(\.etag) == ["abc", "def"])
         #expect(page.objects.first?.lastModified == Date(timeIntervalSince1970: 1_795_559_480.5))
@@ -43,10 +45,10 @@ struct S3UnitTests {
     }
 
     @Test("an error inside a 200 answer to CompleteMultipartUpload is thrown")
-    func errorIn200() throws {
+    func errorIn200() async throws {
         let transport = ScriptedTransport([.init(status: 200, body: Self.error("InternalError"))])
-        let error = #expect(throws: S3Error.self) {
-            try client(transport).completeMultipartUpload(
+        let error = await #expect(throws: S3Error.self) {
+            try await client(transport).completeMultipartUpload(
                 bucket: "b", key: "k", uploadID: "u", parts: [UploadedPart(partNumber: 1, etag: "e")])
         }
         #expect(error?.code == .internalError)
@@ -54,12 +56,12 @@ struct S3UnitTests {
     }
 
     @Test("5xx and SlowDown are retried with a fresh signature; other 4xx are not")
-    func retries() throws {
+    func retries() async throws {
         let transport = ScriptedTransport([
             .init(status: 503, body: Self.error("SlowDown")), .init(status: 500, body: Self.error("InternalError")),
             .init(status: 502), .init(status: 200, headers: [("ETag", "\"e1\"")]),
         ])
-        #expect(try client(transport).putObject(bucket: "b", key: "k", body: [1, 2, 3]) == "e1")
+        #expect(try await client(transport).putObject(bucket: "b", key: "k", body: [1, 2, 3]) == "e1")
         #expect(transport.requests.count == 4)
         for request in transport.requests {
             guard case .bytes(let body) = request.body else {
@@ -74,29 +76,29 @@ struct S3UnitTests {
         let denied = ScriptedTransport([
             .init(status: 403, body: Self.error("AccessDenied")), .init(status: 200),
         ])
-        let error = #expect(throws: S3Error.self) { try client(denied).deleteObject(bucket: "b", key: "k") }
+        let error = await #expect(throws: S3Error.self) { try await client(denied).deleteObject(bucket: "b", key: "k") }
         #expect(error?.code == .accessDenied)
         #expect(denied.requests.count == 1)
 
         let exhausted = ScriptedTransport(Array(repeating: .init(status: 504), count: 10))
-        let gateway = #expect(throws: S3Error.self) { try client(exhausted).deleteObject(bucket: "b", key: "k") }
+        let gateway = await #expect(throws: S3Error.self) { try await client(exhausted).deleteObject(bucket: "b", key: "k") }
         #expect(gateway?.isTransient == true)
         #expect(exhausted.requests.count == 4)
     }
 
     @Test("404 without a body (HEAD) is NoSuchKey; 412 is PreconditionFailed")
-    func statusOnlyErrors() throws {
+    func statusOnlyErrors() async throws {
         let transport = ScriptedTransport([.init(status: 404), .init(status: 412)])
         let c = try client(transport)
-        #expect(throws: S3Error(code: .noSuchKey, message: "")) { try c.headObject(bucket: "b", key: "k") }
-        #expect(throws: S3Error(code: .preconditionFailed, message: "")) {
-            try c.getObject(bucket: "b", key: "k", ifMatch: "x")
+        await #expect(throws: S3Error(code: .noSuchKey, message: "")) { try await c.headObject(bucket: "b", key: "k") }
+        await #expect(throws: S3Error(code: .preconditionFailed, message: "")) {
+            try await c.getObject(bucket: "b", key: "k", ifMatch: "x")
         }
         #expect(transport.requests.last?.headers.contains { $0.name == "If-Match" && $0.value == "\"x\"" } == true)
     }
 
     @Test("head: sizes, unquoted ETag, Last-Modified and x-amz-meta-*")
-    func head() throws {
+    func head() async throws {
         let transport = ScriptedTransport([
             .init(
                 status: 200,
@@ -105,7 +107,7 @@ struct S3UnitTests {
                     ("x-amz-meta-Description", "hello"), ("Content-Type", "text/plain"),
                 ])
         ])
-        let head = try client(transport).headObject(bucket: "b", key: "k")
+        let head = try await client(transport).headObject(bucket: "b", key: "k")
         #expect(head == ObjectHead(
             size: 1234, etag: "0123", lastModified: Date(timeIntervalSince1970: 1_795_559_480),
             contentType: "text/plain", metadata: ["description": "hello"]))
@@ -165,24 +167,121 @@ struct S3UnitTests {
     }
 
     @Test("requests never carry the secret, and errors never mention it")
-    func noSecretsOnTheWire() throws {
+    func noSecretsOnTheWire() async throws {
         let transport = ScriptedTransport([.init(status: 403, body: Self.error("SignatureDoesNotMatch"))])
-        let error = #expect(throws: S3Error.self) { try client(transport).getObject(bucket: "b", key: "k") }
+        let error = await #expect(throws: S3Error.self) { try await client(transport).getObject(bucket: "b", key: "k") }
         #expect(error.map { !"\($0)".contains("SECRET-VALUE") } == true)
         let request = try #require(transport.requests.first)
         #expect(!request.headers.contains { $0.value.contains("SECRET-VALUE") })
         #expect(!request.url.contains("SECRET-VALUE"))
     }
 
-    @Test("async callers run blocking calls off the cooperative pool and get results and errors back")
-    func asyncRun() async throws {
+    @Test("async calls get results and errors back")
+    func asyncCalls() async throws {
         let transport = ScriptedTransport([.init(status: 200, headers: [("ETag", "\"e9\"")]), .init(status: 404)])
         let c = try client(transport)
-        let etag = try await c.run { try $0.putObject(bucket: "b", key: "k", body: [1]) }
+        let etag = try await c.putObject(bucket: "b", key: "k", body: [1])
         #expect(etag == "e9")
         await #expect(throws: S3Error(code: .noSuchKey, message: "")) {
-            try await c.run { try $0.headObject(bucket: "b", key: "k") }
+            try await c.headObject(bucket: "b", key: "k")
         }
+    }
+
+    @Test("a task cancelled while waiting to retry stops at once with CancellationError, without another attempt")
+    func cancelledRetry() async throws {
+        var configuration = Self.configuration
+        configuration.retry = S3RetryPolicy(
+            maxAttempts: 5, baseDelay: .seconds(60), maxDelay: .seconds(60), maxTotalTime: .seconds(600))
+        let transport = ScriptedTransport(Array(repeating: .init(status: 503, body: Self.error("SlowDown")), count: 5))
+        let c = try client(transport, configuration)
+        let task = Task { try await c.headObject(bucket: "b", key: "k") }
+        while transport.requests.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+        let cancelled = ContinuousClock.now
+        task.cancel()
+        let result = await task.result
+        #expect(ContinuousClock.now - cancelled < .seconds(10), "the back-off of 30–60 s was not waited out")
+        #expect(throws: CancellationError.self) { try result.get() }
+        #expect(transport.requests.count == 1)
+    }
+
+    @Test("the blocking ranged GET retries, and resumes a cut transfer from where it stopped, pinned by If-Match")
+    func blockingRangedGet() async throws {
+        let transport = ScriptedTransport([
+            .init(status: 503, body: Self.error("SlowDown")),
+            .init(status: 206, body: Array(0..<10), cutAfter: 4),
+            .init(status: 206, body: Array(4..<10)),
+        ])
+        let c = try client(transport)
+        let bytes = try await BlockingExecutor.shared.run {
+            try c.getObjectBlocking(bucket: "b", key: "k", range: 0...9, ifMatch: "e")
+        }
+        #expect(bytes == Array(0..<10))
+        let requests = transport.requests
+        #expect(requests.count == 3)
+        func header(_ request: HTTPRequest, _ name: String) -> String? {
+            request.headers.first { $0.name == name }?.value
+        }
+        #expect(requests.map { header($0, "Range") } == ["bytes=0-9", "bytes=0-9", "bytes=4-9"])
+        #expect(requests.allSatisfy { header($0, "If-Match") == "\"e\"" })
+    }
+
+    @Test("the async GET resumes a cut transfer the same way; the sink sees each byte once")
+    func asyncResumedGet() async throws {
+        let transport = ScriptedTransport([
+            .init(status: 206, body: Array(0..<10), cutAfter: 6), .init(status: 206, body: Array(6..<10)),
+        ])
+        let received = Mutex<[UInt8]>([])
+        try await client(transport).getObject(bucket: "b", key: "k", range: 0...9, ifMatch: "e") { chunk in
+            received.withLock { $0.append(contentsOf: chunk) }
+        }
+        #expect(received.withLock { $0 } == Array(0..<10))
+        #expect(transport.requests.last?.headers.contains { $0.name == "Range" && $0.value == "bytes=6-9" } == true)
+    }
+
+    @Test("a part that fails aborts the multipart upload; no further part is sent and the first error is thrown")
+    func multipartAbortedOnFailure() async throws {
+        let path = NSTemporaryDirectory() + "s3-unit-\(UUID().uuidString)"
+        try Data(count: 11 << 20).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let transport = ScriptedTransport([
+            .init(status: 200, body: Array("<InitiateMultipartUploadResult><UploadId>U1</UploadId></InitiateMultipartUploadResult>".utf8)),
+            .init(status: 200, headers: [("ETag", "\"p1\"")]),
+            .init(status: 403, body: Self.error("AccessDenied")),
+            .init(status: 204),
+        ])
+        let c = try client(transport)
+        let error = await #expect(throws: S3Error.self) {
+            try await c.uploadFile(path: path, bucket: "b", key: "k", partSize: 5 << 20, concurrency: 1)
+        }
+        #expect(error?.code == .accessDenied)
+        #expect(transport.requests.count == 4)
+        let abort = try #require(transport.requests.last)
+        #expect(abort.method == "DELETE" && abort.url.hasSuffix("?uploadId=U1"))
+    }
+
+    @Test("a multipart upload whose task is cancelled is still aborted")
+    func multipartAbortedOnCancellation() async throws {
+        let path = NSTemporaryDirectory() + "s3-unit-\(UUID().uuidString)"
+        try Data(count: 11 << 20).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var configuration = Self.configuration
+        configuration.retry = S3RetryPolicy(
+            maxAttempts: 5, baseDelay: .seconds(60), maxDelay: .seconds(60), maxTotalTime: .seconds(600))
+        let transport = ScriptedTransport([
+            .init(status: 200, body: Array("<InitiateMultipartUploadResult><UploadId>U2</UploadId></InitiateMultipartUploadResult>".utf8)),
+            .init(status: 503, body: Self.error("SlowDown")),
+            .init(status: 204),
+        ])
+        let c = try client(transport, configuration)
+        let upload = Task { try await c.uploadFile(path: path, bucket: "b", key: "k", partSize: 5 << 20, concurrency: 1) }
+        // Part 1 answered SlowDown: the upload now waits 30–60 s before retrying it.
+        while transport.requests.count < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        upload.cancel()
+        let result = await upload.result
+        #expect(throws: CancellationError.self) { try result.get() }
+        #expect(transport.requests.count == 3)
+        let abort = try #require(transport.requests.last)
+        #expect(abort.method == "DELETE" && abort.url.hasSuffix("?uploadId=U2"))
     }
 
     @Test("dates: ISO 8601 listings and HTTP headers")

@@ -67,9 +67,9 @@ struct E2E: Sendable {
         return try S3Client(configuration: configuration, logger: Logger(label: "e2e"))
     }
 
-    func makeBucket(_ client: S3Client) throws -> String {
+    func makeBucket(_ client: S3Client) async throws -> String {
         // CreateBucket succeeds when the bucket exists and is ours.
-        try client.createBucket(Self.sharedBucket)
+        try await client.createBucket(Self.sharedBucket)
         return Self.sharedBucket
     }
 
@@ -290,8 +290,8 @@ func snapshotBytes(_ service: SnapshotService, _ record: SnapshotRecord) async t
 }
 
 /// Objects (keys) under a prefix.
-func keys(_ client: S3Client, _ bucket: String, _ prefix: String) throws -> [String] {
-    try client.listAllObjects(bucket: bucket, prefix: prefix).map(\.key)
+func keys(_ client: S3Client, _ bucket: String, _ prefix: String) async throws -> [String] {
+    try await client.listAllObjects(bucket: bucket, prefix: prefix).map(\.key)
 }
 
 func jsonObject(_ text: String) throws -> [String: Any] {
