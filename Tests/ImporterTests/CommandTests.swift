@@ -70,9 +70,9 @@ struct CommandTests {
     func manualImportOwner() async throws {
         guard let e2e = E2E.load("import-owner") else { return }
         let client = try e2e.client()
-        let bucket = try e2e.makeBucket(client)
+        let bucket = try await e2e.makeBucket(client)
         let key = "\(e2e.prefix)incoming/web@acme/o.raw"
-        try client.putObject(bucket: bucket, key: key, body: Fixtures.baseDisk(size: 1 << 20, seed: 3))
+        try await client.putObject(bucket: bucket, key: key, body: Fixtures.baseDisk(size: 1 << 20, seed: 3))
         let data = "\(e2e.work)/data"
         let config = try e2e.writeConfig(bucket: bucket, data: data)
         let binary = try Tools.snapimportBinary()
@@ -95,7 +95,7 @@ struct CommandTests {
         #expect(try jsonObject(same.stdout)["id"] as? String == (try jsonObject(owned.stdout)["id"] as? String))
 
         let outside = "\(e2e.prefix)elsewhere/o.raw"
-        try client.putObject(bucket: bucket, key: outside, body: Fixtures.baseDisk(size: 1 << 20, seed: 4))
+        try await client.putObject(bucket: bucket, key: outside, body: Fixtures.baseDisk(size: 1 << 20, seed: 4))
         let unnamed = try Tools.run(binary, ["import", "s3://\(bucket)/\(outside)", "--json", "--config", config])
         #expect(unnamed.status == 2, "an object outside incoming/ needs --project")
     }
