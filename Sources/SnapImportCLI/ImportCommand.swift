@@ -47,14 +47,13 @@ struct ImportCommand: AsyncParsableCommand {
 
     func run() async throws {
         DiskImage.tuneAllocatorForImports()
-        let environment = ProcessInfo.processInfo.environment
-        let config = try ImporterContext.configuration(global, environment: environment)
+        let context = try AppContext(global)
         let claimed = try format.map(parseImageFormat)
-        let logger = ImporterContext.logger("snapimport.import", level: global.verbose ? .debug : .warning)
+        let logger = context.logger("snapimport.import")
         let json = global.json
         let bar = ProgressBar(label: (source as NSString).lastPathComponent)
         let progress: @Sendable (UInt64, UInt64) -> Void = { done, total in bar.update(done: done, total: total) }
-        let (source, project, description, global) = (source, project, description, global)
+        let (source, project, description) = (source, project, description)
         let record: SnapshotRecord
         let alreadyImported: Bool
         do {
@@ -62,10 +61,8 @@ struct ImportCommand: AsyncParsableCommand {
                 if source.hasPrefix("s3://") {
                     let location = try S3Location(source, requireKey: true)
                     let key = location.key
-                    let owner = try Self.owner(of: key, project: project, config: config, environment: environment)
-                    let result = try await ImporterContext.withPipeline(
-                        config, global: global, bucket: location.bucket, logger: logger, environment: environment
-                    ) { pipeline, _ in
+                    let owner = try Self.owner(of: key, project: project, layout: context.settings(bucket: "").layout)
+                    let result = try await context.withPipeline(bucket: location.bucket, logger: logger) { pipeline, _ in
                         try await pipeline.importObjectManually(
                             key: key, owner: owner, description: description, claimedFormat: claimed,
                             progress: progress)
@@ -79,10 +76,9 @@ struct ImportCommand: AsyncParsableCommand {
                 let owner = try ProjectRef(parsing: project ?? "")
                 let file = try FileByteSource(path: path)
                 // A local file needs no bucket: the image importer alone (the catalog and the limits).
-                let settings = try ImporterContext.settings(config, bucket: "", environment: environment)
+                let settings = context.settings(bucket: "")
                 let text = description ?? (path as NSString).lastPathComponent
-                let record = try await ImporterContext.withService(config, s3: nil, json: json, logger: logger) {
-                    service in
+                let record = try await context.withStore(create: true, logger: logger) { service in
                     let importer = ImageImporter(
                         catalog: CoreImportCatalog(service: service), limits: settings.limits,
                         leaseDuration: settings.leaseDuration, progressInterval: settings.progressInterval)
@@ -110,10 +106,7 @@ struct ImportCommand: AsyncParsableCommand {
 
     /// The owner of an object: its `incoming/` folder's project when it sits in one (then `--project`
     /// must agree or be omitted), else `--project`.
-    static func owner(
-        of key: String, project: String?, config: Configuration, environment: [String: String]
-    ) throws -> ProjectRef {
-        let layout = try ImporterContext.settings(config, bucket: "", environment: environment).layout
+    static func owner(of key: String, project: String?, layout: BucketLayout) throws -> ProjectRef {
         guard let folder = try? layout.ownerText(of: key) else {
             guard let project else {
                 throw ValidationError(
@@ -174,7 +167,7 @@ struct ImportCommand: AsyncParsableCommand {
         case let error as ImporterError:
             return CommandOutput.failure(code: error.code.name, message: error.message, json: json, exit: 1)
         case let error as SnapshotError:
-            return CoreContext.failure(error, json: json)
+            return CommandOutput.failure(error, json: json)
         case let error as ValidationError:
             return CommandOutput.failure(code: "InvalidArgument", message: error.message, json: json, exit: 2)
         default:

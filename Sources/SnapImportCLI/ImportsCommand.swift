@@ -46,9 +46,9 @@ struct ImportsCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let imports = try await CoreContext.run(global) { service in try await service.listImports() }
+            let imports = try await AppContext(global).withExistingStore { service in try await service.listImports() }
             if global.json {
-                CoreContext.printJSON(imports.map(View.init))
+                CommandOutput.printDocument(imports.map(View.init))
                 return
             }
             for r in imports {

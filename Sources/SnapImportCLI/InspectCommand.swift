@@ -54,21 +54,3 @@ struct InspectCommand: AsyncParsableCommand {
 }
 
 /// Output helpers shared by the image commands: JSON on stdout, errors on stderr (and as JSON with --json).
-enum CommandOutput {
-    static func printJSON(_ value: some Encodable) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        guard let data = try? encoder.encode(value), let text = String(data: data, encoding: .utf8) else { return }
-        print(text)
-    }
-
-    static func stderr(_ line: String) {
-        FileHandle.standardError.write(Data((line + "\n").utf8))
-    }
-
-    /// The error a command throws; `main.swift` prints it (stderr, and `{"error":{code,message}}` on
-    /// stdout with --json) and exits with `status`.
-    static func failure(code: String, message: String, json: Bool, exit status: Int32) -> CommandError {
-        CommandError(code: code, message: message, exitStatus: status, json: json)
-    }
-}

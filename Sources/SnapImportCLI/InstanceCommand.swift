@@ -19,17 +19,17 @@ struct InstanceCommand: AsyncParsableCommand {
 
         func run() async throws {
             let json = common.global.json
-            let caller = try CoreContext.caller(common.project, json: json)
+            let caller = try Arguments.caller(common.project, json: json)
             let ownerRef: ProjectRef
             switch (caller, owner) {
             case (.project(let project), nil): ownerRef = project
-            case (_, let text?): ownerRef = try CoreContext.project(text, json: json)
+            case (_, let text?): ownerRef = try Arguments.project(text, json: json)
             case (.operator, nil):
                 throw CommandOutput.failure(
                     code: "InvalidArgument", message: "instance create needs --project P@C (or --owner P@C)",
                     json: json, exit: 2)
             }
-            let view = try await CoreContext.run(common.global) { service in
+            let view = try await AppContext(common.global).withExistingStore { service in
                 InstanceView(try await service.createInstance(owner: ownerRef, caller: caller), volumes: [])
             }
             output(view, json: json)
@@ -61,15 +61,15 @@ struct InstanceCommand: AsyncParsableCommand {
         @OptionGroup var common: SnapshotCommand.Common
 
         func run() async throws {
-            let caller = try CoreContext.caller(common.project, json: common.global.json)
-            let views = try await CoreContext.run(common.global) { service in
+            let caller = try Arguments.caller(common.project, json: common.global.json)
+            let views = try await AppContext(common.global).withExistingStore { service in
                 let volumes = try await service.listVolumes(caller: .operator)
                 return try await service.listInstances(caller: caller).map { instance in
                     InstanceView(instance, volumes: volumes.filter { $0.attachedTo == instance.id }.map(\.id).sorted())
                 }
             }
             if common.global.json {
-                CoreContext.printJSON(views)
+                CommandOutput.printDocument(views)
             } else {
                 for view in views { print(line(view)) }
             }
@@ -93,5 +93,5 @@ private func change(
 }
 
 private func output(_ view: InstanceView, json: Bool) {
-    if json { CoreContext.printJSON(view) } else { print(line(view)) }
+    if json { CommandOutput.printDocument(view) } else { print(line(view)) }
 }

@@ -17,13 +17,11 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         DiskImage.tuneAllocatorForImports()
-        let environment = ProcessInfo.processInfo.environment
-        let config = try ImporterContext.configuration(global, environment: environment)
-        let bucket = try ImporterContext.bucket(config, json: global.json)
-        let logger = ImporterContext.logger("snapimport.run", level: global.verbose ? .debug : .warning)
-        let summary = try await ImporterContext.withPipeline(
-            config, global: global, bucket: bucket, logger: logger, environment: environment
-        ) { pipeline, service in
+        let context = try AppContext(global)
+        let config = context.configuration
+        let logger = context.logger("snapimport.run")
+        let summary = try await context.withPipeline(bucket: try context.bucket(), logger: logger) {
+            pipeline, service in
             let importer = Importer(
                 worker: pipeline,
                 options: .init(
@@ -39,7 +37,7 @@ struct RunCommand: AsyncParsableCommand {
             await GarbageCollectionService<ContinuousClock>.collect(service, logger: logger)
             return importer.summaries.last ?? PassSummary()
         }
-        ImporterContext.report(summary, json: global.json, verbose: global.verbose)
+        CommandOutput.report(summary, json: global.json, verbose: global.verbose)
         if !summary.succeeded { throw ExitCode(1) }
     }
 }

@@ -19,12 +19,12 @@ struct S3Command: AsyncParsableCommand {
 
         func run() async throws {
             let target = try S3Location(location, requireKey: false)
-            let context = try S3Context.make(global: global)
+            let context = try AppContext(global)
             let objects: [S3Object]
             do {
-                objects = try await context.client.listAllObjects(bucket: target.bucket, prefix: target.key)
+                objects = try await context.s3().listAllObjects(bucket: target.bucket, prefix: target.key)
             } catch {
-                throw S3Context.failure(error, json: global.json)
+                throw CommandOutput.s3Failure(error, json: global.json)
             }
             if global.json {
                 CommandOutput.printJSON(objects.map(ListedObject.init))
@@ -59,28 +59,28 @@ struct S3Command: AsyncParsableCommand {
 
         func run() async throws {
             let target = try S3Location(location, requireKey: true)
-            let context = try S3Context.make(global: global)
+            let context = try AppContext(global)
             let path = file
             let bar = ProgressBar(label: "get", enabled: file != "-" && isatty(STDERR_FILENO) == 1)
             let head: ObjectHead?
             do {
                 if parallel > 1 {
-                    head = try await context.client.downloadFile(
+                    head = try await context.s3().downloadFile(
                         bucket: target.bucket, key: target.key, path: path, concurrency: parallel, chunkSize: chunkSize,
                         progress: { bar.update(done: $0, total: $1) })
                 } else if file == "-" {
                     // Standard output is written as a stream, never reopened by path: reopening
                     // /dev/stdout would truncate a file that stdout is redirected to.
                     let stdout = FileHandle.standardOutput
-                    head = try await context.client.getObject(bucket: target.bucket, key: target.key, range: nil, ifMatch: nil) {
+                    head = try await context.s3().getObject(bucket: target.bucket, key: target.key, range: nil, ifMatch: nil) {
                         stdout.write(Data($0))
                     }
                 } else {
-                    head = try await context.client.getObject(bucket: target.bucket, key: target.key, toFile: path)
+                    head = try await context.s3().getObject(bucket: target.bucket, key: target.key, toFile: path)
                 }
             } catch {
                 bar.finish()
-                throw S3Context.failure(error, json: global.json)
+                throw CommandOutput.s3Failure(error, json: global.json)
             }
             bar.finish()
             if global.json {
@@ -107,7 +107,7 @@ struct S3Command: AsyncParsableCommand {
 
         func run() async throws {
             let target = try S3Location(location, requireKey: true)
-            let context = try S3Context.make(global: global)
+            let context = try AppContext(global)
             let pairs = try parseMetadata(metadata)
             let result = try await upload(
                 context: context, file: file, bucket: target.bucket, key: target.key, metadata: pairs,
@@ -126,11 +126,11 @@ struct S3Command: AsyncParsableCommand {
 
         func run() async throws {
             let target = try S3Location(location, requireKey: true)
-            let context = try S3Context.make(global: global)
+            let context = try AppContext(global)
             do {
-                try await context.client.deleteObject(bucket: target.bucket, key: target.key)
+                try await context.s3().deleteObject(bucket: target.bucket, key: target.key)
             } catch {
-                throw S3Context.failure(error, json: global.json)
+                throw CommandOutput.s3Failure(error, json: global.json)
             }
             if global.json { CommandOutput.printJSON(["bucket": target.bucket, "key": target.key]) }
         }
@@ -146,11 +146,11 @@ struct S3Command: AsyncParsableCommand {
 
         func run() async throws {
             let target = try S3Location(location, requireKey: false)
-            let context = try S3Context.make(global: global)
+            let context = try AppContext(global)
             do {
-                try await context.client.createBucket(target.bucket)
+                try await context.s3().createBucket(target.bucket)
             } catch {
-                throw S3Context.failure(error, json: global.json)
+                throw CommandOutput.s3Failure(error, json: global.json)
             }
             if global.json { CommandOutput.printJSON(["bucket": target.bucket]) }
         }
@@ -182,7 +182,7 @@ struct TransferResult: Encodable {
 
 /// Uploads `file` with a progress bar on a terminal; exits on failure.
 func upload(
-    context: S3Context, file: String, bucket: String, key: String, metadata: [String: String], contentType: String?,
+    context: AppContext, file: String, bucket: String, key: String, metadata: [String: String], contentType: String?,
     json: Bool
 ) async throws -> TransferResult {
     guard let attributes = try? FileManager.default.attributesOfItem(atPath: file),
@@ -193,12 +193,12 @@ func upload(
     let bar = ProgressBar(label: (file as NSString).lastPathComponent)
     let etag: String
     do {
-        etag = try await context.client.uploadFile(
+        etag = try await context.s3().uploadFile(
             path: file, bucket: bucket, key: key, metadata: metadata, contentType: contentType,
             progress: { bar.update(done: $0, total: $1) })
     } catch {
         bar.finish()
-        throw S3Context.failure(error, json: json)
+        throw CommandOutput.s3Failure(error, json: json)
     }
     bar.finish()
     return TransferResult(bucket: bucket, key: key, size: size, etag: etag)

@@ -22,13 +22,13 @@ struct SnapshotCommand: AsyncParsableCommand {
 
         /// The shape of every command on one resource (snapshot, volume, instance): parse the caller,
         /// then the resource's ID (exit 2 when malformed), and run `body` through the service
-        /// (``CoreContext/run(_:environment:_:)``: its errors end the command).
+        /// (``AppContext/withExistingStore(_:)``: its errors end the command).
         func run<ID: ResourceID, R: Sendable>(
             on resource: String, _ body: (SnapshotService, ID, Caller) async throws -> R
         ) async throws -> R {
-            let caller = try CoreContext.caller(project, json: global.json)
-            let id: ID = try CoreContext.id(resource, json: global.json)
-            return try await CoreContext.run(global) { try await body($0, id, caller) }
+            let caller = try Arguments.caller(project, json: global.json)
+            let id: ID = try Arguments.id(resource, json: global.json)
+            return try await AppContext(global).withExistingStore { try await body($0, id, caller) }
         }
 
         /// The shape of every owner-only change: ``run(on:_:)`` on the snapshot, print the updated snapshot.
@@ -44,12 +44,12 @@ struct SnapshotCommand: AsyncParsableCommand {
         @OptionGroup var common: Common
 
         func run() async throws {
-            let caller = try CoreContext.caller(common.project, json: common.global.json)
-            let snapshots = try await CoreContext.run(common.global) { try await $0.listSnapshots(caller: caller) }
+            let caller = try Arguments.caller(common.project, json: common.global.json)
+            let snapshots = try await AppContext(common.global).withExistingStore { try await $0.listSnapshots(caller: caller) }
             if common.global.json {
-                CoreContext.printJSON(snapshots.map { SnapshotView($0, caller: caller) })
+                CommandOutput.printDocument(snapshots.map { SnapshotView($0, caller: caller) })
             } else {
-                for snapshot in snapshots { print(CoreContext.line(snapshot, caller: caller)) }
+                for snapshot in snapshots { print(CommandOutput.line(snapshot, caller: caller)) }
             }
         }
     }
@@ -75,13 +75,13 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Argument(help: "The snapshot (snap-…).") var snapshot: String
 
         func run() async throws {
-            let caller = try CoreContext.caller(common.project, json: common.global.json)
+            let caller = try Arguments.caller(common.project, json: common.global.json)
             let record = try await common.run(on: snapshot) { (service, id: SnapshotID, caller) in
                 try await service.snapshot(id, caller: caller)
             }
             let view = SnapshotView(record, caller: caller)
             if common.global.json {
-                CoreContext.printJSON(view)
+                CommandOutput.printDocument(view)
             } else {
                 var source = "-"
                 switch view.source {
@@ -178,7 +178,7 @@ struct SnapshotCommand: AsyncParsableCommand {
                 (id, try await service.deleteSnapshot(id, caller: caller))
             }
             if common.global.json {
-                CoreContext.printJSON(DeleteResult(id: id.rawValue, deleted: true, blocksFreed: report.removed))
+                CommandOutput.printDocument(DeleteResult(id: id.rawValue, deleted: true, blocksFreed: report.removed))
             } else {
                 print(
                     "deleted \(id) (\(report.removed) blocks freed"
@@ -197,8 +197,8 @@ struct SnapshotCommand: AsyncParsableCommand {
 /// Prints a snapshot: the document with --json, else one line.
 private func output(_ snapshot: SnapshotRecord, json: Bool) {
     if json {
-        CoreContext.printJSON(SnapshotView(snapshot))
+        CommandOutput.printDocument(SnapshotView(snapshot))
     } else {
-        print(CoreContext.line(snapshot))
+        print(CommandOutput.line(snapshot))
     }
 }

@@ -12,7 +12,7 @@ import DiskImage
 ///   that is not available.
 func openSource(_ string: String, global: GlobalOptions) async throws -> any ByteSource {
     if string.hasPrefix("s3://") {
-        return try await ImporterContext.openS3Source(string, global: global)
+        return try await AppContext(global).openS3Source(string)
     }
     return try FileByteSource(path: string)
 }

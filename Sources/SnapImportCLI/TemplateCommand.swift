@@ -31,12 +31,12 @@ struct TemplateCommand: AsyncParsableCommand {
         @OptionGroup var common: SnapshotCommand.Common
 
         func run() async throws {
-            let caller = try CoreContext.caller(common.project, json: common.global.json)
-            let views = try await CoreContext.run(common.global) { service in
+            let caller = try Arguments.caller(common.project, json: common.global.json)
+            let views = try await AppContext(common.global).withExistingStore { service in
                 try await service.listTemplates(caller: caller).map(TemplateView.init)
             }
             if common.global.json {
-                CoreContext.printJSON(views)
+                CommandOutput.printDocument(views)
             } else {
                 for view in views { print(line(view)) }
             }
@@ -61,7 +61,7 @@ extension TemplateCommand {
                 try await service.deleteTemplate(id, caller: caller)
             }
             if common.global.json {
-                CoreContext.printJSON(Deleted(id: template, deleted: true))
+                CommandOutput.printDocument(Deleted(id: template, deleted: true))
             } else {
                 print("deleted \(template)")
             }
@@ -74,5 +74,5 @@ private func line(_ t: TemplateView) -> String {
 }
 
 private func output(_ view: TemplateView, json: Bool) {
-    if json { CoreContext.printJSON(view) } else { print(line(view)) }
+    if json { CommandOutput.printDocument(view) } else { print(line(view)) }
 }

@@ -33,8 +33,8 @@ struct UploadCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let context = try S3Context.make(global: global)
-        let bucket = try context.defaultBucket(json: global.json)
+        let context = try AppContext(global)
+        let bucket = try context.bucket()
         var incoming = context.configuration.layout.incoming
         if !incoming.isEmpty && !incoming.hasSuffix("/") { incoming += "/" }
         let key = incoming + project + "/" + (name ?? (file as NSString).lastPathComponent)

@@ -31,12 +31,12 @@ struct VolumeCommand: AsyncParsableCommand {
         @OptionGroup var common: SnapshotCommand.Common
 
         func run() async throws {
-            let caller = try CoreContext.caller(common.project, json: common.global.json)
-            let views = try await CoreContext.run(common.global) { service in
+            let caller = try Arguments.caller(common.project, json: common.global.json)
+            let views = try await AppContext(common.global).withExistingStore { service in
                 try await service.listVolumes(caller: caller).map { VolumeView($0, path: service.volumePath($0)) }
             }
             if common.global.json {
-                CoreContext.printJSON(views)
+                CommandOutput.printDocument(views)
             } else {
                 for view in views { Swift.print(line(view)) }
             }
@@ -50,10 +50,10 @@ struct VolumeCommand: AsyncParsableCommand {
         @Option(name: .long, help: "The instance (i-…).") var instance: String
 
         func run() async throws {
-            let caller = try CoreContext.caller(common.project, json: common.global.json)
-            let id: VolumeID = try CoreContext.id(volume, json: common.global.json)
-            let instanceID: InstanceID = try CoreContext.id(instance, json: common.global.json)
-            let view = try await CoreContext.run(common.global) { service in
+            let caller = try Arguments.caller(common.project, json: common.global.json)
+            let id: VolumeID = try Arguments.id(volume, json: common.global.json)
+            let instanceID: InstanceID = try Arguments.id(instance, json: common.global.json)
+            let view = try await AppContext(common.global).withExistingStore { service in
                 let volume = try await service.attachVolume(id, to: instanceID, caller: caller)
                 return VolumeView(volume, path: service.volumePath(volume))
             }
@@ -86,7 +86,7 @@ struct VolumeCommand: AsyncParsableCommand {
                 return id
             }
             if common.global.json {
-                CoreContext.printJSON(["id": id.rawValue, "deleted": "true"])
+                CommandOutput.printDocument(["id": id.rawValue, "deleted": "true"])
             } else {
                 Swift.print("deleted \(id)")
             }
@@ -99,5 +99,5 @@ private func line(_ v: VolumeView) -> String {
 }
 
 private func print(_ view: VolumeView, json: Bool) {
-    if json { CoreContext.printJSON(view) } else { Swift.print(line(view)) }
+    if json { CommandOutput.printDocument(view) } else { Swift.print(line(view)) }
 }

@@ -28,15 +28,13 @@ struct WatchCommand: AsyncParsableCommand {
 
     func run() async throws {
         DiskImage.tuneAllocatorForImports()
-        let environment = ProcessInfo.processInfo.environment
-        let config = try ImporterContext.configuration(global, environment: environment)
-        let bucket = try ImporterContext.bucket(config, json: global.json)
-        let logger = ImporterContext.logger("snapimport.watch", level: global.verbose ? .debug : .info)
+        let context = try AppContext(global)
+        let config = context.configuration
+        let bucket = try context.bucket()
+        let logger = context.logger("snapimport.watch", level: .info)
         let interval = interval
         let grace = shutdownGrace
-        try await ImporterContext.withPipeline(
-            config, global: global, bucket: bucket, logger: logger, environment: environment
-        ) { pipeline, service in
+        try await context.withPipeline(bucket: bucket, logger: logger) { pipeline, service in
             let settings = pipeline.settings
             let importer = Importer(
                 worker: pipeline,
