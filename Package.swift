@@ -40,6 +40,11 @@ let package = Package(
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]
         ),
+        .systemLibrary(
+            name: "CArchive",
+            pkgConfig: "libarchive",
+            providers: [.apt(["libarchive-dev"])]
+        ),
 
         // MARK: Libraries
         .target(
@@ -58,7 +63,7 @@ let package = Package(
         ),
         .target(
             name: "DiskImage",
-            dependencies: ["CCompression"],
+            dependencies: ["CCompression", "CArchive"],
             swiftSettings: swiftSettings,
             linkerSettings: [.linkedLibrary("z")]
         ),
