@@ -15,6 +15,16 @@ import Testing
         }
         descriptor(16, type: 1)
         bytes.replaceSubrange(16 * 2048 + 40..<16 * 2048 + 46, with: Array("VOLUME".utf8))
+        // Volume space size (both-endian 32-bit at 80) and logical block size (both-endian 16-bit at 128).
+        let pvd = 16 * 2048
+        for i in 0..<4 {
+            bytes[pvd + 80 + i] = UInt8(truncatingIfNeeded: sectors >> (8 * i))
+            bytes[pvd + 87 - i] = UInt8(truncatingIfNeeded: sectors >> (8 * i))
+        }
+        bytes[pvd + 128] = 0x00
+        bytes[pvd + 129] = 0x08
+        bytes[pvd + 130] = 0x08
+        bytes[pvd + 131] = 0x00
         var next = 17
         if bootRecord {
             descriptor(17, type: 0)
