@@ -289,7 +289,8 @@ enum SequentialArchive {
             firstEntry = try archive.nextEntry()
         }
         // Everything decompressed from this container, all members together, stays under this bound.
-        var budget = Budget(limit: limits.maxVirtualSize &+ UInt64(Containers.maxDescriptor) * 16)
+        let slack = UInt64(Containers.maxDescriptor) * 16
+        var budget = Budget(limit: limits.maxVirtualSize > UInt64.max - slack ? .max : limits.maxVirtualSize + slack)
         let spill = { (member: String?, size: UInt64?) throws -> FileByteSource in
             try spillEntry(
                 archive, limits: limits, budget: &budget, isCancelled: isCancelled, member: member, size: size)
