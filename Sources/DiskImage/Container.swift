@@ -125,16 +125,30 @@ enum Containers {
         guard source.size > 0 else { return false }
         let head = try source.read(at: 0, count: 4096)
         if let kind = sniff(Array(head.prefix(512))) { return kind.isCompression }
+        // Text (a manifest, a checksum list, a README) is no disk, unless it is a format's text (a VMDK
+        // descriptor: an image, only a bad one).
+        if looksLikeText(head), try DiskImage.signatures(source).found.isEmpty { return false }
         do {
             guard try DiskImage.detectBare(source) == .raw else { return true }
         } catch let error as DiskImageError {
             return error.code != .emptyImage
         }
         guard source.size % 512 == 0 else { return false }
-        // Text (a manifest, a checksum list, a README): only printable, whitespace or UTF-8 bytes.
-        let isText = head.allSatisfy { $0 >= 0x20 && $0 != 0x7F || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
-        guard !isText else { return false }
         return source.size >= 64 << 10 || BootSniffingReader.hasBootSignature(head)
+    }
+
+    /// True when `head` (the first bytes of a file) is text: valid UTF-8 (a character cut at the end is
+    /// fine) without control characters other than tab, newline, form feed and carriage return. No disk image
+    /// starts so: boot code, partition tables, superblocks and unused sectors all hold bytes text never does.
+    static func looksLikeText(_ head: [UInt8]) -> Bool {
+        guard !head.isEmpty else { return false }
+        for b in head where (b < 0x20 && b != 0x09 && b != 0x0A && b != 0x0C && b != 0x0D) || b == 0x7F {
+            return false
+        }
+        for cut in 0...min(3, head.count - 1) where String(validating: head.dropLast(cut), as: UTF8.self) != nil {
+            return true
+        }
+        return false
     }
 
     /// The member name as an OVF href names it: without a leading "./".

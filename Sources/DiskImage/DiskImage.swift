@@ -183,6 +183,10 @@ public enum DiskImage {
         if let kind = Containers.sniff(head) {
             throw DiskImageError(.unsupportedContainer, "a \(kind) container where a disk image was expected")
         }
+        if format == .raw, Containers.looksLikeText(try source.read(at: 0, count: 4096)) {
+            throw DiskImageError(
+                .unknownFormat, "the file is text, not a disk image (its first bytes are printable characters only)")
+        }
         return format
     }
 

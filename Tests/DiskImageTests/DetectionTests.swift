@@ -58,6 +58,16 @@ import Testing
         #expect(try Oracle.readAll(reader) == bytes + [UInt8](repeating: 0, count: 240))
     }
 
+    @Test func textIsNotADiskImage() throws {
+        let text = Array(String(repeating: "#cloud-config\nhostname: é-host\n", count: 300).utf8)
+        #expect(throws: DiskImageError(.unknownFormat, "")) { try DiskImage.detect(MemoryByteSource(text)) }
+        let result = DiskImage.inspect(MemoryByteSource(text))
+        #expect(result.reasons.map(\.code) == ["UnknownFormat"])
+        #expect(throws: DiskImageError(.unknownFormat, "")) { try DiskImage.open(MemoryByteSource(Array("hi\n".utf8))) }
+        // Binary bytes that happen to be high (not UTF-8) stay raw.
+        #expect(try DiskImage.detect(MemoryByteSource([UInt8](repeating: 0xAB, count: 4096))) == .raw)
+    }
+
     @Test func rawWithMBRIsBootable() throws {
         var bytes = [UInt8](repeating: 0, count: 8192)
         bytes[510] = 0x55
