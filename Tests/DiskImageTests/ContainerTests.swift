@@ -107,6 +107,42 @@ struct ContainerTests {
         try Self.expectRefused(gz, .ioError, mentioning: "no-such-directory", limits: limits)
     }
 
+    @Test func spillFileIsGoneFromTheScratchDirectory() throws {
+        let dir = try TempDir()
+        let disk = try Archivers.makeDisk(.qcow2, in: dir, name: "disk.qcow2")
+        let reference = try Oracle.referenceRaw(disk, format: "qcow2")
+        let zst = try Archivers.compress("disk.qcow2", with: "zstd", in: dir)
+        let scratch = try TempDir()
+        let reader = try DiskImage.open(try FileByteSource(path: zst), limits: .init(scratchDirectory: scratch.url.path))
+        // The temporary file is unlinked as soon as it is created: nothing to clean up, even after a crash.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path).isEmpty)
+        #expect(try Oracle.readAll(reader) == reference)
+    }
+
+    @Test func encryptedZipMember() throws {
+        let dir = try TempDir()
+        try Archivers.makeDisk(.raw, in: dir, name: "disk.raw")
+        try Archivers.run("zip", ["-q", "-j", "-P", "secret", dir.path("locked.zip"), dir.path("disk.raw")])
+        try Self.expectRefused(dir.path("locked.zip"), .encryptedImage)
+    }
+
+    @Test func ovaWithTheDiskMemberTwice() throws {
+        let dir = try TempDir()
+        try Archivers.makeDisk(.vmdk, in: dir, name: "disk.vmdk")
+        let image = try Archivers.ova("twice.ova", ovf: Archivers.ovf(["disk.vmdk"]), disks: ["disk.vmdk"], in: dir)
+        try Archivers.tarIn(dir, ["--format=ustar", "-rf", image, "disk.vmdk"])
+        try Self.expectRefused(image, .corruptImage, mentioning: "more than once")
+    }
+
+    @Test func ovaWithSplitDiskFile() throws {
+        let dir = try TempDir()
+        try Archivers.makeDisk(.vmdk, in: dir, name: "disk.vmdk")
+        let ovf = Archivers.ovf(["disk.vmdk"]).replacingOccurrences(
+            of: "ovf:id=\"file0\"", with: "ovf:id=\"file0\" ovf:chunkSize=\"1048576\"")
+        let image = try Archivers.ova("split.ova", ovf: ovf, disks: ["disk.vmdk"], in: dir)
+        try Self.expectRefused(image, .unsupportedContainer, mentioning: "chunk")
+    }
+
     @Test func sparseGNUTarAsGCEShipsIt() throws {
         let dir = try TempDir()
         let disk = try Archivers.makeDisk(.raw, in: dir, name: "disk.raw", size: "16M")
