@@ -66,7 +66,8 @@ public enum DiskImage {
     /// By default it refuses everything a conversion would: every table entry is checked and the whole
     /// virtual disk is read (every compressed qcow2 cluster and VMDK grain inflated), with no output written.
     /// With `metadataOnly` it checks headers and tables only (qcow2 L2 tables, VMDK grain tables) and reads
-    /// no guest data: fast, but a damaged compressed cluster passes.
+    /// no guest data: fast, but a damaged compressed cluster passes. A disk inside a compressed container is
+    /// decompressed in both modes (there is no other way to reach its headers).
     ///
     /// - Returns: the verdict, the reasons, and what could be learned about the image.
     public static func inspect(
