@@ -43,6 +43,11 @@ let package = Package(
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]
         ),
+        .systemLibrary(
+            name: "CArchive",
+            pkgConfig: "libarchive",
+            providers: [.apt(["libarchive-dev"])]
+        ),
 
         // MARK: Libraries
         .target(
@@ -66,7 +71,7 @@ let package = Package(
         ),
         .target(
             name: "DiskImage",
-            dependencies: ["CCompression"],
+            dependencies: ["CCompression", "CArchive"],
             swiftSettings: swiftSettings,
             linkerSettings: [.linkedLibrary("z")]
         ),

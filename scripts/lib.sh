@@ -32,7 +32,7 @@ ensure_weed() {
 }
 
 ensure_build_deps() {
-    ensure_packages libcurl4-openssl-dev zlib1g-dev libzstd-dev pkg-config ca-certificates
+    ensure_packages libcurl4-openssl-dev zlib1g-dev libzstd-dev libarchive-dev pkg-config ca-certificates
 }
 
 # free_port: a TCP port nobody listens on right now.

@@ -67,6 +67,13 @@ public final class FileByteSource: ByteSource {
         self.path = path
     }
 
+    /// Takes ownership of an open descriptor (a temporary file written by `SpillWriter`).
+    init(adopting fd: Int32, size: UInt64, path: String) {
+        self.fd = fd
+        self.size = size
+        self.path = path
+    }
+
     deinit { close(fd) }
 
     public func read(at offset: UInt64, count: Int) throws -> [UInt8] {

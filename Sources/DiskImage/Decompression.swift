@@ -2,8 +2,9 @@ import CCompression
 
 /// Inflaters for compressed clusters and grains, each producing exactly one unit of output.
 ///
-/// Both qemu and snapimport treat a compressed cluster as valid only when it inflates to the
-/// full cluster size; trailing input (the compressed-size field rounds up to sectors) is ignored.
+/// A compressed cluster is valid only when it inflates to the full cluster size and its stream ends there
+/// (stricter than qemu, which also takes a stream that goes on); trailing input (the compressed-size field
+/// rounds up to sectors) is ignored.
 public enum Decompression {
     /// Inflates a raw DEFLATE stream (RFC 1951, no header), as qcow2 stores compressed clusters.
     ///
@@ -54,7 +55,13 @@ public enum Decompression {
         }
         let produced = outBuffer.pos
         if produced == size && frameOpen {
-            throw DiskImageError(.decompressionFailed, "zstd data inflates to more than \(size) bytes")
+            // The output is full: let the decoder finish the frame (its epilogue, a checksum) without room to
+            // write more. A frame that still has data, or is cut short, does not end within the cluster.
+            let ret = ZSTD_decompressStream(stream, &outBuffer, &inBuffer)
+            if ZSTD_isError(ret) != 0 || ret != 0 {
+                throw DiskImageError(
+                    .decompressionFailed, "zstd data fills the \(size)-byte cluster but its frame does not end there")
+            }
         }
         guard produced == size else {
             throw DiskImageError(.decompressionFailed, "zstd data inflated to \(produced) bytes instead of \(size)")
@@ -92,13 +99,15 @@ public enum Decompression {
         stream.avail_out = uInt(size)
         let status = zlib.inflate(&stream, Z_FINISH)
         let produced = size - Int(stream.avail_out)
-        // Success is a full output buffer: the stream either ended exactly there (Z_STREAM_END)
-        // or had more to give (Z_BUF_ERROR with no room left), as qemu accepts.
-        let ok = produced == size && (status == Z_STREAM_END || status == Z_BUF_ERROR || status == Z_OK)
-        guard ok else {
-            throw DiskImageError(
-                .decompressionFailed,
-                "\(what) data inflated to \(produced) bytes instead of \(size) (zlib status \(status))")
+        // Success is a full output buffer where the stream also ends (Z_STREAM_END) inside the compressed
+        // bytes it was given. qemu also accepts a stream that has more to give, or does not end, once the
+        // cluster is full; no writer produces one, so it is refused as damaged.
+        guard produced == size, status == Z_STREAM_END else {
+            let why =
+                produced < size
+                ? "inflated to \(produced) bytes instead of \(size)"
+                : "fills the \(size)-byte cluster but does not end there (more data or a cut stream)"
+            throw DiskImageError(.decompressionFailed, "\(what) data \(why) (zlib status \(status))")
         }
     }
 }

@@ -9,17 +9,36 @@ public enum DiskImage {
     /// Detects the format from content (never the name), checks `claimedFormat` matches, runs the format's
     /// safety checks and returns a reader positioned at the start of the virtual disk.
     ///
+    /// A disk inside a container (an OVA, a tar, a zip, a gzip/xz/zstd/bzip2 stream, a compressed tar) is
+    /// found and read transparently (architecture.md "Inputs"): a member of an uncompressed tar in place, a
+    /// compressed one through a sparse temporary file in `limits.scratchDirectory` (unlinked at once, gone
+    /// when the reader is released). `info.container` says which container it was.
+    ///
     /// - Parameters:
     ///   - source: the image bytes.
     ///   - claimedFormat: what the uploader said (flag or sidecar); nil when nothing was claimed. A claimed
-    ///     `raw` accepts an ISO 9660 image (its content is read as raw).
-    ///   - limits: bounds on virtual size and metadata memory.
+    ///     `raw` accepts an ISO 9660 image (its content is read as raw). For a container, the format of the
+    ///     disk inside.
+    ///   - limits: bounds on virtual size and metadata memory; where temporary files go.
+    ///   - isCancelled: polled while a compressed container is decompressed (besides `Task.isCancelled`,
+    ///     which a dispatch thread does not see); returning true ends the work with `CancellationError`.
     /// - Returns: a reader whose `info.bootable` also reflects an MBR/GPT found in the first sectors.
-    /// - Throws: `DiskImageError` with a stable rejection code.
+    /// - Throws: `DiskImageError` with a stable rejection code; the source's own errors as they are.
     public static func open(
-        _ source: any ByteSource, claimedFormat: ImageFormat? = nil, limits: InspectionLimits = .init()
+        _ source: any ByteSource, claimedFormat: ImageFormat? = nil, limits: InspectionLimits = .init(),
+        isCancelled: (@Sendable () -> Bool)? = nil
     ) throws -> any DiskReader {
-        let format = try detect(source)
+        var container: ContainerKind?
+        let unwrapped = try Containers.unwrap(source, limits: limits, isCancelled: isCancelled, report: &container)
+        return try openBare(unwrapped, claimedFormat: claimedFormat, limits: limits)
+    }
+
+    /// Opens the disk image file of `unwrapped` (no container left).
+    static func openBare(_ unwrapped: Unwrapped, claimedFormat: ImageFormat?, limits: InspectionLimits) throws
+        -> BootSniffingReader
+    {
+        let source = unwrapped.source
+        let format = try detectBare(source)
         try check(claimed: claimedFormat, detected: format)
         let reader: any DiskReader
         switch format {
@@ -36,28 +55,44 @@ public enum DiskImage {
                 .virtualSizeTooLarge,
                 "virtual size \(reader.info.virtualSize) exceeds the limit of \(limits.maxVirtualSize) bytes")
         }
-        return try BootSniffingReader(reader)
+        var sniffing = try BootSniffingReader(reader)
+        sniffing.info.container = unwrapped.container
+        return sniffing
     }
 
     /// Validates an image without converting it. Never throws for a bad image: the reasons say why it was
-    /// rejected. For readers that can (qcow2 L2 tables, VMDK grain tables) every table entry is checked too
-    /// (metadata only; no guest data is read).
+    /// rejected.
+    ///
+    /// By default it refuses everything a conversion would: every table entry is checked and the whole
+    /// virtual disk is read (every compressed qcow2 cluster and VMDK grain inflated), with no output written.
+    /// With `metadataOnly` it checks headers and tables only (qcow2 L2 tables, VMDK grain tables) and reads
+    /// no guest data: fast, but a damaged compressed cluster passes. A disk inside a compressed container is
+    /// decompressed in both modes (there is no other way to reach its headers).
     ///
     /// - Returns: the verdict, the reasons, and what could be learned about the image.
     public static func inspect(
-        _ source: any ByteSource, claimedFormat: ImageFormat? = nil, limits: InspectionLimits = .init()
+        _ source: any ByteSource, claimedFormat: ImageFormat? = nil, limits: InspectionLimits = .init(),
+        metadataOnly: Bool = false, isCancelled: (@Sendable () -> Bool)? = nil
     ) -> Inspection {
         var result = Inspection(
             format: nil, virtualSize: 0, allocatedBytes: 0, bootable: false, verdict: .ok, reasons: [])
-        result.format = try? detect(source)
+        var container: ContainerKind?
         do {
-            let reader = try open(source, claimedFormat: claimedFormat, limits: limits)
+            let unwrapped = try Containers.unwrap(source, limits: limits, isCancelled: isCancelled, report: &container)
+            result.container = unwrapped.container
+            result.format = try? detectBare(unwrapped.source)
+            var reader = try openBare(unwrapped, claimedFormat: claimedFormat, limits: limits)
             result.format = reader.info.format
             result.virtualSize = reader.info.virtualSize
             result.allocatedBytes = reader.info.allocatedBytes
             result.bootable = reader.info.bootable
-            if let sniffing = reader as? BootSniffingReader, let validating = sniffing.base as? any MetadataValidating {
+            if let validating = reader.base as? any MetadataValidating {
                 result.allocatedBytes = try validating.validateMetadata()
+            }
+            if !metadataOnly {
+                while try reader.next() != nil {
+                    if Task.isCancelled || isCancelled?() == true { throw CancellationError() }
+                }
             }
         } catch let error as DiskImageError {
             result.verdict = .rejected
@@ -66,18 +101,33 @@ public enum DiskImage {
             result.verdict = .rejected
             result.reasons.append(.init(code: DiskImageError.Code.ioError.name, message: "\(error)"))
         }
+        if result.container == nil { result.container = container }
         return result
     }
 
-    /// Detects the format from the content alone.
+    /// Detects the format of the disk image from the content alone; for a container, of the disk inside it
+    /// (which may mean decompressing it: see `open`).
     ///
-    /// - Throws: `EmptyImage`, `AmbiguousFormat` (more than one signature; an MBR/GPT is not a format
-    ///   signature, so an ISO or raw disk carrying one is fine), `EncryptedImage` (LUKS),
-    ///   `ExternalExtentNotAllowed` (a bare VMDK text descriptor, which can only name other files) and
-    ///   `UnknownFormat` for formats qemu knows but snapimport does not read (QED, Parallels, Bochs, cloop).
-    public static func detect(_ source: any ByteSource) throws -> ImageFormat {
+    /// - Throws: `EmptyImage`, `AmbiguousFormat` (more than one signature, see `detectBare`),
+    ///   `EncryptedImage` (LUKS), `ExternalExtentNotAllowed` (a bare VMDK text descriptor, which can only name
+    ///   other files), `UnknownFormat` for formats qemu knows but snapimport does not read (QED, Parallels,
+    ///   Bochs, cloop), and the container rules of `open`.
+    public static func detect(_ source: any ByteSource, limits: InspectionLimits = .init()) throws -> ImageFormat {
+        var container: ContainerKind?
+        let unwrapped = try Containers.unwrap(source, limits: limits, isCancelled: nil, report: &container)
+        return try detectBare(unwrapped.source)
+    }
+
+    /// The container signature of `source` from its first bytes (content only, nothing decompressed): what
+    /// `open` would unwrap. A tar whose first file is an OVF descriptor is still `.tar` here.
+    public static func detectContainer(_ source: any ByteSource) throws -> ContainerKind? {
+        Containers.sniff(try source.read(at: 0, count: 512))
+    }
+
+    /// The format signatures found in `source` (disk formats, LUKS, a VMDK descriptor, unsupported formats,
+    /// and a GPT with its protective MBR when another format is present too).
+    static func signatures(_ source: any ByteSource) throws -> (found: [String], format: ImageFormat) {
         let size = source.size
-        guard size > 0 else { throw DiskImageError(.emptyImage, "the image is empty (0 bytes)") }
         let head = try source.read(at: 0, count: 512)
         var found: [String] = []
         var format: ImageFormat = .raw
@@ -93,33 +143,62 @@ public enum DiskImage {
         if head.starts(with: Signature.vhd) || tail.starts(with: Signature.vhd) { note("vhd", .vhd) }
         if head.count >= 0x44, FieldReader(head).le32(0x40) == Signature.vdi { note("vdi", .vdi) }
         if try isISO9660(source) { note("iso", .iso) }
-        let isLUKS = head.starts(with: Signature.luks)
-        if isLUKS { found.append("luks") }
-        let isDescriptor = head.starts(with: Signature.vmdkDescriptor)
-        if isDescriptor { found.append("vmdk descriptor") }
-        var foreign: String?
-        for (magic, name) in Signature.unsupported where head.starts(with: magic) {
-            found.append(name)
-            foreign = name
+        if head.starts(with: Signature.luks) { found.append("luks") }
+        if head.starts(with: Signature.vmdkDescriptor) { found.append("vmdk descriptor") }
+        for (magic, name) in Signature.unsupported where head.starts(with: magic) { found.append(name) }
+        // A GPT (header at LBA 1 behind a protective MBR) is a partitioned raw disk: alone it is raw, beside an
+        // ISO it is a hybrid ISO (isohybrid), but beside any other format it is a second format, as
+        // format_inspector counts it.
+        if !found.isEmpty && format != .iso, try hasProtectiveGPT(source, head: head) {
+            found.append("gpt (protective MBR and GPT header)")
         }
+        return (found, format)
+    }
+
+    /// Detects the format of a disk image file (no container unwrapped).
+    ///
+    /// - Throws: as `detect`; `AmbiguousFormat` also for a container signature beside a disk format.
+    static func detectBare(_ source: any ByteSource) throws -> ImageFormat {
+        let size = source.size
+        guard size > 0 else { throw DiskImageError(.emptyImage, "the image is empty (0 bytes)") }
+        var (found, format) = try signatures(source)
+        let head = try source.read(at: 0, count: 512)
+        if let kind = Containers.sniff(head) { found.append(kind.rawValue) }
 
         if found.count > 1 {
             throw DiskImageError(
                 .ambiguousFormat,
                 "the image carries more than one format signature: \(found.joined(separator: ", "))")
         }
-        if isLUKS {
+        if head.starts(with: Signature.luks) {
             throw DiskImageError(.encryptedImage, "the image is a LUKS encrypted volume (magic LUKS\\xba\\xbe at 0)")
         }
-        if isDescriptor {
+        if head.starts(with: Signature.vmdkDescriptor) {
             throw DiskImageError(
                 .externalExtentNotAllowed,
                 "the image is a bare VMDK text descriptor; its extents would be other files")
         }
-        if let foreign {
+        if let foreign = Signature.unsupported.first(where: { head.starts(with: $0.0) })?.1 {
             throw DiskImageError(.unknownFormat, "the image is \(foreign), a format snapimport does not read")
         }
+        if let kind = Containers.sniff(head) {
+            throw DiskImageError(.unsupportedContainer, "a \(kind) container where a disk image was expected")
+        }
+        if format == .raw, Containers.looksLikeText(try source.read(at: 0, count: 4096)) {
+            throw DiskImageError(
+                .unknownFormat, "the file is text, not a disk image (its first bytes are printable characters only)")
+        }
         return format
+    }
+
+    /// A protective MBR (signature 0x55AA and a partition of type 0xEE) with a GPT header ("EFI PART") at
+    /// LBA 1, for 512- or 4096-byte sectors (UEFI 2.10 §5.2.3 and §5.3.2).
+    static func hasProtectiveGPT(_ source: any ByteSource, head: [UInt8]) throws -> Bool {
+        guard head.count >= 512, head[510] == 0x55, head[511] == 0xAA else { return false }
+        guard (0..<4).contains(where: { head[446 + 16 * $0 + 4] == 0xEE }) else { return false }
+        let gpt = Array("EFI PART".utf8)
+        for lba1: UInt64 in [512, 4096] where try source.read(at: lba1, count: 8) == gpt { return true }
+        return false
     }
 
     /// Refuses a claimed format that differs from the detected one.
@@ -195,8 +274,11 @@ public struct Inspection: Sendable, Equatable, Codable {
         }
     }
 
-    /// The detected format; nil when detection itself failed.
+    /// The detected format of the disk (inside any container); nil when detection itself failed.
     public var format: ImageFormat?
+    /// The container the disk came in (`tar`, `ova`, `zip`, or the compression of a single stream); nil for
+    /// a bare image.
+    public var container: ContainerKind?
     public var virtualSize: UInt64
     public var allocatedBytes: UInt64
     public var bootable: Bool
@@ -204,13 +286,28 @@ public struct Inspection: Sendable, Equatable, Codable {
     public var reasons: [Reason]
 
     private enum CodingKeys: String, CodingKey {
-        case format, virtualSize, allocatedBytes, bootable, verdict, reasons
+        case format, container, virtualSize, allocatedBytes, bootable, verdict, reasons
     }
 
-    /// Encodes every field of `inspect --json`, with `"format": null` when detection failed.
+    public init(
+        format: ImageFormat?, container: ContainerKind? = nil, virtualSize: UInt64, allocatedBytes: UInt64,
+        bootable: Bool, verdict: Verdict, reasons: [Reason]
+    ) {
+        self.format = format
+        self.container = container
+        self.virtualSize = virtualSize
+        self.allocatedBytes = allocatedBytes
+        self.bootable = bootable
+        self.verdict = verdict
+        self.reasons = reasons
+    }
+
+    /// Encodes every field of `inspect --json`, with `"format": null` when detection failed and
+    /// `"container": null` for a bare image.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(format, forKey: .format)
+        try container.encode(self.container, forKey: .container)
         try container.encode(virtualSize, forKey: .virtualSize)
         try container.encode(allocatedBytes, forKey: .allocatedBytes)
         try container.encode(bootable, forKey: .bootable)
@@ -246,7 +343,7 @@ struct BootSniffingReader: DiskReader {
     let base: any DiskReader
     private var inner: any DiskReader
     private var pending: [Extent]
-    private(set) var info: ImageInfo
+    var info: ImageInfo
 
     init(_ reader: any DiskReader) throws {
         base = reader

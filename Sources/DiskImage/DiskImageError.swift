@@ -22,6 +22,8 @@ public struct DiskImageError: Error, CustomStringConvertible, Sendable {
             case virtualSizeTooLarge = "VirtualSizeTooLarge"
             case metadataTooLarge = "MetadataTooLarge"
             case notFound = "NotFound"
+            case unsupportedContainer = "UnsupportedContainer"
+            case multipleDisks = "MultipleDisks"
             /// Reading the source failed (local I/O); not a property of the image.
             case ioError = "IOError"
         }
@@ -50,6 +52,10 @@ public struct DiskImageError: Error, CustomStringConvertible, Sendable {
         public static let virtualSizeTooLarge = Code(.virtualSizeTooLarge)
         public static let metadataTooLarge = Code(.metadataTooLarge)
         public static let notFound = Code(.notFound)
+        /// A container snapimport does not read: nested archives, split OVF files, several compressions.
+        public static let unsupportedContainer = Code(.unsupportedContainer)
+        /// An archive (OVA, tar, zip) holding more than one disk image.
+        public static let multipleDisks = Code(.multipleDisks)
         public static let ioError = Code(.ioError)
     }
 

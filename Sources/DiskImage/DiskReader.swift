@@ -33,10 +33,14 @@ public struct InspectionLimits: Sendable, Equatable {
     /// hold in memory at once; a header that needs more is `MetadataTooLarge`. 32 MiB mirrors
     /// qemu's cap on the qcow2 L1 table.
     public var metadataBudget: Int
+    /// Where a disk decompressed from a container is spilled (a sparse temporary file, unlinked as soon as it
+    /// is created); nil for `$TMPDIR`, else `/tmp`. Only a compressed container needs one.
+    public var scratchDirectory: String?
 
-    public init(maxVirtualSize: UInt64 = 16 << 40, metadataBudget: Int = 32 << 20) {
+    public init(maxVirtualSize: UInt64 = 16 << 40, metadataBudget: Int = 32 << 20, scratchDirectory: String? = nil) {
         self.maxVirtualSize = maxVirtualSize
         self.metadataBudget = metadataBudget
+        self.scratchDirectory = scratchDirectory
     }
 }
 
@@ -49,12 +53,18 @@ public struct ImageInfo: Sendable, Equatable {
     public var allocatedBytes: UInt64
     /// True when the disk carries a boot signature (MBR 0x55AA, a GPT, or El Torito for ISO).
     public var bootable: Bool
+    /// The container the disk was found in; nil for a bare image.
+    public var container: ContainerKind?
 
-    public init(format: ImageFormat, virtualSize: UInt64, allocatedBytes: UInt64, bootable: Bool) {
+    public init(
+        format: ImageFormat, virtualSize: UInt64, allocatedBytes: UInt64, bootable: Bool,
+        container: ContainerKind? = nil
+    ) {
         self.format = format
         self.virtualSize = virtualSize
         self.allocatedBytes = allocatedBytes
         self.bootable = bootable
+        self.container = container
     }
 }
 

@@ -37,6 +37,8 @@ public struct QCOW2Reader: DiskReader {
         self.source = source
         self.maxExtent = max(maxExtent, 1)
         header = try Header(source: source, limits: limits)
+        try QCOW2Reader.checkRefcountTable(source: source, header: header)
+        try QCOW2Reader.checkSnapshotTable(source: source, header: header)
         let l1Bytes = try source.readExactly(
             at: header.l1TableOffset, count: Int(header.l1Size) * 8, what: "qcow2 L1 table (l1_table_offset)")
         let fields = FieldReader(l1Bytes)
@@ -399,6 +401,119 @@ public struct QCOW2Reader: DiskReader {
     }
 }
 
+extension QCOW2Reader {
+    /// qemu's QCOW_MAX_SNAPSHOTS, QCOW_MAX_SNAPSHOT_EXTRA_DATA, QCOW_MAX_L1_SIZE and QCOW_MAX_REFTABLE_SIZE.
+    static let maxSnapshots: UInt32 = 65536
+    static let maxSnapshotExtraData: UInt32 = 1024
+    static let maxSnapshotTableBytes: UInt64 = 1024 * 65536
+    static let maxL1Bytes: UInt64 = 32 << 20
+    static let maxRefcountTableBytes: UInt64 = 8 << 20
+
+    /// Checks the refcount table's placement as qemu does when it opens an image (`qcow2_do_open`): present,
+    /// not larger than 8 MiB, cluster aligned, off the header and inside the file. Its entries are not read
+    /// (snapimport never allocates), but a header that lies about it is not a qcow2 qemu would open.
+    static func checkRefcountTable(source: any ByteSource, header: Header) throws {
+        let clusters = UInt64(header.refcountTableClusters)
+        guard clusters > 0 else {
+            throw DiskImageError(.corruptImage, "qcow2 refcount_table_clusters is 0: the image has no refcount table")
+        }
+        let bytes = clusters << header.clusterBits
+        guard bytes <= maxRefcountTableBytes else {
+            throw DiskImageError(
+                .corruptImage,
+                "qcow2 refcount_table_clusters \(clusters) (\(bytes) bytes) exceeds qemu's limit of \(maxRefcountTableBytes)")
+        }
+        try checkTable(
+            source: source, header: header, offset: header.refcountTableOffset, bytes: bytes,
+            what: "qcow2 refcount table (refcount_table_offset)")
+    }
+
+    /// Checks the internal snapshot table as qemu does when it opens an image (`qcow2_do_open` and
+    /// `qcow2_read_snapshots`, qcow2.rst "Snapshots"): at most 65536 snapshots; the table cluster aligned, off
+    /// the header and inside the file, at most 64 MiB; each entry's extra data at most 1 KiB (and, in version 3,
+    /// at least the 16 bytes the spec requires) and its id and name inside the table; each snapshot's L1
+    /// table at most 32 MiB, cluster aligned, off the header and inside the file. Snapshots are never read
+    /// (conversion reads the active layer); they are checked so that an image qemu refuses is refused here.
+    ///
+    /// Memory: one 40-byte entry header at a time.
+    static func checkSnapshotTable(source: any ByteSource, header: Header) throws {
+        let count = header.snapshotCount
+        guard count <= maxSnapshots else {
+            throw DiskImageError(.corruptImage, "qcow2 nb_snapshots \(count) exceeds qemu's limit of \(maxSnapshots)")
+        }
+        let start = header.snapshotsOffset
+        guard start & (header.clusterSize - 1) == 0 else {
+            throw DiskImageError(.corruptImage, "qcow2 snapshots_offset \(start) is not cluster aligned")
+        }
+        guard count > 0 else { return }
+        guard start >= header.clusterSize else {
+            throw DiskImageError(.corruptImage, "qcow2 snapshot table at snapshots_offset \(start) overlaps the header")
+        }
+        var offset = start
+        for index in 0..<Int(count) {
+            offset = (offset + 7) & ~7
+            guard offset - start + 40 <= maxSnapshotTableBytes else {
+                throw DiskImageError(
+                    .corruptImage, "qcow2 snapshot table is larger than qemu's limit of \(maxSnapshotTableBytes) bytes")
+            }
+            let entry = FieldReader(
+                try source.readExactly(at: offset, count: 40, what: "qcow2 snapshot table entry \(index)"))
+            let l1Offset = entry.be64(0)
+            let l1Size = UInt64(entry.be32(8))
+            let idSize = UInt64(entry.be16(12))
+            let nameSize = UInt64(entry.be16(14))
+            let extraSize = entry.be32(36)
+            guard extraSize <= maxSnapshotExtraData else {
+                throw DiskImageError(
+                    .corruptImage,
+                    "qcow2 snapshot \(index) extra_data_size \(extraSize) exceeds qemu's limit of \(maxSnapshotExtraData)")
+            }
+            if header.version >= 3 && extraSize < 16 {
+                throw DiskImageError(
+                    .corruptImage,
+                    "qcow2 snapshot \(index) extra_data_size \(extraSize) is below the 16 bytes version 3 requires")
+            }
+            offset += 40 + UInt64(extraSize) + idSize + nameSize
+            guard offset - start <= maxSnapshotTableBytes else {
+                throw DiskImageError(
+                    .corruptImage, "qcow2 snapshot table is larger than qemu's limit of \(maxSnapshotTableBytes) bytes")
+            }
+            guard offset <= source.size else {
+                throw DiskImageError(
+                    .truncatedImage,
+                    "qcow2 snapshot \(index) (id \(idSize) and name \(nameSize) bytes) runs past the end of the file "
+                        + "(\(source.size) bytes)")
+            }
+            guard l1Size * 8 <= maxL1Bytes else {
+                throw DiskImageError(
+                    .corruptImage, "qcow2 snapshot \(index) l1_size \(l1Size) exceeds qemu's limit of \(maxL1Bytes / 8)")
+            }
+            try checkTable(
+                source: source, header: header, offset: l1Offset, bytes: l1Size * 8,
+                what: "qcow2 snapshot \(index) L1 table (l1_table_offset)")
+        }
+    }
+
+    /// A table of `bytes` bytes at `offset`: cluster aligned, off the header cluster, inside the file.
+    private static func checkTable(source: any ByteSource, header: Header, offset: UInt64, bytes: UInt64, what: String)
+        throws
+    {
+        guard offset & (header.clusterSize - 1) == 0 else {
+            throw DiskImageError(.corruptImage, "\(what) at \(offset) is not cluster aligned")
+        }
+        guard bytes > 0 else { return }
+        guard offset >= header.clusterSize else {
+            throw DiskImageError(.corruptImage, "\(what) at \(offset) overlaps the header")
+        }
+        let (end, overflow) = offset.addingReportingOverflow(bytes)
+        guard !overflow, end <= source.size else {
+            throw DiskImageError(
+                .truncatedImage,
+                "\(what) at \(offset) (+\(bytes) bytes) lies past the end of the file (\(source.size) bytes)")
+        }
+    }
+}
+
 /// Formats `value` as hexadecimal for messages.
 func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
 
@@ -426,6 +541,10 @@ extension QCOW2Reader {
         var compressedOffsetMask: UInt64
         var compressedSizeShift: UInt64
         var compressedSizeMask: UInt64
+        var refcountTableOffset: UInt64
+        var refcountTableClusters: UInt32
+        var snapshotCount: UInt32
+        var snapshotsOffset: UInt64
 
         /// Incompatible feature bits (qcow2.rst, header bytes 72-79).
         enum Incompatible {
@@ -596,6 +715,10 @@ extension QCOW2Reader {
                             + "lies past the end of the file (\(fileSize) bytes)")
                 }
             }
+            refcountTableOffset = f.be64(48)
+            refcountTableClusters = f.be32(56)
+            snapshotCount = f.be32(60)
+            snapshotsOffset = f.be64(64)
             let x = 62 - (clusterBits - 8)
             compressedSizeShift = x
             compressedOffsetMask = (UInt64(1) << x) - 1

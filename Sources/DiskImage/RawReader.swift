@@ -24,6 +24,7 @@ public struct RawReader: DiskReader {
         }
         self.source = source
         self.chunkSize = max(512, chunkSize)
+        if format == .iso { try RawReader.checkVolumeSize(source) }
         let bootable = format == .iso ? try RawReader.hasElTorito(source) : false
         // qemu counts whole 512-byte sectors: a file whose length is not a multiple of 512 reads as if
         // padded with zeros to the next sector, and `qemu-img convert` writes that padding.
@@ -46,6 +47,43 @@ public struct RawReader: DiskReader {
         defer { position += UInt64(count) }
         if FieldReader.isAllZero(bytes) { return .zero(offset: position, length: UInt64(count)) }
         return .data(offset: position, bytes: bytes)
+    }
+
+    /// Checks the primary volume descriptor's size fields (ECMA-119 §8.4): the logical block size (both-endian
+    /// 16-bit at byte 128) must be 512, 1024 or 2048 and both byte orders must agree, as for the volume space
+    /// size (both-endian 32-bit at byte 80); the volume (size × block size) must fit in the file.
+    ///
+    /// - Throws: `CorruptImage` for inconsistent fields, `TruncatedImage` when the volume is larger than the
+    ///   file (a descriptor that lies about the disk's size).
+    static func checkVolumeSize(_ source: any ByteSource) throws {
+        for index in 0..<64 {
+            let offset = UInt64(16 + index) * 2048
+            let d = try source.read(at: offset, count: 136)
+            guard d.count == 136, Array(d[1..<6]) == Signature.iso else { return }
+            if d[0] == 255 { return }
+            guard d[0] == 1 else { continue }
+            let r = FieldReader(d)
+            let blocks = r.le32(80)
+            let blockSize = r.le16(128)
+            guard blocks == r.be32(84), blockSize == r.be16(130) else {
+                throw DiskImageError(
+                    .corruptImage,
+                    "ISO 9660 primary volume descriptor: the little- and big-endian copies of the volume space size "
+                        + "(\(blocks)/\(r.be32(84))) or logical block size (\(blockSize)/\(r.be16(130))) differ")
+            }
+            guard [512, 1024, 2048].contains(blockSize) else {
+                throw DiskImageError(
+                    .corruptImage, "ISO 9660 logical block size \(blockSize) is not 512, 1024 or 2048")
+            }
+            let volume = UInt64(blocks) * UInt64(blockSize)
+            guard volume <= source.size else {
+                throw DiskImageError(
+                    .truncatedImage,
+                    "ISO 9660 volume space size \(blocks) × \(blockSize) = \(volume) bytes exceeds the file "
+                        + "(\(source.size) bytes)")
+            }
+            return
+        }
     }
 
     /// True when the volume descriptor set holds an El Torito boot record: type 0, "CD001", version 1, boot

@@ -77,6 +77,12 @@ public struct VDIReader: DiskReader {
             throw DiskImageError(.unsupportedFeature, "VDI block extra data size \(blockExtra) is not 0")
         }
         let blocksInImage = UInt64(r.le32(0x180))
+        let blocksAllocated = UInt64(r.le32(0x184))
+        guard blocksAllocated <= blocksInImage else {
+            throw DiskImageError(
+                .corruptImage,
+                "VDI allocated block count \(blocksAllocated) exceeds the block count \(blocksInImage)")
+        }
         // "VBoxManage convertfromraw" writes odd sizes; qemu rounds them up to a sector.
         guard let rounded = SparseMath.roundUp(diskSize, 512) else {
             throw DiskImageError(.corruptImage, "VDI disk size \(diskSize) overflows")
@@ -99,7 +105,14 @@ public struct VDIReader: DiskReader {
         if let name = ranges.overlap(offsetData, length: 1) {
             throw DiskImageError(.corruptImage, "VDI data offset \(offsetData) overlaps the \(name)")
         }
+        // The data area holds `blocksAllocated` blocks: a header claiming more than the file holds lies.
+        try ranges.check(
+            offsetData, length: blocksAllocated * blockSize, fileSize: fileSize,
+            what: "VDI data area (\(blocksAllocated) allocated blocks)")
         let raw = try source.readExactly(at: offsetBmap, count: Int(bmapBytes), what: "VDI block map")
+        // Each data block may back one virtual block only, and only blocks the header counts exist (qemu's
+        // vdi_check): a block index at or past blocks_allocated, or used twice, is corrupt.
+        var used = [UInt8](repeating: 0, count: Int((blocksAllocated + 7) / 8))
         let br = FieldReader(raw)
         var bmap = [UInt32]()
         bmap.reserveCapacity(Int(blocksInImage))
@@ -108,12 +121,24 @@ public struct VDIReader: DiskReader {
         for i in 0..<Int(blocksInImage) {
             let entry = br.le32(i * 4)
             bmap.append(entry)
-            guard entry < 0xFFFF_FFFE, UInt64(i) < neededBlocks else { continue }
-            let host = offsetData + UInt64(entry) * blockSize
-            let needed = min(blockSize, diskSize - UInt64(i) * blockSize)
-            try ranges.check(
-                host, length: needed, fileSize: fileSize, what: "VDI block \(i) (block map entry \(entry))")
-            allocated += needed
+            guard entry < 0xFFFF_FFFE else { continue }
+            if UInt64(i) < neededBlocks {
+                let host = offsetData + UInt64(entry) * blockSize
+                let needed = min(blockSize, diskSize - UInt64(i) * blockSize)
+                try ranges.check(
+                    host, length: needed, fileSize: fileSize, what: "VDI block \(i) (block map entry \(entry))")
+                allocated += needed
+            }
+            guard UInt64(entry) < blocksAllocated else {
+                throw DiskImageError(
+                    .corruptImage,
+                    "VDI block map entry \(i) names data block \(entry), past the \(blocksAllocated) allocated blocks")
+            }
+            let bit = UInt8(1) << (entry % 8)
+            guard used[Int(entry / 8)] & bit == 0 else {
+                throw DiskImageError(.corruptImage, "VDI data block \(entry) backs more than one virtual block (entry \(i))")
+            }
+            used[Int(entry / 8)] |= bit
         }
         mapper = VDIMap(bmap: bmap, offsetData: offsetData, blockSize: blockSize)
         assembler = RunAssembler(virtualSize: diskSize)

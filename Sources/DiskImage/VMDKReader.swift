@@ -29,6 +29,12 @@ public struct VMDKReader: DiskReader {
             throw DiskImageError(.corruptImage, "VMDK capacity \(header.capacity) sectors overflows")
         }
         try SparseMath.checkVirtualSize(virtualSize, limits, field: "VMDK capacity")
+        // overHead is where grains start (qemu's grain_offset): the file must reach it ("File truncated").
+        guard let overhead = SparseMath.multiply(header.overHead, 512), overhead <= fileSize else {
+            throw DiskImageError(
+                .truncatedImage,
+                "VMDK overHead \(header.overHead) sectors lies past the end of the file (\(fileSize) bytes)")
+        }
 
         // Grain directory: one 32-bit entry (a sector offset of a grain table) per numGTEsPerGT grains.
         let gtCoverage = UInt64(header.numGTEsPerGT) * header.grainSize  // sectors per grain table
@@ -78,7 +84,6 @@ public struct VMDKReader: DiskReader {
         assembler = RunAssembler(virtualSize: virtualSize)
         var probe = mapper
         let sector0 = try SparseMath.firstSector(&probe, source: source, virtualSize: virtualSize)
-        let overhead = min(fileSize, (SparseMath.multiply(header.overHead, 512) ?? fileSize))
         info = ImageInfo(
             format: .vmdk, virtualSize: virtualSize, allocatedBytes: fileSize - overhead,
             bootable: SparseMath.hasBootSignature(sector0))

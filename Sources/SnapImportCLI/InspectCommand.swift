@@ -2,8 +2,9 @@ import ArgumentParser
 import DiskImage
 import Foundation
 
-/// `snapimport inspect SOURCE [--format FMT] [--json]`: detects the format and runs every safety check
-/// without converting. Exit 1 when the image is rejected.
+/// `snapimport inspect SOURCE [--format FMT] [--metadata-only] [--json]`: detects the format (of the disk
+/// inside any container) and runs every safety check without converting: it reads the whole disk, as a
+/// conversion would, unless `--metadata-only`. Exit 1 when the image is rejected.
 struct InspectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect", abstract: "Detect an image's format and validate it without converting.")
@@ -15,6 +16,9 @@ struct InspectCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: "The format the image must be (raw, iso, qcow2, vmdk, vhd|vpc, vhdx, vdi).")
     var format: String?
+
+    @Flag(name: .long, help: "Check headers and tables only; do not read (decompress) the disk's data.")
+    var metadataOnly = false
 
     func validate() throws {
         if let format { _ = try parseImageFormat(format) }
@@ -35,11 +39,12 @@ struct InspectCommand: AsyncParsableCommand {
             throw CommandOutput.failure(code: error.code.name, message: error.message, json: global.json, exit: 1)
         }
         let limits = InspectionLimits(maxVirtualSize: config.limits.maxVirtualSize)
-        let result = DiskImage.inspect(bytes, claimedFormat: claimed, limits: limits)
+        let result = DiskImage.inspect(bytes, claimedFormat: claimed, limits: limits, metadataOnly: metadataOnly)
         if global.json {
             CommandOutput.printJSON(result)
         } else {
             print("format:         \(result.format?.rawValue ?? "unknown")")
+            if let container = result.container { print("container:      \(container.rawValue)") }
             print("virtual size:   \(result.virtualSize) bytes")
             print("allocated:      \(result.allocatedBytes) bytes")
             print("bootable:       \(result.bootable ? "yes" : "no")")

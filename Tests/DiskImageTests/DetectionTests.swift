@@ -15,6 +15,16 @@ import Testing
         }
         descriptor(16, type: 1)
         bytes.replaceSubrange(16 * 2048 + 40..<16 * 2048 + 46, with: Array("VOLUME".utf8))
+        // Volume space size (both-endian 32-bit at 80) and logical block size (both-endian 16-bit at 128).
+        let pvd = 16 * 2048
+        for i in 0..<4 {
+            bytes[pvd + 80 + i] = UInt8(truncatingIfNeeded: sectors >> (8 * i))
+            bytes[pvd + 87 - i] = UInt8(truncatingIfNeeded: sectors >> (8 * i))
+        }
+        bytes[pvd + 128] = 0x00
+        bytes[pvd + 129] = 0x08
+        bytes[pvd + 130] = 0x08
+        bytes[pvd + 131] = 0x00
         var next = 17
         if bootRecord {
             descriptor(17, type: 0)
@@ -46,6 +56,16 @@ import Testing
         #expect(reader.info.virtualSize == 10_240)
         #expect(reader.info.bootable == false)
         #expect(try Oracle.readAll(reader) == bytes + [UInt8](repeating: 0, count: 240))
+    }
+
+    @Test func textIsNotADiskImage() throws {
+        let text = Array(String(repeating: "#cloud-config\nhostname: é-host\n", count: 300).utf8)
+        #expect(throws: DiskImageError(.unknownFormat, "")) { try DiskImage.detect(MemoryByteSource(text)) }
+        let result = DiskImage.inspect(MemoryByteSource(text))
+        #expect(result.reasons.map(\.code) == ["UnknownFormat"])
+        #expect(throws: DiskImageError(.unknownFormat, "")) { try DiskImage.open(MemoryByteSource(Array("hi\n".utf8))) }
+        // Binary bytes that happen to be high (not UTF-8) stay raw.
+        #expect(try DiskImage.detect(MemoryByteSource([UInt8](repeating: 0xAB, count: 4096))) == .raw)
     }
 
     @Test func rawWithMBRIsBootable() throws {

@@ -389,7 +389,7 @@ struct VMDKTests {
             ReaderFixtures.putLE(&bytes, 0, at: gt + 4, width: 4)
             ReaderFixtures.putLE(&bytes, 2, at: gt, width: 4)  // grain 0 inside the descriptor
         }
-        try ReaderFixtures.expectRejected(image, .corruptImage, mentioning: "overlaps the VMDK", atOpen: false)
+        try ReaderFixtures.expectRejected(image, .corruptImage, mentioning: "overlaps the VMDK")
     }
 
     /// `validateMetadata` (for inspect) walks every grain table without reading guest data.
@@ -421,7 +421,7 @@ struct VMDKTests {
         let dir = try TempDir()
         let image = try Self.makeSparse(dir)
         try ReaderFixtures.patch(image) { bytes in bytes.removeLast(512 << 10) }
-        try ReaderFixtures.expectRejected(image, .truncatedImage, mentioning: "grain", atOpen: false)
+        try ReaderFixtures.expectRejected(image, .truncatedImage, mentioning: "grain")
     }
 
     @Test func virtualSizeOverTheLimit() throws {
@@ -436,7 +436,7 @@ struct VMDKTests {
         let dir = try TempDir()
         let bytes = VMwareStream(shortGrain: 0).build(Self.patternedRaw(size: 1 << 20))
         let image = try dir.write("short.vmdk", bytes)
-        try ReaderFixtures.expectRejected(image, .decompressionFailed, mentioning: "grain", atOpen: false)
+        try ReaderFixtures.expectRejected(image, .decompressionFailed, mentioning: "grain")
         Self.expectStreamRejected(bytes, .decompressionFailed)
     }
 
@@ -444,7 +444,7 @@ struct VMDKTests {
         let dir = try TempDir()
         let bytes = VMwareStream(longGrain: 0).build(Self.patternedRaw(size: 1 << 20))
         let image = try dir.write("long.vmdk", bytes)
-        try ReaderFixtures.expectRejected(image, .decompressionFailed, mentioning: "more than", atOpen: false)
+        try ReaderFixtures.expectRejected(image, .decompressionFailed, mentioning: "more than")
         Self.expectStreamRejected(bytes, .decompressionFailed, mentioning: "more than")
     }
 
