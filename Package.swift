@@ -142,7 +142,7 @@ let package = Package(
             name: "SnapImportCLI",
             dependencies: [
                 "S3", "DiskImage", "SnapshotCore", "SnapshotSQLite", "SnapshotPostgres", "BlockStoreFS",
-                "BlockStoreS3", "SnapshotStores", "Importer",
+                "BlockStoreS3", "SnapshotStores", "Importer", "BlockingIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

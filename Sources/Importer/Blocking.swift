@@ -1,5 +1,6 @@
 import BlockingIO
 import DiskImage
+import Synchronization
 
 /// Runs blocking work (libcurl calls, disk-image parsing over a byte source) on the process's
 /// ``BlockingExecutor``, never on a cooperative-pool thread.
@@ -22,4 +23,13 @@ final class ReaderBox: @unchecked Sendable {
 /// bounded by the caller's lifetime.
 func uncancelled<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
     try await Task { try await body() }.value
+}
+
+/// Task cancellation as synchronous code on the blocking executor can see it (`Task.isCancelled` is
+/// false on a pool thread): set from a task's cancellation handler, polled by DiskImage while it
+/// decompresses.
+final class CancellationSignal: Sendable {
+    private let flag = Atomic<Bool>(false)
+    func set() { flag.store(true, ordering: .relaxed) }
+    var isSet: Bool { flag.load(ordering: .relaxed) }
 }

@@ -55,8 +55,18 @@ public struct ImageImporter: Sendable {
         progress: @escaping @Sendable (UInt64, UInt64) -> Void
     ) async throws -> SnapshotRecord {
         let limits = limits
-        let reader = try await offload {
-            ReaderBox(try DiskImage.open(source, claimedFormat: claimedFormat, limits: limits))
+        // Opening can take long (a compressed stream is decompressed first): DiskImage is synchronous, so
+        // it polls this flag, which the task's cancellation sets.
+        let cancelled = CancellationSignal()
+        let reader = try await withTaskCancellationHandler {
+            try await offload {
+                ReaderBox(
+                    try DiskImage.open(
+                        source, claimedFormat: claimedFormat, limits: limits, isCancelled: { cancelled.isSet }))
+            }
+        } onCancel: {
+            cancelled.set()
+            (source as? S3ObjectByteSource)?.cancel()
         }
         let info = reader.reader.info
         try Task.checkCancellation()

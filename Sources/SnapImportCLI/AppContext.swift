@@ -181,6 +181,17 @@ final class AppContext: Sendable {
 
     // MARK: - The importer
 
+    /// `<store>/scratch`, created on demand; nil (the system's temporary folder) when it cannot be.
+    func scratchDirectory() -> String? {
+        let path = "\(configuration.store.path)/scratch"
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            return path
+        } catch {
+            return nil
+        }
+    }
+
     /// `host:pid`: names this worker in claims and logs.
     static var workerID: String {
         "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
@@ -198,7 +209,10 @@ final class AppContext: Sendable {
             bucket: bucket,
             layout: BucketLayout(
                 incoming: config.layout.incoming, processed: config.layout.processed, failed: config.layout.failed),
-            limits: InspectionLimits(maxVirtualSize: config.limits.maxVirtualSize),
+            // A random-access disk inside a compressed stream is spilled (sparse, unlinked at once) beside
+            // the store, not into a possibly small /tmp.
+            limits: InspectionLimits(
+                maxVirtualSize: config.limits.maxVirtualSize, scratchDirectory: scratchDirectory()),
             maxAttempts: config.limits.maxAttempts, leaseDuration: lease, workerID: Self.workerID)
     }
 

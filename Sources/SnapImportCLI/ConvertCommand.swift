@@ -1,3 +1,4 @@
+import BlockingIO
 import ArgumentParser
 import DiskImage
 
@@ -29,32 +30,30 @@ struct ConvertCommand: AsyncParsableCommand {
     func run() async throws {
         let claimed = try format.map(parseImageFormat)
         DiskImage.tuneAllocatorForLargeExtents()
-        let config: Configuration
-        do {
-            config = try Configuration.load(path: global.config)
-        } catch {
-            throw CommandOutput.failure(code: "InvalidConfiguration", message: "\(error)", json: global.json, exit: 2)
-        }
+        let config = try AppContext(global).configuration
         do {
             let bytes = try await openSource(source, global: global)
             let limits = InspectionLimits(maxVirtualSize: config.limits.maxVirtualSize)
-            var reader = try DiskImage.open(bytes, claimedFormat: claimed, limits: limits)
-            let result: ConversionResult
-            do {
-                result = try DiskImage.convert(&reader, toRawFile: output)
-            } catch {
-                // A half-written disk must not be mistaken for a converted one.
-                unlink(output)
-                throw error
+            let output = output
+            // Parsing and writing block: they run on the blocking executor.
+            let (format, result) = try await BlockingExecutor.shared.run { () -> (ImageFormat, ConversionResult) in
+                var reader = try DiskImage.open(bytes, claimedFormat: claimed, limits: limits)
+                do {
+                    return (reader.info.format, try DiskImage.convert(&reader, toRawFile: output))
+                } catch {
+                    // A half-written disk must not be mistaken for a converted one.
+                    unlink(output)
+                    throw error
+                }
             }
             if global.json {
                 CommandOutput.printJSON(
                     ConvertSummary(
-                        format: reader.info.format.rawValue, virtualSize: result.virtualSize,
+                        format: format.rawValue, virtualSize: result.virtualSize,
                         dataBytesWritten: result.dataBytesWritten, output: output))
             } else {
                 print(
-                    "\(reader.info.format) → raw \(output): \(result.virtualSize) bytes virtual, "
+                    "\(format) → raw \(output): \(result.virtualSize) bytes virtual, "
                         + "\(result.dataBytesWritten) bytes of data written")
             }
         } catch let error as DiskImageError {

@@ -1,3 +1,4 @@
+import BlockingIO
 import ArgumentParser
 import DiskImage
 import Foundation
@@ -26,12 +27,7 @@ struct InspectCommand: AsyncParsableCommand {
 
     func run() async throws {
         let claimed = try format.map(parseImageFormat)
-        let config: Configuration
-        do {
-            config = try Configuration.load(path: global.config)
-        } catch {
-            throw CommandOutput.failure(code: "InvalidConfiguration", message: "\(error)", json: global.json, exit: 2)
-        }
+        let config = try AppContext(global).configuration
         let bytes: any ByteSource
         do {
             bytes = try await openSource(source, global: global)
@@ -39,7 +35,10 @@ struct InspectCommand: AsyncParsableCommand {
             throw CommandOutput.failure(code: error.code.name, message: error.message, json: global.json, exit: 1)
         }
         let limits = InspectionLimits(maxVirtualSize: config.limits.maxVirtualSize)
-        let result = DiskImage.inspect(bytes, claimedFormat: claimed, limits: limits, metadataOnly: metadataOnly)
+        let metadataOnly = metadataOnly
+        let result = try await BlockingExecutor.shared.run {
+            DiskImage.inspect(bytes, claimedFormat: claimed, limits: limits, metadataOnly: metadataOnly)
+        }
         if global.json {
             CommandOutput.printJSON(result)
         } else {
