@@ -83,7 +83,8 @@ public struct ImportPipeline: ObjectImporting {
         let store = store
         let prefix = layout.incoming
         let objects = try await offload { try store.list(prefix: prefix) }
-        return layout.candidates(from: objects.map { (key: $0.key, etag: $0.etag, size: $0.size) })
+        // Each worker walks the listing from its own random point, so concurrent workers divide it (ClaimOrder).
+        return ClaimOrder.forThisWorker(layout.candidates(from: objects.map { (key: $0.key, etag: $0.etag, size: $0.size) }))
     }
 
     public func ownerText(of candidate: BucketLayout.Candidate) -> String? {
