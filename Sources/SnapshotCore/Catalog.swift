@@ -1,3 +1,5 @@
+public import Foundation
+
 /// The catalog: the system of record for snapshots, volumes, instances, templates and imports.
 ///
 /// It is a *storage* interface: rows read one at a time or listed, and atomic batches of conditional

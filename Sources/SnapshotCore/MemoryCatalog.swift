@@ -146,9 +146,11 @@ public final class MemoryCatalog: Catalog {
 
     public func unreferencedBlocks(after cursor: BlockHash?, limit: Int) async throws -> [BlockHash] {
         state.withLock { state in
-            Array(
-                state.references.filter { $0.value <= 0 && cursor.map { c in $0.key > c } ?? true }.keys.sorted()
-                    .prefix(limit))
+            let zero = state.references.compactMap { hash, count -> BlockHash? in
+                guard count <= 0, cursor.map({ hash > $0 }) ?? true else { return nil }
+                return hash
+            }
+            return Array(zero.sorted().prefix(limit))
         }
     }
 

@@ -1,3 +1,4 @@
+import BlockStoreFS
 import Foundation
 import SnapshotCore
 import Testing
