@@ -208,6 +208,7 @@ struct ScaleContractTests {
                 caller: .operator)
             try await writer.write(offset: 0, bytes: Self.disk([1, 8, 9]))
             await writer.abort(reason: "test")
+            try await h.store.sync()  // a store indexes puts at its next sync (another writer's commit)
             #expect(Set(try await s.catalog.unreferencedBlocks(after: nil, limit: 10)) == [Self.hash(8), Self.hash(9)])
             let report = try await s.collectReleasedBlocks(now: Date().addingTimeInterval(3600))
             #expect(report.removed == 2)
@@ -226,6 +227,7 @@ struct ScaleContractTests {
             // A block put outside any writer (e.g. a crash before counts existed) is not visited without a sweep.
             let stray = [UInt8](repeating: 0x42, count: 4096)
             _ = try await h.store.put(Blocks.hash(stray), stray)
+            try await h.store.sync()
             _ = try await s.collectReleasedBlocks(now: Date().addingTimeInterval(3600))
             #expect(try await h.store.contains(Blocks.hash(stray)))
 
@@ -233,6 +235,7 @@ struct ScaleContractTests {
                 NewSnapshot(owner: Self.alice, source: .file(path: "/g"), format: "raw", virtualSize: 4096, lease: 30),
                 caller: .operator)
             try await ghost.write(offset: 0, bytes: Self.disk([2]))  // then it "vanishes": no commit, no abort
+            try await h.store.sync()
             let report = try await s.recover(now: Date().addingTimeInterval(60))
             #expect(report.failedSnapshots == [ghost.id])
             let request = try #require(try await s.catalog.sweepRequest())
