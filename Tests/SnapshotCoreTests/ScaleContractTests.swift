@@ -154,6 +154,44 @@ struct ScaleContractTests {
         }
     }
 
+    @Test(
+        "workers on different objects never conflict: claims, snapshots begun, renewals and commits with no retry allowed",
+        arguments: CatalogFactory.all)
+    func noConflictsAcrossObjects(_ factory: CatalogFactory) async throws {
+        // With maxConflictRetries 0 any optimistic-version conflict would reach the caller as an error.
+        let options = SnapshotServiceOptions(blockSize: Harness.blockSize, maxConflictRetries: 0)
+        try await Harness.with(factory, options: options) { h in
+            let s = h.service
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<3 {
+                    group.addTask {
+                        for round in 0..<4 {
+                            let key = ImportKey(bucket: "b", key: "incoming/web@acme/w\(worker)-\(round).raw", etag: "e")
+                            var claim = try #require(
+                                try await s.claimImport(
+                                    bucket: key.bucket, key: key.key, etag: key.etag, owner: "web@acme",
+                                    worker: "w\(worker)", leaseSeconds: 60))
+                            let writer = try await s.beginSnapshot(
+                                NewSnapshot(
+                                    owner: Self.alice, source: .object(bucket: key.bucket, key: key.key, etag: key.etag),
+                                    format: "raw", virtualSize: 4096, claim: claim),
+                                caller: .operator)
+                            try await writer.write(offset: 0, bytes: Self.disk([UInt8(1 + round % 2)]))  // shared blocks
+                            for _ in 0..<3 {
+                                claim = try await s.renewLease(claim, leaseSeconds: 60)
+                                try await writer.renewLease()
+                            }
+                            _ = try await writer.commit()
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await s.catalog.snapshots(in: .available, after: nil, limit: 100).count == 12)
+            #expect(try await s.catalog.blockReferences([Self.hash(1), Self.hash(2)]) == [Self.hash(1): 6, Self.hash(2): 6])
+        }
+    }
+
     @Test("reference counts follow commits and deletes; a delete frees only its own unshared blocks", arguments: CatalogFactory.all)
     func referenceCounts(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
