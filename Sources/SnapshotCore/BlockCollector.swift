@@ -110,7 +110,8 @@ public struct BlockCollector: LedgerBacked {
             if page.count < Self.batchSize { break }
         }
         if report.scanned > 0 {
-            logger.info("released blocks collected", metadata: ["removed": "\(report.removed)", "kept": "\(report.kept)"])
+            logger.info(
+                "released blocks collected", metadata: ["removed": "\(report.removed)", "kept": "\(report.kept)"])
         }
         return report
     }

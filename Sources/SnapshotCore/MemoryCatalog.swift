@@ -267,7 +267,9 @@ public final class MemoryCatalog: Catalog {
     /// At most one available snapshot per object version (the other catalogs' partial unique index).
     private static func checkUniqueSource(_ record: SnapshotRecord, _ s: State) throws {
         guard record.state == .available, case .object = record.source else { return }
-        if s.snapshots.values.contains(where: { $0.id != record.id && $0.state == .available && $0.source == record.source }) {
+        if s.snapshots.values.contains(where: {
+            $0.id != record.id && $0.state == .available && $0.source == record.source
+        }) {
             throw SnapshotError.conflict("\(record.source) already has an available snapshot")
         }
     }

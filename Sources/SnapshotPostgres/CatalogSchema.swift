@@ -137,7 +137,10 @@ enum CatalogSchema {
                 )
                 """,
                 // Orphans of writers that vanished before counts existed: one full sweep.
-                "INSERT INTO gc_sweep (id, due_before, version) SELECT 1, now(), 1 WHERE EXISTS (SELECT 1 FROM snapshots)",
+                """
+                INSERT INTO gc_sweep (id, due_before, version)
+                SELECT 1, now(), 1 WHERE EXISTS (SELECT 1 FROM snapshots)
+                """,
             ]),
     ]
 }

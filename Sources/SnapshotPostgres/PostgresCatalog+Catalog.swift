@@ -169,7 +169,8 @@ extension PostgresCatalog: Catalog {
             """
             INSERT INTO imports AS i (bucket, "key", etag, owner, state, worker, lease_expires_at, attempts,
                 created_at, updated_at, version)
-            VALUES (\(key.bucket), \(key.key), \(key.etag), \(owner), 'claimed', \(worker), \(lease), 1, \(now), \(now), 1)
+            VALUES (\(key.bucket), \(key.key), \(key.etag), \(owner), 'claimed', \(worker), \(lease), 1, \(now),
+                \(now), 1)
             ON CONFLICT (bucket, "key", etag) DO UPDATE SET state = 'claimed', worker = EXCLUDED.worker,
                 lease_expires_at = EXCLUDED.lease_expires_at, attempts = i.attempts + 1, snapshot_id = NULL,
                 updated_at = EXCLUDED.updated_at, version = i.version + 1
@@ -341,8 +342,10 @@ extension PostgresCatalog: Catalog {
                 """, logger: logger)
         case .completeSweep(let version):
             let changed = try await db.rows(
-                "UPDATE gc_sweep SET due_before = NULL, version = version + 1 WHERE id = 1 AND version = \(version) RETURNING 1",
-                logger: logger)
+                """
+                UPDATE gc_sweep SET due_before = NULL, version = version + 1
+                WHERE id = 1 AND version = \(version) RETURNING 1
+                """, logger: logger)
             try expectChange(changed, "the sweep request")
 
         case .insertVolume(let v):

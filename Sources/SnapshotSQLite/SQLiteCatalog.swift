@@ -387,7 +387,8 @@ public final class SQLiteCatalog: Catalog {
 
     public func sweepRequest() async throws -> SweepRequest? {
         try await read { db in
-            try Row.fetchOne(db, sql: "SELECT due_before, version FROM gc_sweep WHERE id = 1 AND due_before IS NOT NULL")
+            try Row.fetchOne(
+                db, sql: "SELECT due_before, version FROM gc_sweep WHERE id = 1 AND due_before IS NOT NULL")
                 .map { row in SweepRequest(before: Self.date(row["due_before"]), version: row["version"]) }
         }
     }

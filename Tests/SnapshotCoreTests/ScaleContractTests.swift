@@ -20,12 +20,16 @@ struct ScaleContractTests {
 
     static func hash(_ byte: UInt8) -> BlockHash { Blocks.hash([UInt8](repeating: byte, count: Harness.blockSize)) }
 
-    @Test("pages of visible snapshots equal the rules' filter, for the operator and for each project", arguments: CatalogFactory.all)
+    @Test(
+        "pages of visible snapshots equal the rules' filter, for the operator and for each project",
+        arguments: CatalogFactory.all)
     func visiblePages(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
             var made: [SnapshotRecord] = []
-            for (i, owner) in [Self.alice, Self.bob, Self.carol, Self.alice, Self.bob, Self.carol, Self.alice].enumerated() {
+            for (i, owner) in [Self.alice, Self.bob, Self.carol, Self.alice, Self.bob, Self.carol, Self.alice]
+                .enumerated()
+            {
                 made.append(try await h.snapshot(owner: owner, disk: Self.disk([UInt8(i + 1)])))
             }
             _ = try await s.share(made[1].id, with: Self.alice.description, caller: .project(Self.bob))
@@ -61,7 +65,8 @@ struct ScaleContractTests {
         }
     }
 
-    @Test("pending and deleting snapshots, the oldest pending, the snapshot of an object", arguments: CatalogFactory.all)
+    @Test(
+        "pending and deleting snapshots, the oldest pending, the snapshot of an object", arguments: CatalogFactory.all)
     func stateQueries(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -98,7 +103,9 @@ struct ScaleContractTests {
         }
     }
 
-    @Test("a claim is one statement: first wins, a live lease refuses, an expired or retry one is taken over", arguments: CatalogFactory.all)
+    @Test(
+        "a claim is one statement: first wins, a live lease refuses, an expired or retry one is taken over",
+        arguments: CatalogFactory.all)
     func claims(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let c = h.service.catalog
@@ -107,7 +114,9 @@ struct ScaleContractTests {
             let first = try #require(
                 try await c.claimImport(key, owner: "web@acme", worker: "w1", leaseExpiresAt: now + 60, now: now))
             #expect(first.state == .claimed && first.attempts == 1 && first.worker == "w1")
-            #expect(try await c.claimImport(key, owner: "web@acme", worker: "w2", leaseExpiresAt: now + 70, now: now + 10) == nil)
+            #expect(
+                try await c.claimImport(key, owner: "web@acme", worker: "w2", leaseExpiresAt: now + 70, now: now + 10)
+                    == nil)
             #expect(try await c.expiredClaims(before: now + 30, limit: 10).isEmpty)
             #expect(try await c.expiredClaims(before: now + 61, limit: 10).map(\.key) == [key])
             let taken = try #require(
@@ -119,16 +128,21 @@ struct ScaleContractTests {
             row.leaseExpiresAt = nil
             try await c.apply([.updateImport(row)])
             let again = try #require(
-                try await c.claimImport(key, owner: "web@acme", worker: "w3", leaseExpiresAt: now + 300, now: now + 100))
+                try await c.claimImport(key, owner: "web@acme", worker: "w3", leaseExpiresAt: now + 300, now: now + 100)
+            )
             #expect(again.attempts == 3 && again.worker == "w3")
             row = try #require(try await c.importRecord(key))
             row.state = .imported
             try await c.apply([.updateImport(row)])
-            #expect(try await c.claimImport(key, owner: "web@acme", worker: "w4", leaseExpiresAt: now + 900, now: now + 800) == nil)
+            #expect(
+                try await c.claimImport(key, owner: "web@acme", worker: "w4", leaseExpiresAt: now + 900, now: now + 800)
+                    == nil)
         }
     }
 
-    @Test("3 workers claiming 60 objects at once: each object claimed exactly once, no error", arguments: CatalogFactory.all)
+    @Test(
+        "3 workers claiming 60 objects at once: each object claimed exactly once, no error",
+        arguments: CatalogFactory.all)
     func concurrentClaims(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -166,14 +180,16 @@ struct ScaleContractTests {
                 for worker in 0..<3 {
                     group.addTask {
                         for round in 0..<4 {
-                            let key = ImportKey(bucket: "b", key: "incoming/web@acme/w\(worker)-\(round).raw", etag: "e")
+                            let key = ImportKey(
+                                bucket: "b", key: "incoming/web@acme/w\(worker)-\(round).raw", etag: "e")
                             var claim = try #require(
                                 try await s.claimImport(
                                     bucket: key.bucket, key: key.key, etag: key.etag, owner: "web@acme",
                                     worker: "w\(worker)", leaseSeconds: 60))
                             let writer = try await s.beginSnapshot(
                                 NewSnapshot(
-                                    owner: Self.alice, source: .object(bucket: key.bucket, key: key.key, etag: key.etag),
+                                    owner: Self.alice,
+                                    source: .object(bucket: key.bucket, key: key.key, etag: key.etag),
                                     format: "raw", virtualSize: 4096, claim: claim),
                                 caller: .operator)
                             try await writer.write(offset: 0, bytes: Self.disk([UInt8(1 + round % 2)]))  // shared blocks
@@ -188,11 +204,14 @@ struct ScaleContractTests {
                 try await group.waitForAll()
             }
             #expect(try await s.catalog.snapshots(in: .available, after: nil, limit: 100).count == 12)
-            #expect(try await s.catalog.blockReferences([Self.hash(1), Self.hash(2)]) == [Self.hash(1): 6, Self.hash(2): 6])
+            #expect(
+                try await s.catalog.blockReferences([Self.hash(1), Self.hash(2)]) == [Self.hash(1): 6, Self.hash(2): 6])
         }
     }
 
-    @Test("reference counts follow commits and deletes; a delete frees only its own unshared blocks", arguments: CatalogFactory.all)
+    @Test(
+        "reference counts follow commits and deletes; a delete frees only its own unshared blocks",
+        arguments: CatalogFactory.all)
     func referenceCounts(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -200,7 +219,8 @@ struct ScaleContractTests {
             let a = try await h.snapshot(owner: Self.alice, disk: Self.disk([1, 2, 0, 3, 2]))
             let b = try await h.snapshot(owner: Self.alice, disk: Self.disk([2, 3, 4]))
             let hashes = [1, 2, 3, 4].map { Self.hash(UInt8($0)) }
-            #expect(try await s.catalog.blockReferences(hashes) == [hashes[0]: 1, hashes[1]: 2, hashes[2]: 2, hashes[3]: 1])
+            #expect(
+                try await s.catalog.blockReferences(hashes) == [hashes[0]: 1, hashes[1]: 2, hashes[2]: 2, hashes[3]: 1])
             #expect(try await s.catalog.unreferencedBlocks(after: nil, limit: 10).isEmpty)
 
             let report = try await s.deleteSnapshot(a.id, caller: .operator, now: Date().addingTimeInterval(3600))
@@ -216,7 +236,9 @@ struct ScaleContractTests {
         }
     }
 
-    @Test("a delete while a pending writer reuses its blocks keeps them; the zero counts are collected later", arguments: CatalogFactory.all)
+    @Test(
+        "a delete while a pending writer reuses its blocks keeps them; the zero counts are collected later",
+        arguments: CatalogFactory.all)
     func releasedBlocksWaitForWriters(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -236,7 +258,9 @@ struct ScaleContractTests {
         }
     }
 
-    @Test("an aborted writer registers its new blocks; a released-block collection removes them", arguments: CatalogFactory.all)
+    @Test(
+        "an aborted writer registers its new blocks; a released-block collection removes them",
+        arguments: CatalogFactory.all)
     func abortedWriterBlocks(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service
@@ -256,7 +280,9 @@ struct ScaleContractTests {
         }
     }
 
-    @Test("recovering a vanished writer requests one full sweep, which removes its orphans and is then cleared", arguments: CatalogFactory.all)
+    @Test(
+        "recovering a vanished writer requests one full sweep, which removes its orphans and is then cleared",
+        arguments: CatalogFactory.all)
     func sweepAfterVanishedWriter(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let s = h.service

@@ -20,14 +20,19 @@ struct PostgresScaleTests {
             b.source = .file(path: "/other")
             let shared = BlockHash(bytes: [UInt8](repeating: 0xAB, count: 32))!
             let own = BlockHash(bytes: [UInt8](repeating: 0x01, count: 32))!
-            let ma = try Manifest(entries: [.init(index: 0, hash: shared), .init(index: 5, hash: own), .init(index: 9, hash: shared)])
+            let ma = try Manifest(entries: [
+                .init(index: 0, hash: shared), .init(index: 5, hash: own), .init(index: 9, hash: shared),
+            ])
             let mb = try Manifest(entries: [.init(index: 1, hash: shared)])
-            try await catalog.apply([.insertSnapshot(a), .insertManifest(a.id, ma), .insertSnapshot(b), .insertManifest(b.id, mb)])
+            try await catalog.apply([
+                .insertSnapshot(a), .insertManifest(a.id, ma), .insertSnapshot(b), .insertManifest(b.id, mb),
+            ])
             let counted = try await catalog.blockReferences([shared, own])
             #expect(counted == [shared: 2, own: 1])
             // As before the migration: no counts; then its statement again.
             try await catalog.scalarForTesting("DELETE FROM block_refs")
-            let statement = try #require(CatalogSchema.migrations.first { $0.version == 2 }?.sql.first { $0.contains("INSERT INTO block_refs") })
+            let statement = try #require(
+                CatalogSchema.migrations.first { $0.version == 2 }?.sql.first { $0.contains("INSERT INTO block_refs") })
             try await catalog.scalarForTesting(statement)
             #expect(try await catalog.blockReferences([shared, own]) == counted)
         }
