@@ -3,8 +3,10 @@ public import ServiceLifecycle
 public import SnapshotCore
 
 /// Frees blocks that no snapshot references (left by deleted snapshots and by imports abandoned or
-/// killed mid-way) every `interval`, for `snapimport watch`. The collection itself is safe while
-/// imports run (see `SnapshotService.collectGarbage`); graceful shutdown ends the loop.
+/// killed mid-way) every `interval`, for `snapimport watch`. Each collection visits only the blocks
+/// whose reference count reached zero, plus one full sweep of the store after recovery found a
+/// vanished writer (see SnapshotCore's `BlockCollector`); it is safe while imports run; graceful
+/// shutdown ends the loop.
 public struct GarbageCollectionService<C: Clock & Sendable>: Service where C.Duration == Duration {
     private let service: SnapshotService
     private let interval: Duration
@@ -33,7 +35,7 @@ public struct GarbageCollectionService<C: Clock & Sendable>: Service where C.Dur
     /// One collection; failures are logged, never fatal (the next one retries).
     public static func collect(_ service: SnapshotService, logger: Logger) async {
         do {
-            let report = try await service.collectGarbage()
+            let report = try await service.collectReleasedBlocks()
             logger.info(
                 "garbage collection",
                 metadata: ["removed": "\(report.removed)", "bytes": "\(report.removedBytes)", "kept": "\(report.kept)"])

@@ -81,7 +81,9 @@ public struct ImportPipeline: ObjectImporting {
 
     public func listCandidates() async throws -> [BucketLayout.Candidate] {
         let objects = try await store.list(prefix: layout.incoming)
-        return layout.candidates(from: objects.map { (key: $0.key, etag: $0.etag, size: $0.size) })
+        // Each worker walks the listing from its own random point, so concurrent workers divide it (ClaimOrder).
+        return ClaimOrder.forThisWorker(
+            layout.candidates(from: objects.map { (key: $0.key, etag: $0.etag, size: $0.size) }))
     }
 
     public func ownerText(of candidate: BucketLayout.Candidate) -> String? {

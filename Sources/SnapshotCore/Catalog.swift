@@ -1,3 +1,5 @@
+public import Foundation
+
 /// The catalog: the system of record for snapshots, volumes, instances, templates and imports.
 ///
 /// It is a *storage* interface: rows read one at a time or listed, and atomic batches of conditional
@@ -38,14 +40,18 @@
 ///   unique index on (`source_bucket`, `source_key`, `source_etag`) WHERE `state = 'available'`;
 ///   `manifests` (`snapshot_id` primary key, `data` blob = ``Manifest/encoded()``); `volumes`;
 ///   `instances`; `templates` (`snapshots` as a JSON array); `imports` (primary key
-///   `bucket`, `key`, `etag`).
+///   `bucket`, `key`, `etag`); `block_refs` (`hash` primary key, `refs`: how many manifests name the
+///   block, maintained by `insertManifest` and `deleteSnapshot` in their transaction; a partial index
+///   on the zero rows); `gc_sweep` (one row: the pending sweep request and its version).
+/// - Every query of the "Targeted queries" group is served by an index (see the schemas): none reads a
+///   whole table, so a pass, a delete or a page of a listing costs the same at a million snapshots.
 public protocol Catalog: Sendable {
     func snapshot(_ id: SnapshotID) async throws -> SnapshotRecord?
     /// Every snapshot, in any state, ordered by `createdAt` then `id`.
     func snapshots() async throws -> [SnapshotRecord]
     /// The manifest of an available snapshot (nil for pending/error ones).
     func manifest(_ id: SnapshotID) async throws -> Manifest?
-    /// Every manifest (garbage collection reads them all).
+    /// Every manifest (checks and tests; no hot path reads them all).
     func manifests() async throws -> [SnapshotID: Manifest]
 
     func volume(_ id: VolumeID) async throws -> VolumeRecord?
@@ -63,6 +69,41 @@ public protocol Catalog: Sendable {
     func importRecord(_ key: ImportKey) async throws -> ImportRecord?
     /// Ordered by `createdAt`, then bucket, key, etag.
     func imports() async throws -> [ImportRecord]
+
+    // MARK: Targeted queries (issue 11): nothing on a hot path reads a whole table.
+
+    /// The snapshots `caller` may see (``Snapshots``' rules: the operator sees every one; a project its
+    /// own, those shared with it and public ones, the last two only when available), never `deleting`
+    /// ones, ordered by `createdAt` then `id`, starting after `cursor`, at most `limit` (keyset pagination:
+    /// each page costs the same however deep it is).
+    func snapshots(visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws
+        -> [SnapshotRecord]
+    /// The snapshots in `state`, ordered by `createdAt` then `id`, after `cursor`, at most `limit`.
+    func snapshots(in state: SnapshotState, after cursor: SnapshotCursor?, limit: Int) async throws
+        -> [SnapshotRecord]
+    /// The `createdAt` of the oldest pending snapshot (the garbage collector's cutoff), nil when none.
+    func oldestPendingSnapshot() async throws -> Date?
+    /// The available snapshot made from this object version, if any (at most one: a unique index).
+    func availableSnapshot(of object: ImportKey) async throws -> SnapshotRecord?
+    /// Claims (state `claimed`) whose lease ended before `now`, oldest lease first, at most `limit`.
+    func expiredClaims(before now: Date, limit: Int) async throws -> [ImportRecord]
+
+    /// Claims an object version in ONE conditional statement: inserts the row (`claimed`, attempts 1),
+    /// or takes it over when it is `retry`, or `claimed` with a lease that ended at or before `now`
+    /// (or held by this same `worker`): state `claimed`, the worker and lease, `attempts + 1`,
+    /// `snapshotID` cleared, `updatedAt = now`, version + 1. A lost race costs that one statement.
+    /// - Returns: the row as claimed, or nil when it is not claimable (imported, failed, leased).
+    func claimImport(_ key: ImportKey, owner: String, worker: String, leaseExpiresAt: Date, now: Date) async throws
+        -> ImportRecord?
+
+    /// The reference counts of these blocks: how many manifests name each. A block with no count row
+    /// is absent from the result (never referenced, or forgotten after collection).
+    func blockReferences(_ hashes: [BlockHash]) async throws -> [BlockHash: Int]
+    /// Blocks whose count is zero (released by a delete, or registered by an aborted writer), ascending
+    /// by hash after `cursor`, at most `limit`: what garbage collection visits.
+    func unreferencedBlocks(after cursor: BlockHash?, limit: Int) async throws -> [BlockHash]
+    /// The pending request for a full sweep of the block store (see ``CatalogWrite/requestSweep(before:)``).
+    func sweepRequest() async throws -> SweepRequest?
 
     /// Applies every write atomically, or none. - Throws: `SnapshotError(.conflict)` when a named
     /// version differs, a named row is missing, or an insert violates a key or unique constraint;
@@ -83,8 +124,20 @@ public enum CatalogWrite: Sendable {
     case deleteSnapshot(SnapshotID, version: Int64)
     /// Only a precondition: the row exists with this version.
     case expectSnapshot(SnapshotID, version: Int64)
-    /// Insert the manifest of a snapshot; conflict if one exists.
+    /// Insert the manifest of a snapshot; conflict if one exists. Adds one to the reference count of
+    /// every distinct block it names (creating counts), in the same transaction; `deleteSnapshot`
+    /// subtracts them again (a count that reaches zero stays, at zero, for garbage collection).
     case insertManifest(SnapshotID, Manifest)
+    /// Give these blocks a count of zero where they have none (an aborted writer's new blocks, so
+    /// garbage collection visits them).
+    case registerBlocks([BlockHash])
+    /// Delete the count rows of these blocks that are still zero (after collection removed them).
+    case forgetBlocks([BlockHash])
+    /// Ask for a full sweep of the block store covering blocks put before `before` (a writer vanished
+    /// without registering what it put); a pending request keeps the later of the two dates.
+    case requestSweep(before: Date)
+    /// Clear the sweep request read at this version; conflict when it changed meanwhile.
+    case completeSweep(version: Int64)
 
     case insertVolume(VolumeRecord)
     case updateVolume(VolumeRecord)
@@ -103,6 +156,49 @@ public enum CatalogWrite: Sendable {
     case insertImport(ImportRecord)
     /// Replace where the stored version is `record.version`; store version + 1.
     case updateImport(ImportRecord)
+}
+
+/// Where a page of snapshots ends: the (`createdAt`, `id`) of its last row. Its ``token`` is what
+/// `DescribeSnapshots` hands out as `NextToken`.
+public struct SnapshotCursor: Hashable, Sendable {
+    public var createdAt: Date
+    public var id: SnapshotID
+
+    public init(createdAt: Date, id: SnapshotID) {
+        self.createdAt = createdAt
+        self.id = id
+    }
+
+    /// The cursor after `record`.
+    public init(after record: SnapshotRecord) {
+        self.init(createdAt: record.createdAt, id: record.id)
+    }
+
+    /// `<milliseconds since 1970>.<snapshot id>`.
+    public var token: String { "\(Int64((createdAt.timeIntervalSince1970 * 1000).rounded())).\(id.rawValue)" }
+
+    /// Parses a ``token``. - Returns: nil when malformed.
+    public init?(token: String) {
+        let parts = token.split(separator: ".", maxSplits: 1)
+        guard parts.count == 2, let millis = Int64(parts[0]), let id = SnapshotID(rawValue: String(parts[1])) else {
+            return nil
+        }
+        self.init(createdAt: Date(timeIntervalSince1970: Double(millis) / 1000), id: id)
+    }
+}
+
+/// A request for a full sweep of the block store: every stored block with no reference count, touched
+/// before the collection's cutoff, is removed. Recovery files one when it turns a vanished writer's
+/// snapshot into `error` (the blocks that writer put are named nowhere).
+public struct SweepRequest: Hashable, Sendable {
+    /// The sweep is done once a collection ran with a cutoff after this.
+    public var before: Date
+    public var version: Int64
+
+    public init(before: Date, version: Int64) {
+        self.before = before
+        self.version = version
+    }
 }
 
 // MARK: - Block hashes and manifests

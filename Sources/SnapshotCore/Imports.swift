@@ -26,33 +26,19 @@ public struct ImportClaims: LedgerBacked {
         let importKey = ImportKey(bucket: bucket, key: key, etag: etag)
         let stamp = Self.stamp(now)
         let expires = Self.stamp(now.addingTimeInterval(leaseSeconds))
-        return try await retrying("claim") { () -> ImportClaim? in
-            guard var row = try await catalog.importRecord(importKey) else {
-                let row = ImportRecord(
-                    key: importKey, owner: owner, state: .claimed, worker: worker, leaseExpiresAt: expires,
-                    attempts: 1, snapshotID: nil, errorCode: nil, errorMessage: nil, createdAt: stamp,
-                    updatedAt: stamp, version: 1)
-                try await catalog.apply([.insertImport(row)])
-                return ImportClaim(key: importKey, owner: owner, worker: worker, attempts: 1, leaseExpiresAt: expires)
-            }
-            switch row.state {
-            case .imported, .failed:
-                return nil
-            case .claimed:
-                if let lease = row.leaseExpiresAt, lease > now, row.worker != worker { return nil }
-            case .retry:
-                break
-            }
-            row.state = .claimed
-            row.worker = worker
-            row.leaseExpiresAt = expires
-            row.attempts += 1
-            row.snapshotID = nil
-            row.updatedAt = stamp
-            try await catalog.apply([.updateImport(row)])
-            return ImportClaim(
-                key: importKey, owner: row.owner, worker: worker, attempts: row.attempts, leaseExpiresAt: expires)
-        }
+        // One conditional statement: no read first, no retry. Workers racing for one object each pay
+        // that one statement; claims of different objects touch different rows.
+        guard
+            let row = try await catalog.claimImport(
+                importKey, owner: owner, worker: worker, leaseExpiresAt: expires, now: stamp)
+        else { return nil }
+        return ImportClaim(
+            key: importKey, owner: row.owner, worker: worker, attempts: row.attempts, leaseExpiresAt: expires)
+    }
+
+    /// Claims whose lease ended before `now` (their workers vanished; any worker may claim them again).
+    public func expiredClaims(now: Date = Date(), limit: Int = 1000) async throws -> [ImportRecord] {
+        try await catalog.expiredClaims(before: now, limit: limit)
     }
 
     /// The import row, if `claim` still holds it. - Throws: `.leaseLost`, `.notFound`.

@@ -11,6 +11,9 @@ public struct PendingSnapshots: LedgerBacked {
     let volumesDirectory: String
 
 
+    /// How many pending or deleting snapshots recovery reads at once.
+    static let recoveryPage = 500
+
     /// Starts a new snapshot in state `pending` and returns its writer (see ``SnapshotWriter``).
     ///
     /// - Parameters:
@@ -84,10 +87,8 @@ public struct PendingSnapshots: LedgerBacked {
                     throw SnapshotError(
                         .leaseLost, "snapshot \(writer.id) is no longer held by this writer (lease expired, recovered)")
                 }
-                if writer.claim == nil, case .object = current.source,
-                    let other = try await catalog.snapshots().first(where: {
-                        $0.state == .available && $0.source == current.source
-                    })
+                if writer.claim == nil, case .object(let bucket, let key, let etag) = current.source,
+                    let other = try await catalog.availableSnapshot(of: ImportKey(bucket: bucket, key: key, etag: etag))
                 {
                     // Without a claim nothing else serializes imports of one object; the unique index is
                     // the last guard, this is the clear message.
@@ -130,14 +131,19 @@ public struct PendingSnapshots: LedgerBacked {
     }
 
     /// Removes a pending snapshot of this writer (nothing of it is ever visible) and releases its volume.
+    /// The blocks its puts created get a zero reference count in the same transaction, so the next
+    /// collection visits them (see ``BlockCollector``).
     func abort(_ writer: SnapshotWriter, reason: String) async {
         do {
+            let created = writer.createdBlocks
             try await retrying("abort") {
-                guard let current = try await catalog.snapshot(writer.id), current.state == .pending,
+                var writes: [CatalogWrite] = created.isEmpty ? [] : [.registerBlocks(created)]
+                if let current = try await catalog.snapshot(writer.id), current.state == .pending,
                     current.writer == writer.token
-                else { return }
-                var writes: [CatalogWrite] = try await releaseVolumes(of: current.id, source: current.source)
-                writes.append(.deleteSnapshot(current.id, version: current.version))
+                {
+                    writes += try await releaseVolumes(of: current.id, source: current.source)
+                    writes.append(.deleteSnapshot(current.id, version: current.version))
+                }
                 try await catalog.apply(writes)
             }
             logger.info("snapshot aborted", metadata: ["snapshot": "\(writer.id)", "reason": "\(reason)"])
@@ -186,9 +192,11 @@ public struct PendingSnapshots: LedgerBacked {
 
     public func recover(now: Date = Date()) async throws -> RecoveryReport {
         var report = RecoveryReport()
-        for snapshot in try await catalog.snapshots() {
-            switch snapshot.state {
-            case .pending:
+        // Only the pending and deleting snapshots are read (an index on state), page by page.
+        var cursor: SnapshotCursor?
+        while true {
+            let page = try await catalog.snapshots(in: .pending, after: cursor, limit: Self.recoveryPage)
+            for snapshot in page {
                 guard let lease = snapshot.leaseExpiresAt, lease < now else { continue }
                 let failed = try await retrying("recover") { () -> Bool in
                     guard var current = try await catalog.snapshot(snapshot.id), current.state == .pending,
@@ -198,7 +206,9 @@ public struct PendingSnapshots: LedgerBacked {
                     current.failure = "the writer \(current.writer ?? "?") vanished (lease expired)"
                     current.writer = nil
                     current.leaseExpiresAt = nil
-                    var writes: [CatalogWrite] = [.updateSnapshot(current)]
+                    // The blocks the vanished writer put are named nowhere: ask for a full sweep that
+                    // covers everything it could have put before its lease ended.
+                    var writes: [CatalogWrite] = [.updateSnapshot(current), .requestSweep(before: lease)]
                     writes += try await releaseVolumes(of: current.id, source: current.source)
                     try await catalog.apply(writes)
                     return true
@@ -207,14 +217,19 @@ public struct PendingSnapshots: LedgerBacked {
                     report.failedSnapshots.append(snapshot.id)
                     logger.warning("pending snapshot recovered to error", metadata: ["snapshot": "\(snapshot.id)"])
                 }
-            case .deleting:
-                if now.timeIntervalSince(snapshot.createdAt) >= 0 {
-                    _ = try await collector.finishDeletion(snapshot, now: now)
-                    report.finishedDeletions.append(snapshot.id)
-                }
-            case .available, .error:
-                continue
             }
+            guard page.count == Self.recoveryPage, let last = page.last else { break }
+            cursor = SnapshotCursor(after: last)
+        }
+        cursor = nil
+        while true {
+            let page = try await catalog.snapshots(in: .deleting, after: cursor, limit: Self.recoveryPage)
+            for snapshot in page where now.timeIntervalSince(snapshot.createdAt) >= 0 {
+                _ = try await collector.finishDeletion(snapshot, now: now)
+                report.finishedDeletions.append(snapshot.id)
+            }
+            guard page.count == Self.recoveryPage, let last = page.last else { break }
+            cursor = SnapshotCursor(after: last)
         }
         // Volume files a crashed `volume create` left half-written.
         let stale = now.addingTimeInterval(-3600)

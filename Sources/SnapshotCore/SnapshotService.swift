@@ -52,6 +52,10 @@ public struct SnapshotService: Sendable {
         try await snapshots.listSnapshots(caller: caller)
     }
 
+    public func listSnapshots(caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws -> SnapshotPage {
+        try await snapshots.listSnapshots(caller: caller, after: cursor, limit: limit)
+    }
+
     public func snapshot(_ id: SnapshotID, caller: Caller) async throws -> SnapshotRecord {
         try await snapshots.snapshot(id, caller: caller)
     }
@@ -97,6 +101,10 @@ public struct SnapshotService: Sendable {
 
     public func collectGarbage(now: Date = Date()) async throws -> CollectionReport {
         try await collector.collectGarbage(now: now)
+    }
+
+    public func collectReleasedBlocks(now: Date = Date()) async throws -> CollectionReport {
+        try await collector.collectReleasedBlocks(now: now)
     }
 
     public func volumePath(_ volume: VolumeRecord) -> String {

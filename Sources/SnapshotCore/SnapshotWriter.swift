@@ -28,6 +28,8 @@ public final class SnapshotWriter: Sendable {
     private struct State {
         var entries: [UInt64: BlockHash] = [:]
         var stored = Set<BlockHash>()
+        /// The blocks this writer's puts created (an abort registers them for garbage collection).
+        var created = Set<BlockHash>()
         var statistics = WriterStatistics()
         var finished = false
     }
@@ -70,6 +72,9 @@ public final class SnapshotWriter: Sendable {
 
     public var statistics: WriterStatistics { state.withLock { $0.statistics } }
 
+    /// The blocks this writer's puts created, ascending.
+    var createdBlocks: [BlockHash] { state.withLock { $0.created.sorted() } }
+
     /// Stores block `index` (hashing it, skipping zeros, deduplicating).
     /// - Parameter bytes: exactly ``blockLength(_:)`` bytes.
     /// - Throws: `.invalidArgument` (index or length), `.invalidState` after commit/abort, `.storage`,
@@ -108,6 +113,7 @@ public final class SnapshotWriter: Sendable {
             state.entries[index] = hash
             state.stored.insert(hash)
             if isNew {
+                state.created.insert(hash)
                 state.statistics.newBlocks += 1
                 state.statistics.newBytes += bytes.count
             }

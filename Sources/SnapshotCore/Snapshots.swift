@@ -15,10 +15,36 @@ public struct Snapshots: LedgerBacked {
     let collector: BlockCollector
 
 
-    /// Snapshots the caller may see, oldest first (the operator sees all, including pending ones).
+    /// Snapshots the caller may see, oldest first (the operator sees all, including pending ones),
+    /// read page by page from the catalog's visibility query.
     public func listSnapshots(caller: Caller) async throws -> [SnapshotRecord] {
-        try await catalog.snapshots().filter { Self.canSee($0, caller) && $0.state != .deleting }
+        var all: [SnapshotRecord] = []
+        var cursor: SnapshotCursor?
+        while true {
+            let page = try await listSnapshots(caller: caller, after: cursor, limit: Self.pageSize)
+            all += page.snapshots
+            guard let next = page.next else { return all }
+            cursor = next
+        }
     }
+
+    /// One page of the snapshots the caller may see, oldest first (`DescribeSnapshots` with
+    /// `MaxResults`/`NextToken`).
+    /// - Parameters:
+    ///   - cursor: where the previous page ended (its ``SnapshotPage/next``), nil for the first page.
+    ///   - limit: the page size, 1 to 1,000 (clamped).
+    /// - Returns: the page; `next` is nil on the last one.
+    public func listSnapshots(caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws -> SnapshotPage {
+        let limit = min(max(limit, 1), Self.pageSize)
+        // One row more than asked tells whether another page follows without a second query.
+        var rows = try await catalog.snapshots(visibleTo: caller, after: cursor, limit: limit + 1)
+        let more = rows.count > limit
+        if more { rows.removeLast(rows.count - limit) }
+        return SnapshotPage(snapshots: rows, next: more ? rows.last.map(SnapshotCursor.init(after:)) : nil)
+    }
+
+    /// The largest page read from the catalog at once.
+    static let pageSize = 1000
 
     /// One snapshot. - Throws: `.notFound` when absent or invisible to the caller.
     public func snapshot(_ id: SnapshotID, caller: Caller) async throws -> SnapshotRecord {
@@ -120,5 +146,17 @@ public struct Snapshots: LedgerBacked {
             }
         }
         return try await collector.finishDeletion(marked, now: now)
+    }
+}
+
+/// One page of a snapshot listing (``Snapshots/listSnapshots(caller:after:limit:)``).
+public struct SnapshotPage: Sendable, Equatable {
+    public var snapshots: [SnapshotRecord]
+    /// Where the next page starts; nil when this is the last page.
+    public var next: SnapshotCursor?
+
+    public init(snapshots: [SnapshotRecord], next: SnapshotCursor?) {
+        self.snapshots = snapshots
+        self.next = next
     }
 }

@@ -101,5 +101,46 @@ enum CatalogSchema {
                 """,
                 "CREATE INDEX imports_created ON imports (created_at, bucket, \"key\", etag)",
             ]),
+        Migrations.Migration(
+            version: 2, name: "v2 targeted queries and block reference counts",
+            sql: [
+                "CREATE INDEX snapshots_owner ON snapshots (owner, created_at, id)",
+                """
+                CREATE INDEX snapshots_public ON snapshots (created_at, id)
+                    WHERE state = 'available' AND visibility = 'public'
+                """,
+                """
+                CREATE INDEX snapshots_shared ON snapshots (created_at, id)
+                    WHERE state = 'available' AND shared_with <> '{}'
+                """,
+                "CREATE INDEX snapshots_state_created ON snapshots (state, created_at, id)",
+                "DROP INDEX IF EXISTS snapshots_state",
+                "CREATE INDEX imports_expired ON imports (lease_expires_at) WHERE state = 'claimed'",
+                // How many manifests name each block (see SnapshotCore's BlockCollector); zero rows are the
+                // garbage collector's work list.
+                "CREATE TABLE block_refs (hash bytea PRIMARY KEY, refs bigint NOT NULL)",
+                "CREATE INDEX block_refs_zero ON block_refs (hash) WHERE refs <= 0",
+                // Counts for the manifests committed before this migration (40-byte entries: 8 index bytes,
+                // then the 32 hash bytes; bytea positions count from 1).
+                """
+                INSERT INTO block_refs (hash, refs)
+                SELECT h, count(*) FROM (
+                    SELECT DISTINCT m.snapshot_id, substring(m.data FROM g * 40 + 9 FOR 32) AS h
+                    FROM manifests m, generate_series(0, length(m.data) / 40 - 1) AS g
+                ) entries GROUP BY h
+                """,
+                """
+                CREATE TABLE gc_sweep (
+                    id integer PRIMARY KEY CHECK (id = 1),
+                    due_before timestamptz,
+                    version bigint NOT NULL
+                )
+                """,
+                // Orphans of writers that vanished before counts existed: one full sweep.
+                """
+                INSERT INTO gc_sweep (id, due_before, version)
+                SELECT 1, now(), 1 WHERE EXISTS (SELECT 1 FROM snapshots)
+                """,
+            ]),
     ]
 }

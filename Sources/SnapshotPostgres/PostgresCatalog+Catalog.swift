@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import Logging
 import PostgresNIO
 public import SnapshotCore
@@ -76,6 +76,154 @@ extension PostgresCatalog: Catalog {
             Self.importRecord(from:))
     }
 
+    // MARK: Targeted queries
+
+    public func snapshots(visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws
+        -> [SnapshotRecord]
+    {
+        let at = cursor?.createdAt ?? Self.beforeEverything
+        let id = cursor?.id.rawValue ?? ""
+        switch caller {
+        case .operator:
+            return try await read(
+                "snapshots",
+                """
+                SELECT \(unescaped: Self.snapshotColumns) FROM snapshots
+                WHERE state <> 'deleting' AND (created_at, id) > (\(at), \(id))
+                ORDER BY created_at, id LIMIT \(limit)
+                """, Self.snapshot(from:))
+        case .project(let project):
+            // Three index-backed branches (own, public, shared), each keyset-limited, then merged.
+            let p = project.description
+            return try await read(
+                "snapshots visible to \(p)",
+                """
+                SELECT \(unescaped: Self.snapshotColumns) FROM (
+                    (SELECT \(unescaped: Self.snapshotColumns) FROM snapshots
+                        WHERE owner = \(p) AND state <> 'deleting' AND (created_at, id) > (\(at), \(id))
+                        ORDER BY created_at, id LIMIT \(limit))
+                    UNION
+                    (SELECT \(unescaped: Self.snapshotColumns) FROM snapshots
+                        WHERE state = 'available' AND visibility = 'public' AND (created_at, id) > (\(at), \(id))
+                        ORDER BY created_at, id LIMIT \(limit))
+                    UNION
+                    (SELECT \(unescaped: Self.snapshotColumns) FROM snapshots
+                        WHERE state = 'available' AND shared_with <> '{}' AND \(p) = ANY (shared_with)
+                            AND (created_at, id) > (\(at), \(id))
+                        ORDER BY created_at, id LIMIT \(limit))
+                ) visible ORDER BY created_at, id LIMIT \(limit)
+                """, Self.snapshot(from:))
+        }
+    }
+
+    public func snapshots(in state: SnapshotState, after cursor: SnapshotCursor?, limit: Int) async throws
+        -> [SnapshotRecord]
+    {
+        let at = cursor?.createdAt ?? Self.beforeEverything
+        let id = cursor?.id.rawValue ?? ""
+        return try await read(
+            "\(state.rawValue) snapshots",
+            """
+            SELECT \(unescaped: Self.snapshotColumns) FROM snapshots
+            WHERE state = \(state.rawValue) AND (created_at, id) > (\(at), \(id))
+            ORDER BY created_at, id LIMIT \(limit)
+            """, Self.snapshot(from:))
+    }
+
+    public func oldestPendingSnapshot() async throws -> Date? {
+        try await read("the oldest pending snapshot", "SELECT min(created_at) FROM snapshots WHERE state = 'pending'") {
+            try $0[0].decode(Date?.self).map(Self.millis)
+        }.first ?? nil
+    }
+
+    public func availableSnapshot(of object: ImportKey) async throws -> SnapshotRecord? {
+        try await read(
+            "the snapshot of \(object)",
+            """
+            SELECT \(unescaped: Self.snapshotColumns) FROM snapshots
+            WHERE source_bucket = \(object.bucket) AND source_key = \(object.key) AND source_etag = \(object.etag)
+                AND state = 'available' AND source_kind = 'object'
+            """, Self.snapshot(from:)
+        ).first
+    }
+
+    public func expiredClaims(before now: Date, limit: Int) async throws -> [ImportRecord] {
+        try await read(
+            "expired claims",
+            """
+            SELECT \(unescaped: Self.importColumns) FROM imports
+            WHERE state = 'claimed' AND lease_expires_at < \(Self.millis(now))
+            ORDER BY lease_expires_at, bucket, "key", etag LIMIT \(limit)
+            """, Self.importRecord(from:))
+    }
+
+    public func claimImport(_ key: ImportKey, owner: String, worker: String, leaseExpiresAt: Date, now: Date)
+        async throws -> ImportRecord?
+    {
+        // INSERT … ON CONFLICT DO UPDATE … WHERE is atomic: a racing claimer waits for the row lock, then
+        // re-evaluates the WHERE against the committed row and returns nothing.
+        let lease = Self.millis(leaseExpiresAt)
+        let now = Self.millis(now)
+        return try await read(
+            "claim of \(key)",
+            """
+            INSERT INTO imports AS i (bucket, "key", etag, owner, state, worker, lease_expires_at, attempts,
+                created_at, updated_at, version)
+            VALUES (\(key.bucket), \(key.key), \(key.etag), \(owner), 'claimed', \(worker), \(lease), 1, \(now),
+                \(now), 1)
+            ON CONFLICT (bucket, "key", etag) DO UPDATE SET state = 'claimed', worker = EXCLUDED.worker,
+                lease_expires_at = EXCLUDED.lease_expires_at, attempts = i.attempts + 1, snapshot_id = NULL,
+                updated_at = EXCLUDED.updated_at, version = i.version + 1
+            WHERE i.state = 'retry' OR (i.state = 'claimed' AND (i.lease_expires_at IS NULL
+                OR i.lease_expires_at <= EXCLUDED.updated_at OR i.worker = EXCLUDED.worker))
+            RETURNING \(unescaped: Self.importColumns)
+            """, Self.importRecord(from:)
+        ).first
+    }
+
+    public func blockReferences(_ hashes: [BlockHash]) async throws -> [BlockHash: Int] {
+        guard !hashes.isEmpty else { return [:] }
+        let pairs = try await read(
+            "block references",
+            """
+            SELECT encode(hash, 'hex'), refs FROM block_refs
+            WHERE hash = ANY (SELECT decode(h, 'hex') FROM unnest(\(hashes.map(\.hex))::text[]) AS h)
+            """
+        ) { row -> (BlockHash, Int) in
+            guard let hash = BlockHash(hex: try row[0].decode(String.self)) else {
+                throw SnapshotError(.catalog, "malformed block hash in the catalog")
+            }
+            return (hash, try row[1].decode(Int.self))
+        }
+        return Dictionary(pairs, uniquingKeysWith: { first, _ in first })
+    }
+
+    public func unreferencedBlocks(after cursor: BlockHash?, limit: Int) async throws -> [BlockHash] {
+        try await read(
+            "unreferenced blocks",
+            """
+            SELECT encode(hash, 'hex') FROM block_refs
+            WHERE refs <= 0 AND hash > decode(\(cursor?.hex ?? ""), 'hex') ORDER BY hash LIMIT \(limit)
+            """
+        ) { row in
+            guard let hash = BlockHash(hex: try row[0].decode(String.self)) else {
+                throw SnapshotError(.catalog, "malformed block hash in the catalog")
+            }
+            return hash
+        }
+    }
+
+    public func sweepRequest() async throws -> SweepRequest? {
+        try await read(
+            "the sweep request", "SELECT due_before, version FROM gc_sweep WHERE id = 1 AND due_before IS NOT NULL"
+        ) { row in
+            SweepRequest(before: Self.millis(try row[0].decode(Date.self)), version: try row[1].decode(Int64.self))
+        }.first
+    }
+
+    /// Before every stored date: the cursor of a first page.
+    static let beforeEverything = Date(timeIntervalSince1970: -62_135_596_800)  // 0001-01-01
+
     /// For a catalog made by ``PostgresCatalog/open(url:logger:)``: stops its pool and waits for every
     /// connection to close. Otherwise nothing: the pool lives as long as the caller's ``PostgresCatalog/run()``
     /// runs (cancel that task, or leave ``withPostgresCatalog(url:logger:_:)``).
@@ -145,16 +293,60 @@ extension PostgresCatalog: Catalog {
                 """, logger: logger)
             try expectChange(changed, "snapshot \(s.id)")
         case .deleteSnapshot(let id, let version):
-            // The manifest goes with it (ON DELETE CASCADE), in the same transaction.
+            // The manifest goes with it (ON DELETE CASCADE), in the same transaction; its blocks' counts drop.
+            let manifest = try await db.rows(
+                "SELECT data FROM manifests WHERE snapshot_id = \(id.rawValue)", logger: logger
+            ).first.map { try Manifest(decoding: try $0.decode(Data.self)) }
             let changed = try await db.rows(
                 "DELETE FROM snapshots WHERE id = \(id.rawValue) AND version = \(version) RETURNING 1", logger: logger)
             try expectChange(changed, "snapshot \(id)")
+            if let manifest {
+                try await db.rows(
+                    """
+                    UPDATE block_refs SET refs = refs - 1
+                    WHERE hash = ANY (SELECT decode(h, 'hex') FROM unnest(\(distinctHexes(manifest))::text[]) AS h)
+                    """, logger: logger)
+            }
         case .expectSnapshot(let id, let version):
             try await expectRow(db, logger, "snapshot \(id)", "SELECT version FROM snapshots WHERE id = \(id.rawValue) FOR UPDATE", version)
         case .insertManifest(let id, let manifest):
             try await db.rows(
                 "INSERT INTO manifests (snapshot_id, data) VALUES (\(id.rawValue), \(Data(manifest.encoded())))",
                 logger: logger)
+            // In hash order, so that concurrent commits sharing blocks lock their count rows in one order.
+            try await db.rows(
+                """
+                INSERT INTO block_refs (hash, refs)
+                SELECT decode(h, 'hex'), 1 FROM unnest(\(distinctHexes(manifest))::text[]) AS h ORDER BY 1
+                ON CONFLICT (hash) DO UPDATE SET refs = block_refs.refs + 1
+                """, logger: logger)
+        case .registerBlocks(let hashes):
+            try await db.rows(
+                """
+                INSERT INTO block_refs (hash, refs)
+                SELECT decode(h, 'hex'), 0 FROM unnest(\(hashes.map(\.hex))::text[]) AS h ORDER BY 1
+                ON CONFLICT (hash) DO NOTHING
+                """, logger: logger)
+        case .forgetBlocks(let hashes):
+            try await db.rows(
+                """
+                DELETE FROM block_refs
+                WHERE refs <= 0 AND hash = ANY (SELECT decode(h, 'hex') FROM unnest(\(hashes.map(\.hex))::text[]) AS h)
+                """, logger: logger)
+        case .requestSweep(let before):
+            try await db.rows(
+                """
+                INSERT INTO gc_sweep AS g (id, due_before, version) VALUES (1, \(millis(before)), 1)
+                ON CONFLICT (id) DO UPDATE SET version = g.version + 1,
+                    due_before = GREATEST(g.due_before, EXCLUDED.due_before)
+                """, logger: logger)
+        case .completeSweep(let version):
+            let changed = try await db.rows(
+                """
+                UPDATE gc_sweep SET due_before = NULL, version = version + 1
+                WHERE id = 1 AND version = \(version) RETURNING 1
+                """, logger: logger)
+            try expectChange(changed, "the sweep request")
 
         case .insertVolume(let v):
             try await db.rows(
@@ -236,6 +428,11 @@ extension PostgresCatalog: Catalog {
                 """, logger: logger)
             try expectChange(changed, "import \(r.key)")
         }
+    }
+
+    /// The distinct blocks a manifest names, as hexadecimal text, ascending (a count is per manifest).
+    private static func distinctHexes(_ manifest: Manifest) -> [String] {
+        Set(manifest.entries.map(\.hash)).sorted().map(\.hex)
     }
 
     private static func expectChange(_ rows: [PostgresRow], _ what: String) throws {

@@ -177,3 +177,14 @@ extension PostgresCatalog {
         }
     }
 }
+
+extension PostgresCatalog {
+    /// The plan of one statement (`EXPLAIN`), its lines joined. Only for tests.
+    func explainForTesting(_ sql: String) async throws -> String {
+        try await client.withConnection { connection in
+            try await connection.query("SET enable_seqscan = off", logger: logger)
+            let rows = try await connection.rows(PostgresQuery(unsafeSQL: "EXPLAIN " + sql), logger: logger)
+            return try rows.map { try $0.decode(String.self) }.joined(separator: "\n")
+        }
+    }
+}

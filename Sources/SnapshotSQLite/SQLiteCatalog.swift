@@ -109,6 +109,39 @@ public final class SQLiteCatalog: Catalog {
                     );
                     """)
         }
+        migrator.registerMigration("v2 targeted queries and block reference counts") { db in
+            try db.execute(
+                sql: """
+                    CREATE INDEX snapshots_created ON snapshots(created_at, id);
+                    CREATE INDEX snapshots_owner ON snapshots(owner, created_at, id);
+                    CREATE INDEX snapshots_public ON snapshots(created_at, id)
+                        WHERE state = 'available' AND visibility = 'public';
+                    CREATE INDEX snapshots_shared ON snapshots(created_at, id)
+                        WHERE state = 'available' AND shared_with <> '[]';
+                    CREATE INDEX snapshots_state_created ON snapshots(state, created_at, id);
+                    DROP INDEX snapshots_state;
+                    CREATE INDEX imports_expired ON imports(lease_expires_at) WHERE state = 'claimed';
+                    CREATE TABLE block_refs (hash BLOB PRIMARY KEY NOT NULL, refs INTEGER NOT NULL) WITHOUT ROWID;
+                    CREATE INDEX block_refs_zero ON block_refs(hash) WHERE refs <= 0;
+                    CREATE TABLE gc_sweep (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        due_before INTEGER,
+                        version INTEGER NOT NULL
+                    );
+                    """)
+            // Counts for the manifests committed before this migration.
+            let rows = try Row.fetchCursor(db, sql: "SELECT data FROM manifests")
+            while let row = try rows.next() {
+                let data: Data = row["data"]
+                try addReferences(Manifest(decoding: data), db)
+            }
+            // Orphans of writers that vanished before counts existed: one full sweep.
+            if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM snapshots)") == true {
+                try db.execute(
+                    sql: "INSERT INTO gc_sweep (id, due_before, version) VALUES (1, ?, 1)",
+                    arguments: [millis(Date())])
+            }
+        }
         return migrator
     }
 
@@ -204,6 +237,162 @@ public final class SQLiteCatalog: Catalog {
         }
     }
 
+    // MARK: Targeted queries
+
+    public func snapshots(visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws
+        -> [SnapshotRecord]
+    {
+        let (at, id) = (cursor.map { Self.millis($0.createdAt) } ?? Int64.min, cursor?.id.rawValue ?? "")
+        return try await read { db in
+            switch caller {
+            case .operator:
+                return try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT * FROM snapshots WHERE state <> 'deleting' AND (created_at, id) > (?, ?)
+                        ORDER BY created_at, id LIMIT ?
+                        """, arguments: [at, id, limit]
+                ).map(Self.snapshot(from:))
+            case .project(let project):
+                // Three index-backed branches (own, public, shared), each keyset-limited, then merged.
+                return try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT * FROM (
+                            SELECT * FROM (SELECT * FROM snapshots
+                                WHERE owner = :p AND state <> 'deleting' AND (created_at, id) > (:at, :id)
+                                ORDER BY created_at, id LIMIT :n)
+                            UNION
+                            SELECT * FROM (SELECT * FROM snapshots
+                                WHERE state = 'available' AND visibility = 'public' AND (created_at, id) > (:at, :id)
+                                ORDER BY created_at, id LIMIT :n)
+                            UNION
+                            SELECT * FROM (SELECT * FROM snapshots
+                                WHERE state = 'available' AND shared_with <> '[]' AND (created_at, id) > (:at, :id)
+                                    AND EXISTS (SELECT 1 FROM json_each(snapshots.shared_with) WHERE value = :p)
+                                ORDER BY created_at, id LIMIT :n)
+                        ) ORDER BY created_at, id LIMIT :n
+                        """,
+                    arguments: ["p": project.description, "at": at, "id": id, "n": limit]
+                ).map(Self.snapshot(from:))
+            }
+        }
+    }
+
+    public func snapshots(in state: SnapshotState, after cursor: SnapshotCursor?, limit: Int) async throws
+        -> [SnapshotRecord]
+    {
+        let (at, id) = (cursor.map { Self.millis($0.createdAt) } ?? Int64.min, cursor?.id.rawValue ?? "")
+        return try await read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM snapshots WHERE state = ? AND (created_at, id) > (?, ?)
+                    ORDER BY created_at, id LIMIT ?
+                    """, arguments: [state.rawValue, at, id, limit]
+            ).map(Self.snapshot(from:))
+        }
+    }
+
+    public func oldestPendingSnapshot() async throws -> Date? {
+        try await read { db in
+            try Int64.fetchOne(db, sql: "SELECT MIN(created_at) FROM snapshots WHERE state = 'pending'")
+                .map(Self.date)
+        }
+    }
+
+    public func availableSnapshot(of object: ImportKey) async throws -> SnapshotRecord? {
+        try await read { db in
+            try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT * FROM snapshots WHERE source_bucket = ? AND source_key = ? AND source_etag = ?
+                        AND state = 'available' AND source_kind = 'object'
+                    """, arguments: [object.bucket, object.key, object.etag]
+            ).map(Self.snapshot(from:))
+        }
+    }
+
+    public func expiredClaims(before now: Date, limit: Int) async throws -> [ImportRecord] {
+        try await read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM imports WHERE state = 'claimed' AND lease_expires_at < ?
+                    ORDER BY lease_expires_at, bucket, key, etag LIMIT ?
+                    """, arguments: [Self.millis(now), limit]
+            ).map(Self.importRecord(from:))
+        }
+    }
+
+    public func claimImport(_ key: ImportKey, owner: String, worker: String, leaseExpiresAt: Date, now: Date)
+        async throws -> ImportRecord?
+    {
+        do {
+            return try await pool.write { db in
+                try Row.fetchOne(
+                    db,
+                    sql: """
+                        INSERT INTO imports (bucket, key, etag, owner, state, worker, lease_expires_at, attempts,
+                            created_at, updated_at, version)
+                        VALUES (:bucket, :key, :etag, :owner, 'claimed', :worker, :lease, 1, :now, :now, 1)
+                        ON CONFLICT (bucket, key, etag) DO UPDATE SET state = 'claimed', worker = :worker,
+                            lease_expires_at = :lease, attempts = attempts + 1, snapshot_id = NULL,
+                            updated_at = :now, version = version + 1
+                        WHERE state = 'retry' OR (state = 'claimed'
+                            AND (lease_expires_at IS NULL OR lease_expires_at <= :now OR worker = :worker))
+                        RETURNING *
+                        """,
+                    arguments: [
+                        "bucket": key.bucket, "key": key.key, "etag": key.etag, "owner": owner, "worker": worker,
+                        "lease": Self.millis(leaseExpiresAt), "now": Self.millis(now),
+                    ]
+                ).map(Self.importRecord(from:))
+            }
+        } catch let error as SnapshotError {
+            throw error
+        } catch {
+            throw SnapshotError(.catalog, "claiming \(key) failed", underlying: error)
+        }
+    }
+
+    public func blockReferences(_ hashes: [BlockHash]) async throws -> [BlockHash: Int] {
+        guard !hashes.isEmpty else { return [:] }
+        return try await read { db in
+            let marks = Array(repeating: "?", count: hashes.count).joined(separator: ",")
+            var result: [BlockHash: Int] = [:]
+            let rows = try Row.fetchCursor(
+                db, sql: "SELECT hash, refs FROM block_refs WHERE hash IN (\(marks))",
+                arguments: StatementArguments(hashes.map { Data($0.bytes) }))
+            while let row = try rows.next() {
+                let data: Data = row["hash"]
+                guard let hash = BlockHash(bytes: data) else { throw SnapshotError(.catalog, "malformed block hash") }
+                result[hash] = row["refs"]
+            }
+            return result
+        }
+    }
+
+    public func unreferencedBlocks(after cursor: BlockHash?, limit: Int) async throws -> [BlockHash] {
+        try await read { db in
+            try Data.fetchAll(
+                db, sql: "SELECT hash FROM block_refs WHERE refs <= 0 AND hash > ? ORDER BY hash LIMIT ?",
+                arguments: [Data(cursor?.bytes ?? []), limit]
+            ).map { data in
+                guard let hash = BlockHash(bytes: data) else { throw SnapshotError(.catalog, "malformed block hash") }
+                return hash
+            }
+        }
+    }
+
+    public func sweepRequest() async throws -> SweepRequest? {
+        try await read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT due_before, version FROM gc_sweep WHERE id = 1 AND due_before IS NOT NULL")
+                .map { row in SweepRequest(before: Self.date(row["due_before"]), version: row["version"]) }
+        }
+    }
+
     public func close() async throws {
         do { try pool.close() } catch { throw SnapshotError(.catalog, "cannot close the catalog", underlying: error) }
     }
@@ -249,16 +438,45 @@ public final class SQLiteCatalog: Catalog {
                 arguments: StatementArguments(snapshotValues(s) + [s.id.rawValue, s.version]))
             try expectChange(db, "snapshot \(s.id)")
         case .deleteSnapshot(let id, let version):
+            let data = try Data.fetchOne(
+                db, sql: "SELECT data FROM manifests WHERE snapshot_id = ?", arguments: [id.rawValue])
             try db.execute(sql: "DELETE FROM manifests WHERE snapshot_id = ?", arguments: [id.rawValue])
             try db.execute(
                 sql: "DELETE FROM snapshots WHERE id = ? AND version = ?", arguments: [id.rawValue, version])
             try expectChange(db, "snapshot \(id)")
+            if let data {
+                let statement = try db.cachedStatement(sql: "UPDATE block_refs SET refs = refs - 1 WHERE hash = ?")
+                for hash in Self.distinctHashes(try Manifest(decoding: data)) {
+                    try statement.execute(arguments: [Data(hash.bytes)])
+                }
+            }
         case .expectSnapshot(let id, let version):
             try expectRow(db, "snapshots", id.rawValue, version)
         case .insertManifest(let id, let manifest):
             try db.execute(
                 sql: "INSERT INTO manifests (snapshot_id, data) VALUES (?, ?)",
                 arguments: [id.rawValue, Data(manifest.encoded())])
+            try addReferences(manifest, db)
+        case .registerBlocks(let hashes):
+            let statement = try db.cachedStatement(
+                sql: "INSERT INTO block_refs (hash, refs) VALUES (?, 0) ON CONFLICT (hash) DO NOTHING")
+            for hash in hashes { try statement.execute(arguments: [Data(hash.bytes)]) }
+        case .forgetBlocks(let hashes):
+            let statement = try db.cachedStatement(sql: "DELETE FROM block_refs WHERE hash = ? AND refs <= 0")
+            for hash in hashes { try statement.execute(arguments: [Data(hash.bytes)]) }
+        case .requestSweep(let before):
+            try db.execute(
+                sql: """
+                    INSERT INTO gc_sweep (id, due_before, version) VALUES (1, ?, 1)
+                    ON CONFLICT (id) DO UPDATE SET version = version + 1,
+                        due_before = CASE WHEN due_before IS NULL OR due_before < excluded.due_before
+                            THEN excluded.due_before ELSE due_before END
+                    """, arguments: [millis(before)])
+        case .completeSweep(let version):
+            try db.execute(
+                sql: "UPDATE gc_sweep SET due_before = NULL, version = version + 1 WHERE id = 1 AND version = ?",
+                arguments: [version])
+            try expectChange(db, "the sweep request")
         case .insertVolume(let v):
             try db.execute(
                 sql: """
@@ -325,6 +543,18 @@ public final class SQLiteCatalog: Catalog {
                 arguments: StatementArguments(importValues(r) + [r.key.bucket, r.key.key, r.key.etag, r.version]))
             try expectChange(db, "import \(r.key)")
         }
+    }
+
+    /// The distinct blocks a manifest names (a count is per manifest, not per entry), ascending.
+    private static func distinctHashes(_ manifest: Manifest) -> [BlockHash] {
+        Set(manifest.entries.map(\.hash)).sorted()
+    }
+
+    /// +1 on the count of every distinct block of `manifest` (creating counts).
+    private static func addReferences(_ manifest: Manifest, _ db: Database) throws {
+        let statement = try db.cachedStatement(
+            sql: "INSERT INTO block_refs (hash, refs) VALUES (?, 1) ON CONFLICT (hash) DO UPDATE SET refs = refs + 1")
+        for hash in distinctHashes(manifest) { try statement.execute(arguments: [Data(hash.bytes)]) }
     }
 
     private static func expectChange(_ db: Database, _ what: String) throws {

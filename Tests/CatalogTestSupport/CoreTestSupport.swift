@@ -27,8 +27,13 @@ struct CatalogFactory: Sendable, CustomTestStringConvertible {
         try await PostgresTestDatabase.withCatalog { catalog in try await body(catalog) }
     }
 
-    /// SQLite always; PostgreSQL when the test server is configured.
-    static let all: [CatalogFactory] = PostgresTestDatabase.isConfigured ? [.sqlite, .postgres] : [.sqlite]
+    static let memory = CatalogFactory(name: "memory") { _, body in
+        try await body(MemoryCatalog())
+    }
+
+    /// SQLite and the in-memory reference always; PostgreSQL when the test server is configured.
+    static let all: [CatalogFactory] =
+        PostgresTestDatabase.isConfigured ? [.sqlite, .memory, .postgres] : [.sqlite, .memory]
 }
 
 /// A service over a fresh catalog, a filesystem block store and a volume directory in a temp dir.
