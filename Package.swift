@@ -89,7 +89,7 @@ let package = Package(
         // MARK: Adapters of SnapshotCore's protocols
         .target(
             name: "SnapshotSQLite",
-            dependencies: ["SnapshotCore", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["SnapshotCore", "BlockingIO", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -1,4 +1,5 @@
 public import Foundation
+import BlockingIO
 package import GRDB
 public import SnapshotCore
 
@@ -329,25 +330,27 @@ public final class SQLiteCatalog: Catalog {
         async throws -> ImportRecord?
     {
         do {
-            return try await pool.write { db in
-                try Row.fetchOne(
-                    db,
-                    sql: """
-                        INSERT INTO imports (bucket, key, etag, owner, state, worker, lease_expires_at, attempts,
-                            created_at, updated_at, version)
-                        VALUES (:bucket, :key, :etag, :owner, 'claimed', :worker, :lease, 1, :now, :now, 1)
-                        ON CONFLICT (bucket, key, etag) DO UPDATE SET state = 'claimed', worker = :worker,
-                            lease_expires_at = :lease, attempts = attempts + 1, snapshot_id = NULL,
-                            updated_at = :now, version = version + 1
-                        WHERE state = 'retry' OR (state = 'claimed'
-                            AND (lease_expires_at IS NULL OR lease_expires_at <= :now OR worker = :worker))
-                        RETURNING *
-                        """,
-                    arguments: [
-                        "bucket": key.bucket, "key": key.key, "etag": key.etag, "owner": owner, "worker": worker,
-                        "lease": Self.millis(leaseExpiresAt), "now": Self.millis(now),
-                    ]
-                ).map(Self.importRecord(from:))
+            return try await BlockingExecutor.shared.run { [pool] in
+                try pool.write { db in
+                    try Row.fetchOne(
+                        db,
+                        sql: """
+                            INSERT INTO imports (bucket, key, etag, owner, state, worker, lease_expires_at, attempts,
+                                created_at, updated_at, version)
+                            VALUES (:bucket, :key, :etag, :owner, 'claimed', :worker, :lease, 1, :now, :now, 1)
+                            ON CONFLICT (bucket, key, etag) DO UPDATE SET state = 'claimed', worker = :worker,
+                                lease_expires_at = :lease, attempts = attempts + 1, snapshot_id = NULL,
+                                updated_at = :now, version = version + 1
+                            WHERE state = 'retry' OR (state = 'claimed'
+                                AND (lease_expires_at IS NULL OR lease_expires_at <= :now OR worker = :worker))
+                            RETURNING *
+                            """,
+                        arguments: [
+                            "bucket": key.bucket, "key": key.key, "etag": key.etag, "owner": owner, "worker": worker,
+                            "lease": Self.millis(leaseExpiresAt), "now": Self.millis(now),
+                        ]
+                    ).map(Self.importRecord(from:))
+                }
             }
         } catch let error as SnapshotError {
             throw error
@@ -401,8 +404,12 @@ public final class SQLiteCatalog: Catalog {
 
     public func apply(_ writes: [CatalogWrite]) async throws {
         do {
-            try await pool.write { db in
-                for write in writes { try Self.apply(write, db) }
+            // GRDB's synchronous API on the blocking executor (its async API would hop to GRDB's own
+            // dispatch queues: a second place where blocking work runs).
+            try await BlockingExecutor.shared.run { [pool] in
+                try pool.write { db in
+                    for write in writes { try Self.apply(write, db) }
+                }
             }
         } catch let error as SnapshotError {
             throw error
@@ -570,7 +577,7 @@ public final class SQLiteCatalog: Catalog {
 
     private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
-            return try await pool.read(body)
+            return try await BlockingExecutor.shared.run { [pool] in try pool.read(body) }
         } catch let error as SnapshotError {
             throw error
         } catch {
@@ -715,7 +722,8 @@ extension DatabasePool {
                 return pool
             } catch let error as DatabaseError where isOpeningRace(error) && attempt < 40 {
                 attempt += 1
-                Thread.sleep(forTimeInterval: Double.random(in: 0.02...0.1))
+                // Opening is synchronous (once per store); the wait between tries blocks like the open does.
+                BlockingExecutor.sleepBlocking(.milliseconds(Int.random(in: 20...100)))
             }
         }
     }
