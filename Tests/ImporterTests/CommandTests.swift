@@ -9,11 +9,11 @@ import Glibc
 #endif
 
 /// `snapimport import`, `imports list` and `watch` through the built binary.
-@Suite("Importer commands", .serialized)
+@Suite("Importer commands", .serialized, .enabled(if: E2E.isConfigured, E2E.skipReason))
 struct CommandTests {
     @Test("import s3://… and a local file print the snapshot document; the same object twice is one snapshot")
     func manualImport() async throws {
-        guard let e2e = E2E.load("import-cmd") else { return }
+        let e2e = try #require(E2E.load("import-cmd"))
         let client = try e2e.client()
         let bucket = try await e2e.makeBucket(client)
         let fixtures = try Fixtures.everyFormat(e2e, directory: "\(e2e.work)/fx", seed: 5)
@@ -68,7 +68,7 @@ struct CommandTests {
 
     @Test("an object under incoming/<owner>/ belongs to that owner: --project defaults to it, another is OwnerMismatch")
     func manualImportOwner() async throws {
-        guard let e2e = E2E.load("import-owner") else { return }
+        let e2e = try #require(E2E.load("import-owner"))
         let client = try e2e.client()
         let bucket = try await e2e.makeBucket(client)
         let key = "\(e2e.prefix)incoming/web@acme/o.raw"
@@ -102,7 +102,7 @@ struct CommandTests {
 
     @Test("watch imports what arrives and stops cleanly on SIGTERM")
     func watchStopsOnSIGTERM() async throws {
-        guard let e2e = E2E.load("watch") else { return }
+        let e2e = try #require(E2E.load("watch"))
         let client = try e2e.client()
         let bucket = try await e2e.makeBucket(client)
         let data = "\(e2e.work)/data"

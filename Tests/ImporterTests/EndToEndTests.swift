@@ -12,7 +12,7 @@ import Glibc
 /// The importer against the real SeaweedFS (SigV4 enforced), the built `snapimport` binary and
 /// qemu-img as the conversion oracle. Skipped, with a printed reason, when scripts/test's
 /// environment variables are unset.
-@Suite("Importer end to end", .serialized)
+@Suite("Importer end to end", .serialized, .enabled(if: E2E.isConfigured, E2E.skipReason))
 struct EndToEndTests {
     /// Uploads every format for two projects (keys with spaces and `+`), a hostile image and a sidecar.
     /// - Returns: key → reference bytes of the valid images.
@@ -82,7 +82,7 @@ struct EndToEndTests {
 
     @Test("one run imports every format once, rejects the hostile image, and a second run does nothing")
     func runImportsEveryFormatOnce() async throws {
-        guard let e2e = E2E.load("run-once") else { return }
+        let e2e = try #require(E2E.load("run-once"))
         let client = try e2e.client()
         let bucket = try await e2e.makeBucket(client)
         let expected = try await populate(e2e, client, bucket: bucket)
@@ -144,7 +144,7 @@ struct EndToEndTests {
     }
 
     func twoWorkers(catalog: String?, test: String) async throws {
-        guard let e2e = E2E.load(test) else { return }
+        let e2e = try #require(E2E.load(test))
         let client = try e2e.client()
         let bucket = try await e2e.makeBucket(client)
         let expected = try await uploadSmall(e2e, client, bucket: bucket, count: 12, projects: ["a@acme", "b@globex"])
@@ -164,27 +164,71 @@ struct EndToEndTests {
         try await verify(e2e, client, bucket: bucket, data: data, catalog: catalog, expected: expected)
     }
 
+    @Test("an OVA and a gzip-compressed qcow2 from the bucket: the snapshots equal qemu-img's reading of the disk inside")
+    func containersFromTheBucket() async throws {
+        let e2e = try #require(E2E.load("containers"))
+        let client = try e2e.client()
+        let bucket = try await e2e.makeBucket(client)
+        let directory = "\(e2e.work)/fx"
+        let fixtures = try Fixtures.everyFormat(e2e, directory: directory, seed: 6)
+        let vmdk = try #require(fixtures.first { $0.name == "stream.vmdk" })
+        let qcow2 = try #require(fixtures.first { $0.name == "disk.qcow2" })
+        // An OVA as hypervisors export it: the OVF descriptor first, then the disk it names.
+        let ovf = """
+            <?xml version="1.0" encoding="UTF-8"?>
+            <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+              <References><File ovf:href="stream.vmdk" ovf:id="file1"/></References>
+              <DiskSection><Info>disks</Info>
+                <Disk ovf:capacity="3" ovf:capacityAllocationUnits="byte * 2^20" ovf:diskId="vmdisk1" ovf:fileRef="file1"
+                  ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+              </DiskSection>
+              <VirtualSystem ovf:id="vm"><Info>a machine</Info></VirtualSystem>
+            </Envelope>
+            """
+        try ovf.write(toFile: "\(directory)/appliance.ovf", atomically: false, encoding: .utf8)
+        let ova = "\(e2e.work)/appliance.ova"
+        let tar = try Tools.run("/usr/bin/tar", ["-C", directory, "--format=ustar", "-cf", ova, "appliance.ovf", "stream.vmdk"])
+        try #require(tar.status == 0, "\(tar.stderr)")
+        let gzip = try Tools.run("/bin/sh", ["-c", "gzip -c '\(qcow2.path)' > '\(e2e.work)/disk.qcow2.gz'"])
+        try #require(gzip.status == 0, "\(gzip.stderr)")
+        var expected: [String: [UInt8]] = [:]
+        for (file, name, inner) in [(ova, "appliance.ova", vmdk), ("\(e2e.work)/disk.qcow2.gz", "disk.qcow2.gz", qcow2)] {
+            let key = "\(e2e.prefix)incoming/web@acme/\(name)"
+            try await client.putObject(bucket: bucket, key: key, body: Array(try Data(contentsOf: URL(fileURLWithPath: file))))
+            expected[key] = try Fixtures.reference(e2e, inner)
+        }
+        let data = "\(e2e.work)/data"
+        let config = try e2e.writeConfig(bucket: bucket, data: data)
+        let pass = try Tools.run(Tools.snapimportBinary(), ["run", "--json", "--config", config])
+        #expect(pass.status == 0, "\(pass.stderr)")
+        #expect((try jsonObject(pass.stdout)["imported"] as? [Any])?.count == 2)
+        try await verify(e2e, client, bucket: bucket, data: data, catalog: nil, expected: expected)
+        let formats = try await withStore(data: data, catalogURL: nil) { service in
+            try await service.listSnapshots(caller: .operator).map(\.format).sorted()
+        }
+        #expect(formats == ["qcow2", "vmdk"], "the format is the disk's inside the container")
+    }
+
     @Test("two run processes started together import every image exactly once (SQLite)")
     func twoRunsTogether() async throws {
         try await twoWorkers(catalog: nil, test: "two-runs")
     }
 
-    @Test("two worker processes sharing a PostgreSQL catalog import every image exactly once")
+    @Test(
+        "two worker processes sharing a PostgreSQL catalog import every image exactly once",
+        .enabled(if: E2E.hasPostgres, E2E.postgresSkipReason))
     func twoWorkersPostgres() async throws {
-        guard let probe = E2E.load("two-workers-pg-probe") else { return }
-        guard let url = probe.postgresSchemaURL() else {
-            print("skipping twoWorkersPostgres: SNAPIMPORT_TEST_POSTGRES_URL is not set (run scripts/test)")
-            return
-        }
+        let probe = try #require(E2E.load("two-workers-pg-probe"))
+        let url = try #require(probe.postgresSchemaURL())
         try await twoWorkers(catalog: url, test: "two-workers-pg")
     }
 
-    @Test("every format once with the PostgreSQL catalog; rerun does nothing")
+    @Test(
+        "every format once with the PostgreSQL catalog; rerun does nothing",
+        .enabled(if: E2E.hasPostgres, E2E.postgresSkipReason))
     func runOncePostgres() async throws {
-        guard let e2e = E2E.load("run-once-pg"), let url = e2e.postgresSchemaURL() else {
-            print("skipping runOncePostgres: SNAPIMPORT_TEST_POSTGRES_URL is not set (run scripts/test)")
-            return
-        }
+        let e2e = try #require(E2E.load("run-once-pg"))
+        let url = try #require(e2e.postgresSchemaURL())
         let client = try e2e.client()
         let bucket = try await e2e.makeBucket(client)
         let expected = try await populate(e2e, client, bucket: bucket)
@@ -200,7 +244,7 @@ struct EndToEndTests {
     }
 
     func killMidImport(catalog: String?, test: String) async throws {
-        guard let e2e = E2E.load(test) else { return }
+        let e2e = try #require(E2E.load(test))
         let client = try e2e.client()
         let bucket = try await e2e.makeBucket(client)
         // A larger image so the worker is caught in the middle: random data, 48 MiB.
@@ -262,13 +306,10 @@ struct EndToEndTests {
         try await killMidImport(catalog: nil, test: "kill")
     }
 
-    @Test("SIGKILL mid-import with the PostgreSQL catalog")
+    @Test("SIGKILL mid-import with the PostgreSQL catalog", .enabled(if: E2E.hasPostgres, E2E.postgresSkipReason))
     func killedWorkerRecoversPostgres() async throws {
-        guard let probe = E2E.load("kill-pg-probe") else { return }
-        guard let url = probe.postgresSchemaURL() else {
-            print("skipping killedWorkerRecoversPostgres: SNAPIMPORT_TEST_POSTGRES_URL is not set (run scripts/test)")
-            return
-        }
+        let probe = try #require(E2E.load("kill-pg-probe"))
+        let url = try #require(probe.postgresSchemaURL())
         try await killMidImport(catalog: url, test: "kill-pg")
     }
 }

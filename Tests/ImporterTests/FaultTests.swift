@@ -81,7 +81,7 @@ func waitBlocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T)
 }
 
 /// Faults injected into a pass run in-process against the real SeaweedFS.
-@Suite("Importer under faults", .serialized)
+@Suite("Importer under faults", .serialized, .enabled(if: E2E.isConfigured, E2E.skipReason))
 struct FaultTests {
     func pass(_ store: any ObjectStore, _ e2e: E2E, bucket: String, data: String) async throws -> PassSummary {
         let logger = Logger(label: "fault")
@@ -109,7 +109,7 @@ struct FaultTests {
 
     @Test("the S3 server stopped mid-pass: a transient failure is reported, the next pass imports all, once")
     func serverStoppedMidPass() async throws {
-        guard let e2e = E2E.load("s3-down") else { return }
+        let e2e = try #require(E2E.load("s3-down"))
         let direct = try e2e.client()
         let bucket = try await e2e.makeBucket(direct)
         var expected: [String: [UInt8]] = [:]
@@ -147,7 +147,7 @@ struct FaultTests {
 
     @Test("an object overwritten between listing and download fails If-Match; the next pass imports the new content once")
     func overwrittenObject() async throws {
-        guard let e2e = E2E.load("overwrite") else { return }
+        let e2e = try #require(E2E.load("overwrite"))
         let client = try e2e.client()
         let bucket = try await e2e.makeBucket(client)
         let key = "\(e2e.prefix)incoming/p@c/replaced+1.raw"

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 import Importer
 import Logging
 import S3
@@ -32,17 +33,24 @@ struct E2E: Sendable {
 
     static let environment = ProcessInfo.processInfo.environment
 
-    /// Nil (with a printed reason) when SNAPIMPORT_TEST_S3_ENDPOINT or SNAPIMPORT_TEST_QEMU_IMG is unset.
+    /// Whether the servers the end-to-end suites need are configured (scripts/test sets them); the suites
+    /// carry `.enabled(if: E2E.isConfigured, E2E.skipReason)`, so without them they are reported skipped.
+    static let isConfigured: Bool = {
+        let env = ProcessInfo.processInfo.environment
+        return !(env["SNAPIMPORT_TEST_S3_ENDPOINT"] ?? "").isEmpty && !(env["SNAPIMPORT_TEST_QEMU_IMG"] ?? "").isEmpty
+    }()
+    static let skipReason: Comment = "SNAPIMPORT_TEST_S3_ENDPOINT or SNAPIMPORT_TEST_QEMU_IMG is unset (run scripts/test)"
+    /// Whether PostgreSQL is configured too.
+    static let hasPostgres = !(ProcessInfo.processInfo.environment["SNAPIMPORT_TEST_POSTGRES_URL"] ?? "").isEmpty
+    static let postgresSkipReason: Comment = "SNAPIMPORT_TEST_POSTGRES_URL is unset (run scripts/test)"
+
+    /// The environment of one end-to-end test (nil only when the servers are not configured, which the
+    /// suites' `.enabled(if:)` rules out: use `try #require(E2E.load(…))`).
     static func load(_ test: String) -> E2E? {
         let env = environment
-        guard let endpoint = env["SNAPIMPORT_TEST_S3_ENDPOINT"], !endpoint.isEmpty else {
-            print("skipping \(test): SNAPIMPORT_TEST_S3_ENDPOINT is not set (run scripts/test)")
-            return nil
-        }
-        guard let qemu = env["SNAPIMPORT_TEST_QEMU_IMG"], !qemu.isEmpty else {
-            print("skipping \(test): SNAPIMPORT_TEST_QEMU_IMG is not set (run scripts/test)")
-            return nil
-        }
+        guard let endpoint = env["SNAPIMPORT_TEST_S3_ENDPOINT"], !endpoint.isEmpty,
+            let qemu = env["SNAPIMPORT_TEST_QEMU_IMG"], !qemu.isEmpty
+        else { return nil }
         let base = env["SNAPIMPORT_TEST_WORK"] ?? NSTemporaryDirectory()
         let work = "\(base)/importer-\(test)-\(UInt32.random(in: 0...UInt32.max))"
         try? FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
