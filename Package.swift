@@ -52,7 +52,10 @@ let package = Package(
         // MARK: Libraries
         .target(
             name: "BlockingIO",
-            dependencies: [.product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -71,7 +74,7 @@ let package = Package(
         ),
         .target(
             name: "DiskImage",
-            dependencies: ["CCompression", "CArchive"],
+            dependencies: ["CCompression", "CArchive", "BlockingIO"],
             swiftSettings: swiftSettings,
             linkerSettings: [.linkedLibrary("z")]
         ),
@@ -158,9 +161,18 @@ let package = Package(
         ),
 
         // MARK: Tests (one target per module; servers come from environment variables, see scripts/test)
+        .testTarget(
+            name: "BlockingIOTests",
+            dependencies: ["BlockingIO"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "SigV4Tests", dependencies: ["SigV4"], swiftSettings: swiftSettings),
         .testTarget(name: "S3Tests", dependencies: ["S3", "BlockingIO"], swiftSettings: swiftSettings),
-        .testTarget(name: "DiskImageTests", dependencies: ["DiskImage"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "DiskImageTests",
+            dependencies: ["DiskImage", "BlockingIO"],
+            swiftSettings: swiftSettings
+        ),
         // Fixtures shared by the catalog and block-store suites: a catalog factory (SQLite, and PostgreSQL
         // when configured) and a service harness. A library so that several test targets can use it.
         .target(

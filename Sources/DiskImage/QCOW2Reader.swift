@@ -1,4 +1,4 @@
-import Dispatch
+import BlockingIO
 import Synchronization
 
 /// Reads a qcow2 image, versions 2 and 3, as specified by qemu's `docs/interop/qcow2.rst`
@@ -152,13 +152,14 @@ public struct QCOW2Reader: DiskReader {
                 try Decompression.inflateRaw(input, into: output)
             }
         }
-        let errors = Mutex<[(Int, DiskImageError)]>([])
+        let errors = InflateFailures()
         output.withUnsafeMutableBytes { out in
             // Each job writes only its own [destination, destination + length) range of `out`, and `out`
-            // outlives `concurrentPerform`, which returns only when every job is done.
+            // outlives `forEach`, which returns only when every job is done (this thread inflates too,
+            // beside the blocking executor's threads that are free).
             let target = UncheckedBox(out)
             let work = jobs
-            DispatchQueue.concurrentPerform(iterations: work.count) { index in
+            BlockingExecutor.shared.forEach(work.count) { index in
                 let job = work[index]
                 let from = Int(job.host - job.groupStart)
                 do {
@@ -183,13 +184,13 @@ public struct QCOW2Reader: DiskReader {
                         }
                     }
                 } catch let error as DiskImageError {
-                    errors.withLock { $0.append((index, error)) }
+                    errors.list.withLock { $0.append((index, error)) }
                 } catch {
-                    errors.withLock { $0.append((index, DiskImageError(.decompressionFailed, "\(error)"))) }
+                    errors.list.withLock { $0.append((index, DiskImageError(.decompressionFailed, "\(error)"))) }
                 }
             }
         }
-        if let (index, error) = errors.withLock({ $0.min { $0.0 < $1.0 } }) {
+        if let (index, error) = errors.list.withLock({ $0.min { $0.0 < $1.0 } }) {
             throw DiskImageError(
                 error.code, "qcow2 compressed cluster at host offset \(jobs[index].host): \(error.message)",
                 underlying: error)
@@ -780,4 +781,9 @@ extension QCOW2Reader {
             return String(decoding: cut.map { (0x20..<0x7F).contains($0) ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
         }
     }
+}
+
+/// The failures of one parallel inflate, by job index (the first one is reported).
+private final class InflateFailures: Sendable {
+    let list = Mutex<[(Int, DiskImageError)]>([])
 }

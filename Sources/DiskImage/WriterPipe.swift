@@ -1,75 +1,109 @@
-import Dispatch
+import BlockingIO
 import Synchronization
 
-/// Hands data extents to a writer thread through a bounded queue: the caller reads while the writer skips
-/// all-zero extents (they stay holes) and writes the rest with `pwrite`.
+/// Overlaps reading with writing in `DiskImage.convert`: the caller queues data extents while a job on
+/// the blocking executor skips all-zero extents (they stay holes) and `pwrite`s the rest.
+///
+/// Nobody ever waits for a job that has not started: when `depth` extents are queued the caller writes
+/// the oldest one itself, and `finish()` calls off a job still waiting for a thread, drains what is left
+/// itself, then waits only for the extent a running job is writing at that moment. A busy pool therefore slows a conversion to one thread; it
+/// cannot stall it.
 final class WriterPipe: Sendable {
     private struct State {
-        var queue: [(offset: UInt64, bytes: [UInt8])?] = []
+        var items: [(offset: UInt64, bytes: [UInt8])] = []
+        var head = 0
+        /// The background job's life: submitted to the pool (`queued`), started (`running`), or none.
+        var job = Job.idle
         var error: (any Error)?
         var written: UInt64 = 0
-    }
 
-    private let state = Mutex(State())
-    private let free: DispatchSemaphore
-    private let ready = DispatchSemaphore(value: 0)
-    private let done = DispatchSemaphore(value: 0)
-    private let finished = Mutex(false)
+        var count: Int { items.count - head }
 
-    /// Starts the writer thread.
-    init(writer: SparseRawWriter, depth: Int) {
-        free = DispatchSemaphore(value: depth)
-        // `SparseRawWriter` is used only by the writer thread until `done` is signalled; the caller touches
-        // it again only after `finish()` waited for that signal.
-        let box = UncheckedBox(writer)
-        DispatchQueue.global().async { [self] in
-            while true {
-                ready.wait()
-                guard let item = state.withLock({ $0.queue.removeFirst() }) else { break }
-                free.signal()
-                if state.withLock({ $0.error != nil }) { continue }
-                if FieldReader.isAllZero(item.bytes) { continue }
-                do {
-                    try box.value.write(item.bytes, at: item.offset)
-                    state.withLock { $0.written += UInt64(item.bytes.count) }
-                } catch {
-                    state.withLock { $0.error = error }
+        mutating func pop() -> (offset: UInt64, bytes: [UInt8])? {
+            guard head < items.count else { return nil }
+            defer {
+                head += 1
+                if head == items.count {
+                    items.removeAll(keepingCapacity: true)
+                    head = 0
                 }
             }
-            done.signal()
+            return items[head]
         }
     }
 
-    /// Queues `bytes` for writing at `offset`; false when the writer has failed (stop reading).
+    private enum Job { case idle, queued, running }
+
+    private let state = BlockingMonitor(State())
+    private let writer: UncheckedBox<SparseRawWriter>
+    private let depth: Int
+    private let executor: BlockingExecutor
+
+    /// `SparseRawWriter` writes with `pwrite` at explicit offsets, so extents may be written by two
+    /// threads at once and in any order; it is touched again only after `finish()`.
+    init(writer: SparseRawWriter, depth: Int, executor: BlockingExecutor = .shared) {
+        self.writer = UncheckedBox(writer)
+        self.depth = max(1, depth)
+        self.executor = executor
+    }
+
+    /// Queues `bytes` for writing at `offset`; false when a write has failed (stop reading).
     func send(_ bytes: [UInt8], at offset: UInt64) -> Bool {
-        free.wait()
-        let failed = state.withLock { state -> Bool in
-            state.queue.append((offset, bytes))
-            return state.error != nil
+        let (overflow, startJob) = state.withLock { state in
+            state.items.append((offset, bytes))
+            let overflow = state.count > depth ? state.pop() : nil
+            guard case .idle = state.job else { return (overflow, false) }
+            state.job = .queued
+            return (overflow, true)
         }
-        ready.signal()
-        return !failed
+        if startJob { executor.submit { [self] in drain() } }
+        if let overflow { write(overflow) }
+        return state.withLock { $0.error == nil }
     }
 
-    /// Waits for the writer to drain, then returns the bytes written or throws its error.
+    /// Writes what is still queued, waits for a background job that is running, then returns the bytes
+    /// written or throws the first write error. A job still waiting for a pool thread is called off.
     func finish() throws -> UInt64 {
-        let first = finished.withLock { value -> Bool in
-            defer { value = true }
-            return !value
+        state.withLock { state in if case .queued = state.job { state.job = .idle } }
+        while let item = state.withLock({ $0.pop() }) { write(item) }
+        return try state.wait(
+            until: { if case .idle = $0.job { true } else { false } },
+            then: { state in
+                if let error = state.error { throw error }
+                return state.written
+            })
+    }
+
+    /// The background job: writes until the queue is empty, then lets the next `send` start a new one.
+    private func drain() {
+        let start = state.withLock { state in
+            guard case .queued = state.job else { return false }  // called off by `finish()`
+            state.job = .running
+            return true
         }
-        if first {
-            state.withLock { $0.queue.append(nil) }
-            ready.signal()
-            done.wait()
+        guard start else { return }
+        while let item = state.withLock({ state in
+            let item = state.pop()
+            if item == nil { state.job = .idle }
+            return item
+        }) {
+            write(item)
         }
-        return try state.withLock { state in
-            if let error = state.error { throw error }
-            return state.written
+    }
+
+    private func write(_ item: (offset: UInt64, bytes: [UInt8])) {
+        if state.withLock({ $0.error != nil }) || FieldReader.isAllZero(item.bytes) { return }
+        do {
+            try writer.value.write(item.bytes, at: item.offset)
+            state.withLock { $0.written += UInt64(item.bytes.count) }
+        } catch {
+            state.withLock { state in if state.error == nil { state.error = error } }
         }
     }
 }
 
-/// Moves a non-Sendable value to another thread; each use site documents why no concurrent access happens.
+/// Moves a non-Sendable value to another thread; each use site documents why no concurrent access happens
+/// (or, for `pwrite` at distinct offsets, why it is safe).
 struct UncheckedBox<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }

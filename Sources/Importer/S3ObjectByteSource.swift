@@ -1,6 +1,5 @@
 import BlockingIO
 public import DiskImage
-import Dispatch
 import Synchronization
 
 /// An S3 object read as random-access bytes: ranged GETs pinned with `If-Match` to the ETag
@@ -34,10 +33,9 @@ public final class S3ObjectByteSource: ByteSource {
             case running
             case done(Result<[UInt8], any Error>)
         }
-        // The state sits behind a mutex; the semaphore is signalled once the outcome is set (a
-        // blocking wait, made only on a pool thread by a reader waiting for a GET under way).
-        private let state = Mutex(State.queued)
-        private let done = DispatchSemaphore(value: 0)
+        // A blocking wait for the outcome is made only on a pool thread, by a reader waiting for a GET
+        // under way.
+        private let state = BlockingMonitor(State.queued)
 
         /// Takes the GET over when nobody started it yet. - Returns: whether the caller must make it.
         func claim() -> Bool {
@@ -50,16 +48,15 @@ public final class S3ObjectByteSource: ByteSource {
 
         func complete(_ result: Result<[UInt8], any Error>) {
             state.withLock { $0 = .done(result) }
-            done.signal()
         }
 
         func wait() -> Result<[UInt8], any Error> {
-            done.wait()
-            done.signal()  // let any other waiter through too
-            return state.withLock { state in
-                guard case .done(let result) = state else { preconditionFailure("signalled before done") }
-                return result
-            }
+            state.wait(
+                until: { if case .done = $0 { true } else { false } },
+                then: { state in
+                    guard case .done(let result) = state else { preconditionFailure("woken before done") }
+                    return result
+                })
         }
     }
 
