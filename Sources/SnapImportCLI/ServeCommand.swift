@@ -25,7 +25,14 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let context = try AppContext(global)
         let config = context.configuration
+        // Requests are logged at debug (--verbose); the lifecycle and Hummingbird's own lines stay at info:
+        // their debug output describes the services, and with them the store's configuration.
         let logger = context.logger("snapimport.serve", level: .info)
+        let lifecycleLogger = {
+            var quieter = logger
+            quieter.logLevel = .info
+            return quieter
+        }()
         let settings: APIServer.Settings
         do {
             let (host, port) = try APIServer.Settings.parseListen(listen ?? config.api.listen)
@@ -48,7 +55,7 @@ struct ServeCommand: AsyncParsableCommand {
             let application: any Service
             do {
                 application = try APIServer.application(
-                    responder: responder, settings: settings, logger: logger
+                    responder: responder, settings: settings, logger: lifecycleLogger
                 ) { port in
                     // The one line on stdout: scripts and tests read the bound port from it.
                     FileHandle.standardOutput.write(
@@ -61,7 +68,7 @@ struct ServeCommand: AsyncParsableCommand {
             let group = ServiceGroup(
                 configuration: .init(
                     services: [.init(service: application)] + workers,
-                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                    gracefulShutdownSignals: [.sigterm, .sigint], logger: lifecycleLogger))
             try await group.run()
         }
 
