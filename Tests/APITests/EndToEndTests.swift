@@ -24,6 +24,56 @@ struct EndToEndTests {
         try await Session.with(catalog: url) { try await $0.contract() }
     }
 
+    @Test(
+        "TLS: with tls_cert/tls_key the server answers HTTPS (EC2 errors included); a lone tls_cert is exit 2",
+        .enabled(if: Tools.binary != nil, "the snapimport executable is not built"),
+        .enabled(if: Tools.which("openssl") != nil && Tools.which("curl") != nil, "openssl or curl is missing"))
+    func tls() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tls-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let made = try Tools.run(
+            Tools.which("openssl")!,
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem"])
+        try #require(made.status == 0, "\(made)")
+        let config = directory + "/snapimport.toml"
+        try """
+            [store]
+            path = "\(directory)/data"
+            [api]
+            tls_cert = "\(directory)/cert.pem"
+            tls_key = "\(directory)/key.pem"
+            """.write(toFile: config, atomically: false, encoding: .utf8)
+        let server = try ServeProcess(binary: Tools.binary!, config: config, directory: directory)
+        do {
+            try await server.waitUntilListening()
+            #expect(server.endpoint.hasPrefix("https://"), "\(server.endpoint)")
+            let health = try Tools.run(
+                Tools.which("curl")!, ["-s", "--cacert", directory + "/cert.pem", server.endpoint + "/healthz"])
+            #expect(health.stdout == "ok\n", "\(health)")
+            let unsigned = try Tools.run(
+                Tools.which("curl")!,
+                ["-s", "--cacert", directory + "/cert.pem", "-d", "Action=DescribeSnapshots", server.endpoint + "/"])
+            #expect(unsigned.stdout.contains("<Code>MissingAuthenticationToken</Code>"), "\(unsigned)")
+            let plain = try Tools.run(Tools.which("curl")!, ["-s", "-o", "/dev/null", "-w", "%{http_code}",
+                server.endpoint.replacingOccurrences(of: "https://", with: "http://") + "/healthz"])
+            #expect(plain.stdout != "200", "plain HTTP is not served on a TLS port")
+        } catch {
+            _ = await server.terminate()
+            throw error
+        }
+        #expect(await server.terminate() == 0)
+        try """
+            [store]
+            path = "\(directory)/data"
+            [api]
+            tls_cert = "\(directory)/cert.pem"
+            """.write(toFile: config, atomically: false, encoding: .utf8)
+        let lone = try Tools.run(Tools.binary!, ["serve", "--config", config, "--listen", "127.0.0.1:0"])
+        #expect(lone.status == 2 && lone.stderr.contains("tls_cert and tls_key"), "\(lone)")
+    }
+
     /// One store, its keys and a running server.
     struct Session {
         struct Key {
@@ -250,7 +300,7 @@ struct EndToEndTests {
             #expect(Self.ids(try awsOK("bob@acme", ["describe-snapshots", "--restorable-by-user-ids", "all"])).isEmpty)
 
             // In use: a volume attached to an instance, a snapshot a template was made of.
-            let attachable = try awsOK("bob@acme", ["create-volume", "--snapshot-id", bobs])
+            let attachable = try awsOK("bob@acme", ["create-volume", "--snapshot-id", bobs, "--availability-zone", "croc-1a"])
             let attachedID = try #require(attachable["VolumeId"] as? String)
             let instance = try snapimport(["instance", "create", "--project", "bob@acme", "--json"])
             let instanceID = try #require(instance.object["id"] as? String, "\(instance)")
