@@ -22,6 +22,7 @@ public struct SnapImport: AsyncParsableCommand {
             InstanceCommand.self,
             TemplateCommand.self,
             ImportsCommand.self,
+            KeysCommand.self,
         ]
     )
 
