@@ -138,15 +138,18 @@ public struct SigV4Signer: Sendable {
         let encodedQuery = Self.canonicalQuery(request.query)
         let (canonicalHeaders, signedHeaders) = Self.canonicalHeaders(headers)
         let canonicalRequest = SigV4Canonical.request(
-            method: request.method, uri: SigV4Canonical.uri(wirePath: encodedPath, style: pathStyle), query: encodedQuery, headers: canonicalHeaders,
+            method: request.method, uri: SigV4Canonical.uri(wirePath: encodedPath, style: pathStyle),
+            query: encodedQuery, headers: canonicalHeaders,
             signedHeaders: signedHeaders, payloadHash: request.payloadHash)
         let scope = SigV4Canonical.scope(day: day, region: region, service: service)
-        let stringToSign = SigV4Canonical.stringToSign(amzDate: amzDate, scope: scope, canonicalRequest: canonicalRequest)
+        let stringToSign = SigV4Canonical.stringToSign(
+            amzDate: amzDate, scope: scope, canonicalRequest: canonicalRequest)
         let signature = SigV4Canonical.signature(
             key: SigV4Canonical.signingKey(
                 secret: credentials.secretAccessKey, day: day, region: region, service: service),
             stringToSign: stringToSign)
-        let authorization = "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), "
+        let authorization =
+            "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), "
             + "SignedHeaders=\(signedHeaders), Signature=\(signature)"
         if let token, sessionTokenPlacement == .unsigned {
             headers.append((name: "X-Amz-Security-Token", value: token))
@@ -189,9 +192,11 @@ public struct SigV4Signer: Sendable {
         let encodedPath = wirePath(request)
         let encodedQuery = Self.canonicalQuery(query)
         let canonicalRequest = SigV4Canonical.request(
-            method: request.method, uri: SigV4Canonical.uri(wirePath: encodedPath, style: pathStyle), query: encodedQuery, headers: canonicalHeaders,
+            method: request.method, uri: SigV4Canonical.uri(wirePath: encodedPath, style: pathStyle),
+            query: encodedQuery, headers: canonicalHeaders,
             signedHeaders: signedHeaders, payloadHash: request.payloadHash)
-        let stringToSign = SigV4Canonical.stringToSign(amzDate: amzDate, scope: scope, canonicalRequest: canonicalRequest)
+        let stringToSign = SigV4Canonical.stringToSign(
+            amzDate: amzDate, scope: scope, canonicalRequest: canonicalRequest)
         let signature = SigV4Canonical.signature(
             key: SigV4Canonical.signingKey(
                 secret: credentials.secretAccessKey, day: day, region: region, service: service),

@@ -160,7 +160,8 @@ public struct SigV4Verifier: Sendable {
         let claim = try parse(request)
         guard claim.scope.service == service else {
             throw SigV4VerificationError.wrongService(
-                "the credential scope names service \"\(Self.printable(claim.scope.service))\"; this endpoint is \"\(service)\"")
+                "the credential scope names service \"\(Self.printable(claim.scope.service))\"; "
+                    + "this endpoint is \"\(service)\"")
         }
         try checkTime(claim, now: now)
         guard let secretKey = try await secret(claim.scope.accessKeyID) else {
@@ -207,7 +208,8 @@ public struct SigV4Verifier: Sendable {
         }
         let value = given[0].trimmingCharacters(in: .whitespaces)
         if value == SigV4Signer.unsignedPayload { return value }
-        guard value.utf8.count == 64, value.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
+        guard value.utf8.count == 64,
+            value.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
         else {
             throw SigV4VerificationError.incompleteSignature(
                 "X-Amz-Content-SHA256 must be UNSIGNED-PAYLOAD or the body's lower-case hex SHA-256")
@@ -246,13 +248,19 @@ public struct SigV4Verifier: Sendable {
             guard authorizations.count == 1 else {
                 throw SigV4VerificationError.incompleteSignature("more than one Authorization header")
             }
+            // As AWS: one mechanism per request, so a request never reads as signed one way and used another.
+            guard !SigV4Canonical.parseQuery(request.query).contains(where: { $0.name == "X-Amz-Signature" }) else {
+                throw SigV4VerificationError.incompleteSignature(
+                    "only one authentication mechanism is allowed: an Authorization header or X-Amz-Signature")
+            }
             return try parseHeader(authorizations[0], request)
         }
         let query = SigV4Canonical.parseQuery(request.query)
-        if query.contains(where: { $0.name == "X-Amz-Signature" || $0.name == "X-Amz-Algorithm" || $0.name == "X-Amz-Credential" }) {
-            return try parseQuery(query)
+        let presigned = query.contains {
+            $0.name == "X-Amz-Signature" || $0.name == "X-Amz-Algorithm" || $0.name == "X-Amz-Credential"
         }
-        throw SigV4VerificationError.missingAuthentication
+        guard presigned else { throw SigV4VerificationError.missingAuthentication }
+        return try parseQuery(query)
     }
 
     private func parseHeader(_ header: String, _ request: SigV4IncomingRequest) throws -> Claim {
@@ -261,7 +269,8 @@ public struct SigV4Verifier: Sendable {
         guard trimmed.hasPrefix(prefix) else {
             let scheme = trimmed.prefix { $0 != " " }
             throw SigV4VerificationError.incompleteSignature(
-                "unsupported Authorization scheme \"\(Self.printable(String(scheme)))\"; expected \(SigV4Canonical.algorithm)")
+                "unsupported Authorization scheme \"\(Self.printable(String(scheme)))\"; "
+                    + "expected \(SigV4Canonical.algorithm)")
         }
         var fields: [String: String] = [:]
         for part in trimmed.dropFirst(prefix.count).split(separator: ",") {
@@ -334,7 +343,8 @@ public struct SigV4Verifier: Sendable {
         let parts = credential.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         guard parts.count == 5, !parts[0].isEmpty, !parts[3].isEmpty else {
             throw SigV4VerificationError.incompleteSignature(
-                "malformed credential \"\(printable(credential))\": expected <access key>/<yyyyMMdd>/<region>/<service>/aws4_request")
+                "malformed credential \"\(printable(credential))\": "
+                    + "expected <access key>/<yyyyMMdd>/<region>/<service>/aws4_request")
         }
         guard parts[4] == SigV4Canonical.terminator else {
             throw SigV4VerificationError.incompleteSignature(
@@ -432,6 +442,7 @@ public struct SigV4Verifier: Sendable {
     /// Untrusted text for a message: cut to 64 characters, control characters replaced.
     static func printable(_ text: String) -> String {
         let cut = text.count > 64 ? String(text.prefix(64)) + "…" : text
-        return String(String.UnicodeScalarView(cut.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "?" : $0 }))
+        return String(
+            String.UnicodeScalarView(cut.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "?" : $0 }))
     }
 }

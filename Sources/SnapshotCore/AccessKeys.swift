@@ -47,7 +47,8 @@ public struct AccessKey: Sendable, Equatable, CustomStringConvertible, CustomDeb
 
     /// A new random ID and secret from `generator` (the system CSPRNG by default).
     public static func random<G: RandomNumberGenerator>(using generator: inout G) -> (id: String, secret: String) {
-        let suffix = (0..<(idLength - idPrefix.count)).map { _ in idAlphabet[Int.random(in: 0..<32, using: &generator)] }
+        let suffix = (0..<(idLength - idPrefix.count)).map { _ in idAlphabet[Int.random(in: 0..<32, using: &generator)]
+        }
         // 30 random bytes are exactly 40 base64 characters (no padding).
         let bytes = (0..<30).map { _ in UInt8.random(in: 0...255, using: &generator) }
         return (idPrefix + String(decoding: suffix, as: UTF8.self), Data(bytes).base64EncodedString())

@@ -25,7 +25,9 @@ struct SuiteRequest {
         if name.hasSuffix("post-x-www-form-urlencoded-parameters") {
             // The suite's trap (see SigV4SuiteTests): this vector's signature was computed over
             // `charset=utf8`, while its .sreq shows `charset=utf-8`. Verify the bytes that were signed.
-            headers = headers.map { ($0.name, $0.value.replacingOccurrences(of: "charset=utf-8", with: "charset=utf8")) }
+            headers = headers.map {
+                ($0.name, $0.value.replacingOccurrences(of: "charset=utf-8", with: "charset=utf8"))
+            }
         }
         request = SigV4IncomingRequest(
             method: signed.method, path: signed.path, query: query, headers: headers, body: Array(body.utf8))
@@ -115,7 +117,8 @@ struct SigV4VerifierSuiteTests {
         #expect(!vector.signedHeaders.isEmpty)
         for header in vector.signedHeaders {
             var request = vector.request
-            let index = try #require(request.headers.firstIndex { $0.name.lowercased() == header }, "\(name): \(header)")
+            let index = try #require(
+                request.headers.firstIndex { $0.name.lowercased() == header }, "\(name): \(header)")
             let value = request.headers[index].value
             // A date stays a well-formed date (its seconds change): the signature, not the parser, must refuse it.
             let digit = header == "x-amz-date" ? value.utf8.count - 2 : nil
@@ -220,7 +223,9 @@ struct SigV4VerifierCLITests {
     func date() {
         #expect(SigV4Signer.timestamps(Self.date).amzDate == "20261130T162812Z")
         #expect(SigV4Verifier.parseAmzDate("20261130T162812Z") == Self.date)
-        #expect(SigV4Signer.hexSHA256(Array(Self.body.utf8)) == "b46a73448343285fd5f3d3e37e05afb43d261587d868233943faf020124c2322")
+        #expect(
+            SigV4Signer.hexSHA256(Array(Self.body.utf8))
+                == "b46a73448343285fd5f3d3e37e05afb43d261587d868233943faf020124c2322")
     }
 
     @Test("accepted as the caller AKIDEXAMPLE in region croc")
@@ -254,7 +259,9 @@ struct SigV4VerifierCLITests {
         let signed = signer.sign(
             SigV4Request(
                 method: "POST", path: "/",
-                headers: [("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"), ("Host", "127.0.0.1:5056")],
+                headers: [
+                    ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"), ("Host", "127.0.0.1:5056"),
+                ],
                 payloadHash: SigV4Signer.hexSHA256(Array(Self.body.utf8))),
             date: Self.date)
         #expect(signed.signature == Self.signature)
@@ -267,7 +274,8 @@ struct SigV4VerifierCLITests {
 
 @Suite("SigV4 verifier: malformed requests, presigned requests, round trips")
 struct SigV4VerifierFormTests {
-    static let credentials = SigV4Credentials(accessKeyID: "AKIAEXAMPLE0000000001", secretAccessKey: "s3cr3t/with+chars")
+    static let credentials = SigV4Credentials(
+        accessKeyID: "AKIAEXAMPLE0000000001", secretAccessKey: "s3cr3t/with+chars")
     static let keys = [credentials.accessKeyID: credentials.secretAccessKey]
     static let now = Date(timeIntervalSince1970: 1_796_056_092)
 
@@ -282,19 +290,21 @@ struct SigV4VerifierFormTests {
         #expect(error?.awsCode == "MissingAuthenticationToken" && error?.httpStatus == 403)
     }
 
-    @Test("a malformed Authorization header or scope is IncompleteSignature (400)", arguments: [
-        "AWS4-HMAC-SHA256",
-        "AWS AKIAEXAMPLE0000000001:abc",
-        "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2/aws4_request, SignedHeaders=host;x-amz-date",
-        "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2, SignedHeaders=host;x-amz-date, Signature=00",
-        "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/2026-11-30/croc/ec2/aws4_request, SignedHeaders=host;x-amz-date, Signature=00",
-        "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2/aws5_request, SignedHeaders=host;x-amz-date, Signature=00",
-        "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261129/croc/ec2/aws4_request, SignedHeaders=host;x-amz-date, Signature=00",
-        "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2/aws4_request, SignedHeaders=x-amz-date, Signature=00",
-        "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2/aws4_request, SignedHeaders=host, Signature=00",
-        "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2/aws4_request, SignedHeaders=Host;x-amz-date, Signature=00",
-        "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2/aws4_request, SignedHeaders, Signature=00",
-    ])
+    @Test(
+        "a malformed Authorization header or scope is IncompleteSignature (400)",
+        arguments: [
+            "AWS4-HMAC-SHA256",
+            "AWS AKIAEXAMPLE0000000001:abc",
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2/aws4_request, SignedHeaders=host;x-amz-date",
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2, SignedHeaders=host;x-amz-date, Signature=00",
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/2026-11-30/croc/ec2/aws4_request, SignedHeaders=host;x-amz-date, Signature=00",
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2/aws5_request, SignedHeaders=host;x-amz-date, Signature=00",
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261129/croc/ec2/aws4_request, SignedHeaders=host;x-amz-date, Signature=00",
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2/aws4_request, SignedHeaders=x-amz-date, Signature=00",
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2/aws4_request, SignedHeaders=host, Signature=00",
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2/aws4_request, SignedHeaders=Host;x-amz-date, Signature=00",
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE0000000001/20261130/croc/ec2/aws4_request, SignedHeaders, Signature=00",
+        ])
     func incomplete(_ authorization: String) async {
         let request = Self.ec2Request(headers: [
             ("Host", "h"), ("X-Amz-Date", "20261130T162812Z"), ("Authorization", authorization),
@@ -362,7 +372,8 @@ struct SigV4VerifierFormTests {
                 #expect(identity.region == region && identity.accessKeyID == Self.credentials.accessKeyID)
                 var changed = request
                 changed.body.append(0x20)
-                #expect(await verify(changed, service: "ec2", now: Self.now, keys: Self.keys).error == .signatureMismatch)
+                #expect(
+                    await verify(changed, service: "ec2", now: Self.now, keys: Self.keys).error == .signatureMismatch)
                 changed = request
                 changed.headers.append(("X-Custom", "four"))
                 #expect(
@@ -370,7 +381,8 @@ struct SigV4VerifierFormTests {
                     "a further value of a signed header")
                 changed = request
                 changed.headers.append(("X-Unsigned", "anything"))
-                #expect(await verify(changed, service: "ec2", now: Self.now, keys: Self.keys).accepted, "unsigned header")
+                #expect(
+                    await verify(changed, service: "ec2", now: Self.now, keys: Self.keys).accepted, "unsigned header")
             }
         }
     }
@@ -381,7 +393,8 @@ struct SigV4VerifierFormTests {
         for hash in [SigV4Signer.unsignedPayload, SigV4Signer.hexSHA256(body)] {
             let signed = Self.ec2Signer().sign(
                 SigV4Request(
-                    method: "POST", path: "/", headers: [("Host", "h"), ("X-Amz-Content-SHA256", hash)], payloadHash: hash),
+                    method: "POST", path: "/", headers: [("Host", "h"), ("X-Amz-Content-SHA256", hash)],
+                    payloadHash: hash),
                 date: Self.now)
             let request = Self.received(signed, method: "POST", body: body)
             #expect(await verify(request, service: "ec2", now: Self.now, keys: Self.keys).accepted)
@@ -405,7 +418,9 @@ struct SigV4VerifierFormTests {
         #expect(await verify(request, service: "ec2", now: Self.now, keys: Self.keys).error == .signatureMismatch)
     }
 
-    @Test("S3's documented presigned URL: the signer's presign reproduces it and the verifier accepts it until it expires")
+    @Test(
+        "S3's documented presigned URL: the signer's presign reproduces it and the verifier accepts it until it expires"
+    )
     func presignedS3Example() async throws {
         let credentials = SigV4Credentials(
             accessKeyID: "AKIAIOSFODNN7EXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
@@ -426,12 +441,17 @@ struct SigV4VerifierFormTests {
         let keys = [credentials.accessKeyID: credentials.secretAccessKey]
         let identity = try await verify(request, service: "s3", now: date.addingTimeInterval(86_400), keys: keys).get()
         #expect(identity.date == date && identity.service == "s3")
-        guard case .requestExpired = await verify(request, service: "s3", now: date.addingTimeInterval(86_401), keys: keys).error
+        guard
+            case .requestExpired = await verify(
+                request, service: "s3", now: date.addingTimeInterval(86_401), keys: keys
+            ).error
         else {
             Issue.record("a presigned URL past X-Amz-Expires must be RequestExpired")
             return
         }
-        guard case .requestExpired = await verify(request, service: "s3", now: date.addingTimeInterval(-301), keys: keys).error
+        guard
+            case .requestExpired = await verify(request, service: "s3", now: date.addingTimeInterval(-301), keys: keys)
+                .error
         else {
             Issue.record("a presigned URL from the future must be RequestExpired")
             return
@@ -444,7 +464,9 @@ struct SigV4VerifierFormTests {
         #expect(await verify(changed, service: "s3", now: date, keys: keys).error == .signatureMismatch)
     }
 
-    @Test("an EC2 presigned query (CopySnapshot's PresignedUrl form) round-trips; tampering and bad parameters are refused")
+    @Test(
+        "an EC2 presigned query (CopySnapshot's PresignedUrl form) round-trips; tampering and bad parameters are refused"
+    )
     func presignedEC2() async throws {
         let query: [(name: String, value: String)] = [
             ("Action", "CopySnapshot"), ("Version", "2016-11-15"), ("SourceSnapshotId", "snap-0123abcd"),
@@ -478,10 +500,26 @@ struct SigV4VerifierFormTests {
         }
     }
 
+    @Test("an Authorization header and a presigned query together are refused (one mechanism per request)")
+    func bothMechanisms() async {
+        let signed = Self.ec2Signer().sign(
+            SigV4Request(method: "POST", path: "/", headers: [("Host", "h")], payloadHash: SigV4Signer.emptyPayloadHash),
+            date: Self.now)
+        var request = Self.received(signed, method: "POST", body: [])
+        #expect(await verify(request, service: "ec2", now: Self.now, keys: Self.keys).accepted)
+        request.query = "X-Amz-Signature=" + signed.signature
+        let error = await verify(request, service: "ec2", now: Self.now, keys: Self.keys).error
+        guard case .incompleteSignature = error else {
+            Issue.record("\(String(describing: error))")
+            return
+        }
+    }
+
     @Test("messages never carry the secret or the signature")
     func messages() async {
         let signed = Self.ec2Signer().sign(
-            SigV4Request(method: "POST", path: "/", headers: [("Host", "h")], payloadHash: SigV4Signer.emptyPayloadHash),
+            SigV4Request(
+                method: "POST", path: "/", headers: [("Host", "h")], payloadHash: SigV4Signer.emptyPayloadHash),
             date: Self.now)
         let request = Self.received(signed, method: "POST", body: [])
         for (now, keys) in [

@@ -20,7 +20,9 @@ struct KeysCommandTests {
         return (directory, config)
     }
 
-    @Test("exit statuses: 0 for create, list and delete; 2 for usage, a bad project or a malformed ID; 1 for an unknown key")
+    @Test(
+        "exit statuses: 0 for create, list and delete; 2 for usage, a bad project or a malformed ID; 1 for an unknown key"
+    )
     func statuses() async throws {
         let (directory, config) = try await Self.placeWithStore()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -48,7 +50,9 @@ struct KeysCommandTests {
         #expect(!FileManager.default.fileExists(atPath: directory + "/data"))
     }
 
-    @Test("create prints the ID and the secret once; list shows ID, principal and time but never a secret; delete removes")
+    @Test(
+        "create prints the ID and the secret once; list shows ID, principal and time but never a secret; delete removes"
+    )
     func output() async throws {
         let binary = try #require(CLI.binary, "the snapimport executable is not built (swift build first)")
         let (directory, config) = try await Self.placeWithStore()
@@ -74,7 +78,8 @@ struct KeysCommandTests {
         try #require(human.status == 0, "\(human.stderr)")
         let lines = human.stdout.split(separator: "\n").map(String.init)
         #expect(lines.count == 3, "\(human.stdout)")
-        let humanID = try #require(lines.first { $0.hasPrefix("Access key ID:") }).split(separator: " ").last.map(String.init)
+        let humanID = try #require(lines.first { $0.hasPrefix("Access key ID:") }).split(separator: " ").last.map(
+            String.init)
         let humanSecret = try #require(lines.first { $0.hasPrefix("Secret access key:") }).split(separator: " ").last
             .map(String.init)
         #expect(humanID?.count == 20 && humanSecret?.count == 40)
@@ -102,7 +107,10 @@ struct KeysCommandTests {
         let deleted = try cli("keys", "delete", projectID, "--json")
         #expect(deleted.status == 0 && deleted.object["deleted"] as? Bool == true)
         let after = try cli("keys", "list", "--json")
-        #expect((after.json as? [[String: Any]])?.compactMap { $0["accessKeyId"] as? String } == [operatorID, humanID ?? ""])
+        #expect(
+            (after.json as? [[String: Any]])?.compactMap { $0["accessKeyId"] as? String } == [
+                operatorID, humanID ?? "",
+            ])
         let again = try cli("keys", "delete", projectID, "--json")
         #expect(again.status == 1 && again.errorCode == "NotFound")
         let usage = try cli("keys", "create", "--json")
@@ -111,7 +119,8 @@ struct KeysCommandTests {
         #expect(invalid.status == 2 && invalid.errorCode == "InvalidProject")
 
         // The catalog holding the secrets is readable by its owner only.
-        let mode = try FileManager.default.attributesOfItem(atPath: directory + "/data/catalog.sqlite")[.posixPermissions]
+        let mode = try FileManager.default.attributesOfItem(atPath: directory + "/data/catalog.sqlite")[
+            .posixPermissions]
         #expect((mode as? NSNumber)?.intValue == 0o600)
     }
 }

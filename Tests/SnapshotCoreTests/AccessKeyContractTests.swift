@@ -12,7 +12,9 @@ struct AccessKeyContractTests {
     static let base64 = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
     static let base32 = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 
-    @Test("a key has an AKIA ID of 20 characters and a 40-character secret; it reads back equal", arguments: CatalogFactory.all)
+    @Test(
+        "a key has an AKIA ID of 20 characters and a 40-character secret; it reads back equal",
+        arguments: CatalogFactory.all)
     func create(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let now = Date(timeIntervalSince1970: 1_796_056_092.1234)
@@ -36,14 +38,18 @@ struct AccessKeyContractTests {
     func unknown(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             _ = try await h.service.createAccessKey(for: .operator)
-            for id in ["AKIAAAAAAAAAAAAAAAAA", "", "akiaaaaaaaaaaaaaaaaa", "AKIA'; DROP TABLE access_keys; --", "AKIDEXAMPLE"] {
+            for id in [
+                "AKIAAAAAAAAAAAAAAAAA", "", "akiaaaaaaaaaaaaaaaaa", "AKIA'; DROP TABLE access_keys; --", "AKIDEXAMPLE",
+            ] {
                 #expect(try await h.service.accessKey(id) == nil, "\(id)")
             }
             #expect(try await h.service.listAccessKeys().count == 1)
         }
     }
 
-    @Test("delete removes a key; a second delete is NotFound; a malformed ID is InvalidArgument", arguments: CatalogFactory.all)
+    @Test(
+        "delete removes a key; a second delete is NotFound; a malformed ID is InvalidArgument",
+        arguments: CatalogFactory.all)
     func delete(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let a = try await h.service.createAccessKey(for: .project(Self.project))
@@ -58,7 +64,9 @@ struct AccessKeyContractTests {
         }
     }
 
-    @Test("catalog writes: a duplicate ID or a missing key is a conflict, and a failed batch changes nothing", arguments: CatalogFactory.all)
+    @Test(
+        "catalog writes: a duplicate ID or a missing key is a conflict, and a failed batch changes nothing",
+        arguments: CatalogFactory.all)
     func catalogWrites(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let catalog = h.service.catalog
@@ -76,7 +84,9 @@ struct AccessKeyContractTests {
             await expectCode(.conflict) { try await catalog.apply([.insertAccessKey(other), .insertAccessKey(twin)]) }
             #expect(try await catalog.accessKey(other.id) == nil, "the whole batch rolled back")
             await expectCode(.conflict) { try await catalog.apply([.deleteAccessKey(other.id)]) }
-            await expectCode(.conflict) { try await catalog.apply([.deleteAccessKey(key.id), .deleteAccessKey(key.id)]) }
+            await expectCode(.conflict) {
+                try await catalog.apply([.deleteAccessKey(key.id), .deleteAccessKey(key.id)])
+            }
             #expect(try await catalog.accessKey(key.id) == key, "the delete rolled back with its batch")
             try await catalog.apply([.deleteAccessKey(key.id), .insertAccessKey(other)])
             #expect(try await catalog.accessKeys() == [other])
