@@ -34,22 +34,27 @@ enum SigV4Canonical {
     }
 
     /// The canonical query string of a raw query as received (`a=1&b=%20x`): each pair decoded, then
-    /// encoded and sorted as ``SigV4Signer/canonicalQuery(_:)`` does. A `+` is a literal plus (SigV4
-    /// clients encode a space as `%20`). Parameters named in `excluding` are left out.
+    /// encoded and sorted as ``SigV4Signer/canonicalQuery(_:)`` does. Parameters named in `excluding`
+    /// are left out.
     static func query(raw: String, excluding: Set<String> = []) -> String {
         SigV4Signer.canonicalQuery(parseQuery(raw).filter { !excluding.contains($0.name) })
     }
 
     /// Decoded `name=value` pairs of a raw query string, in order; empty pieces (`a=1&&b=2`) are skipped
     /// and a piece without `=` has an empty value.
+    ///
+    /// Decoding is form decoding: `+` is a space, as for the server that reads the parameters (a request
+    /// signed over `%20` and sent with `+`, as botocore's `params=` requests are, verifies; a literal plus
+    /// is `%2B` on the wire, as every SigV4 client encodes it).
     static func parseQuery(_ raw: String) -> [(name: String, value: String)] {
         raw.split(separator: "&", omittingEmptySubsequences: true).map { piece in
+            let piece = piece.replacingOccurrences(of: "+", with: " ")
             if let equals = piece.firstIndex(of: "=") {
                 return (
                     percentDecode(String(piece[..<equals])), percentDecode(String(piece[piece.index(after: equals)...]))
                 )
             }
-            return (percentDecode(String(piece)), "")
+            return (percentDecode(piece), "")
         }
     }
 
