@@ -14,8 +14,8 @@ struct SuiteRequest {
     init(_ name: String) throws {
         self.name = name
         let base = SigV4SuiteTests.suiteDirectory + "/" + name + "/" + (name as NSString).lastPathComponent
-        let signed = try SigV4SuiteTests.parse(try String(contentsOfFile: base + ".sreq", encoding: .utf8))
         let raw = try String(contentsOfFile: base + ".sreq", encoding: .utf8)
+        let signed = try SigV4SuiteTests.parse(raw)
         let body = raw.components(separatedBy: "\n\n").dropFirst().joined(separator: "\n\n")
         let requestLine = raw.prefix { $0 != "\n" }
         var target = String(requestLine.split(separator: " ", maxSplits: 1)[1])
