@@ -6,8 +6,9 @@ import Logging
 /// The secret is kept in the catalog **in plain text**: the API server computes the SigV4 signature of
 /// every request with it (HMAC over the request needs the key itself; a hash of the secret cannot verify a
 /// signature). Its protection is the catalog's: the SQLite file and its WAL are created mode 0600, and a
-/// PostgreSQL catalog relies on the database's access control. The secret never appears in
-/// `description`, `debugDescription`, a reflection dump or a log line.
+/// PostgreSQL catalog relies on the database's access control. (Encryption at rest would need a key the
+/// server can read beside the catalog, so it would not stop anyone who can read the store.) The secret
+/// never appears in `description`, `debugDescription`, a reflection dump or a log line.
 public struct AccessKey: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible,
     CustomReflectable
 {
