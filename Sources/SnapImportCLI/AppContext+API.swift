@@ -2,15 +2,11 @@ import API
 import SnapshotCore
 
 extension AppContext {
-    /// The request authenticator of `serve`: SigV4 with the catalog's access keys.
+    /// The request authenticator of `serve`: SigV4 (service `ec2`, any region, 5 minutes of skew) with
+    /// the catalog's access keys (`snapimport keys create`).
     func authenticator(service: SnapshotService) -> any EC2Authenticator {
-        UnavailableAuthenticator()
-    }
-}
-
-/// Refuses every request until access keys exist (the identity work is merged separately).
-struct UnavailableAuthenticator: EC2Authenticator {
-    func authenticate(_ request: SignedRequest) async throws -> Authenticated {
-        throw EC2Error(.authFailure, "AWS was not able to validate the provided access credentials")
+        SigV4Authenticator(maxClockSkew: 300) { id in
+            try await service.accessKey(id).map { SigV4Authenticator.Key(secret: $0.secret, caller: $0.caller) }
+        }
     }
 }

@@ -23,6 +23,7 @@ public struct SnapImport: AsyncParsableCommand {
             TemplateCommand.self,
             ImportsCommand.self,
             ServeCommand.self,
+            KeysCommand.self,
         ]
     )
 

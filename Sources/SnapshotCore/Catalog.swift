@@ -42,7 +42,9 @@ public import Foundation
 ///   `instances`; `templates` (`snapshots` as a JSON array); `imports` (primary key
 ///   `bucket`, `key`, `etag`); `block_refs` (`hash` primary key, `refs`: how many manifests name the
 ///   block, maintained by `insertManifest` and `deleteSnapshot` in their transaction; a partial index
-///   on the zero rows); `gc_sweep` (one row: the pending sweep request and its version).
+///   on the zero rows); `gc_sweep` (one row: the pending sweep request and its version); `access_keys`
+///   (`id` primary key, `secret` in plain text — the server needs it to compute signatures —,
+///   `caller_kind` `operator`|`project`, `project`, `created_at`).
 /// - Every query of the "Targeted queries" group is served by an index (see the schemas): none reads a
 ///   whole table, so a pass, a delete or a page of a listing costs the same at a million snapshots.
 public protocol Catalog: Sendable {
@@ -69,6 +71,11 @@ public protocol Catalog: Sendable {
     func importRecord(_ key: ImportKey) async throws -> ImportRecord?
     /// Ordered by `createdAt`, then bucket, key, etag.
     func imports() async throws -> [ImportRecord]
+
+    /// The API access key with this ID (secret included), nil when unknown.
+    func accessKey(_ id: String) async throws -> AccessKey?
+    /// Every access key, ordered by `createdAt` then `id`.
+    func accessKeys() async throws -> [AccessKey]
 
     // MARK: Targeted queries (issue 11): nothing on a hot path reads a whole table.
 
@@ -151,6 +158,11 @@ public enum CatalogWrite: Sendable {
     case insertTemplate(TemplateRecord)
     /// Delete the template where the stored version is `version` (its snapshots stay, deletable again).
     case deleteTemplate(TemplateID, version: Int64)
+
+    /// Insert an API access key; conflict if the ID exists. Keys are never updated.
+    case insertAccessKey(AccessKey)
+    /// Delete the access key with this ID; conflict if there is none.
+    case deleteAccessKey(String)
 
     /// Insert with version 1; conflict if (bucket, key, etag) exists.
     case insertImport(ImportRecord)

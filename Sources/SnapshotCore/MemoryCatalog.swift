@@ -13,6 +13,7 @@ public final class MemoryCatalog: Catalog {
         var instances: [InstanceID: InstanceRecord] = [:]
         var templates: [TemplateID: TemplateRecord] = [:]
         var imports: [ImportKey: ImportRecord] = [:]
+        var accessKeys: [String: AccessKey] = [:]
         var references: [BlockHash: Int] = [:]
         var sweep: (before: Date?, version: Int64)?
     }
@@ -61,6 +62,12 @@ public final class MemoryCatalog: Catalog {
                     < ($1.createdAt, $1.key.bucket, $1.key.key, $1.key.etag)
             }
         }
+    }
+
+    public func accessKey(_ id: String) async throws -> AccessKey? { state.withLock { $0.accessKeys[id] } }
+
+    public func accessKeys() async throws -> [AccessKey] {
+        state.withLock { $0.accessKeys.values.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) } }
     }
 
     // MARK: Targeted queries (linear scans: this catalog is for tests, not for scale)
@@ -249,6 +256,14 @@ public final class MemoryCatalog: Catalog {
         case .deleteTemplate(let id, let version):
             try expect(s.templates[id]?.version, version, "template \(id)")
             s.templates[id] = nil
+
+        case .insertAccessKey(let key):
+            guard s.accessKeys[key.id] == nil else { throw SnapshotError.conflict("access key \(key.id) exists") }
+            s.accessKeys[key.id] = key
+        case .deleteAccessKey(let id):
+            guard s.accessKeys.removeValue(forKey: id) != nil else {
+                throw SnapshotError.conflict("access key \(id) vanished meanwhile")
+            }
 
         case .insertImport(let record):
             guard s.imports[record.key] == nil else { throw SnapshotError.conflict("import \(record.key) exists") }

@@ -76,6 +76,19 @@ extension PostgresCatalog: Catalog {
             Self.importRecord(from:))
     }
 
+    public func accessKey(_ id: String) async throws -> AccessKey? {
+        try await read(
+            "access key \(id)", "SELECT \(unescaped: Self.accessKeyColumns) FROM access_keys WHERE id = \(id)",
+            Self.accessKey(from:)
+        ).first
+    }
+
+    public func accessKeys() async throws -> [AccessKey] {
+        try await read(
+            "access keys", "SELECT \(unescaped: Self.accessKeyColumns) FROM access_keys ORDER BY created_at, id",
+            Self.accessKey(from:))
+    }
+
     // MARK: Targeted queries
 
     public func snapshots(visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws
@@ -405,6 +418,19 @@ extension PostgresCatalog: Catalog {
                     \(t.snapshots.map(\.rawValue)), \(millis(t.createdAt)), 1)
                 """, logger: logger)
 
+        case .insertAccessKey(let k):
+            var project: String?
+            if case .project(let p) = k.caller { project = p.description }
+            let kind = project == nil ? "operator" : "project"
+            try await db.rows(
+                """
+                INSERT INTO access_keys (id, secret, caller_kind, project, created_at)
+                VALUES (\(k.id), \(k.secret), \(kind), \(project), \(millis(k.createdAt)))
+                """, logger: logger)
+        case .deleteAccessKey(let id):
+            let changed = try await db.rows("DELETE FROM access_keys WHERE id = \(id) RETURNING 1", logger: logger)
+            try expectChange(changed, "access key \(id)")
+
         case .insertImport(let r):
             try await db.rows(
                 """
@@ -594,6 +620,25 @@ extension PostgresCatalog: Catalog {
             instanceID: try InstanceID(parsing: try row["instance_id"].decode(String.self)),
             snapshots: try row["snapshots"].decode([String].self).map(SnapshotID.init(parsing:)),
             createdAt: millis(try row["created_at"].decode(Date.self)), version: try row["version"].decode(Int64.self))
+    }
+
+    static let accessKeyColumns = "id, secret, caller_kind, project, created_at"
+
+    static func accessKey(from row: PostgresRandomAccessRow) throws -> AccessKey {
+        let kind = try row["caller_kind"].decode(String.self)
+        let caller: Caller
+        switch kind {
+        case "operator": caller = .operator
+        case "project":
+            guard let project = try row["project"].decode(String?.self) else {
+                throw SnapshotError(.catalog, "a project access key without its project in the catalog")
+            }
+            caller = .project(try ProjectRef(parsing: project))
+        default: throw SnapshotError(.catalog, "unknown access key caller kind \(kind) in the catalog")
+        }
+        return AccessKey(
+            id: try row["id"].decode(String.self), secret: try row["secret"].decode(String.self), caller: caller,
+            createdAt: millis(try row["created_at"].decode(Date.self)))
     }
 
     static let importColumns = """

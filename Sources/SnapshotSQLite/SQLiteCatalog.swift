@@ -24,9 +24,29 @@ public final class SQLiteCatalog: Catalog {
         config.foreignKeysEnabled = true
         config.label = "snapimport.catalog"
         do {
+            try Self.restrictMode(path)
             pool = try DatabasePool.openMigrated(path: path, configuration: config, migrator: Self.migrator)
+            try Self.restrictMode(path)
         } catch {
             throw SnapshotError(.catalog, "cannot open the catalog \(path)", underlying: error)
+        }
+    }
+
+    /// The catalog holds the API's access-key secrets in plain text (the server needs them to compute
+    /// signatures), so the file is readable by its owner only: created mode 0600 before SQLite opens it
+    /// (SQLite gives the `-wal` and `-shm` files the database file's mode), and an older catalog's files
+    /// are narrowed to 0600 when opened.
+    static func restrictMode(_ path: String) throws {
+        let files = FileManager.default
+        if !files.fileExists(atPath: path) {
+            // An empty file is an empty SQLite database. A racing creator makes this fail harmlessly.
+            _ = files.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+        }
+        for file in [path, path + "-wal", path + "-shm"] where files.fileExists(atPath: file) {
+            let mode = (try files.attributesOfItem(atPath: file)[.posixPermissions] as? NSNumber)?.intValue
+            if mode.map({ $0 & 0o077 != 0 }) ?? true {
+                try files.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
+            }
         }
     }
 
@@ -143,6 +163,21 @@ public final class SQLiteCatalog: Catalog {
                     arguments: [millis(Date())])
             }
         }
+        migrator.registerMigration("v3 accessKeys") { db in
+            // API access keys. The secret is stored as is: SigV4 verification needs it (see AccessKey);
+            // the file's mode (0600) protects it.
+            try db.execute(
+                sql: """
+                    CREATE TABLE access_keys (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        secret TEXT NOT NULL,
+                        caller_kind TEXT NOT NULL CHECK (caller_kind IN ('operator', 'project')),
+                        project TEXT CHECK ((caller_kind = 'project') = (project IS NOT NULL)),
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX access_keys_created ON access_keys(created_at, id);
+                    """)
+        }
         return migrator
     }
 
@@ -235,6 +270,18 @@ public final class SQLiteCatalog: Catalog {
         try await read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM imports ORDER BY created_at, bucket, key, etag")
                 .map(Self.importRecord(from:))
+        }
+    }
+
+    public func accessKey(_ id: String) async throws -> AccessKey? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM access_keys WHERE id = ?", arguments: [id]).map(Self.accessKey(from:))
+        }
+    }
+
+    public func accessKeys() async throws -> [AccessKey] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM access_keys ORDER BY created_at, id").map(Self.accessKey(from:))
         }
     }
 
@@ -531,6 +578,15 @@ public final class SQLiteCatalog: Catalog {
                     try jsonArray(t.snapshots.map(\.rawValue)),
                     millis(t.createdAt),
                 ])
+        case .insertAccessKey(let k):
+            var project: String?
+            if case .project(let p) = k.caller { project = p.description }
+            try db.execute(
+                sql: "INSERT INTO access_keys (id, secret, caller_kind, project, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [k.id, k.secret, project == nil ? "operator" : "project", project, millis(k.createdAt)])
+        case .deleteAccessKey(let id):
+            try db.execute(sql: "DELETE FROM access_keys WHERE id = ?", arguments: [id])
+            try expectChange(db, "access key \(id)")
         case .insertImport(let r):
             try db.execute(
                 sql: """
@@ -681,6 +737,17 @@ public final class SQLiteCatalog: Catalog {
             instanceID: try InstanceID(parsing: row["instance_id"]),
             snapshots: try strings(row["snapshots"]).map(SnapshotID.init(parsing:)),
             createdAt: date(row["created_at"]), version: row["version"])
+    }
+
+    private static func accessKey(from row: Row) throws -> AccessKey {
+        let kind: String = row["caller_kind"]
+        let caller: Caller
+        switch kind {
+        case "operator": caller = .operator
+        case "project": caller = .project(try ProjectRef(parsing: row["project"]))
+        default: throw SnapshotError(.catalog, "unknown access key caller kind \(kind) in the catalog")
+        }
+        return AccessKey(id: row["id"], secret: row["secret"], caller: caller, createdAt: date(row["created_at"]))
     }
 
     private static func importValues(_ r: ImportRecord) -> [(any DatabaseValueConvertible)?] {
