@@ -88,9 +88,12 @@ public struct EC2Responder: HTTPResponder {
             parameters = parameters.merging(try QueryParameters(formEncoded: text))
         }
         if let name = parameters["Action"] { named(name) }
+        // HTTPTypes carries the Host header as the request's authority, not among the fields; the
+        // signature covers it.
+        var headers = request.headers.map { (name: $0.name.rawName, value: $0.value) }
+        if let authority = request.head.authority { headers.insert((name: "Host", value: authority), at: 0) }
         let signed = SignedRequest(
-            method: request.method.rawValue, path: request.uri.path, query: rawQuery,
-            headers: request.headers.map { ($0.name.rawName, $0.value) }, body: body)
+            method: request.method.rawValue, path: request.uri.path, query: rawQuery, headers: headers, body: body)
         let authenticated = try await authenticator.authenticate(signed)
         guard let action = parameters["Action"], !action.isEmpty else {
             throw EC2Error(.missingAction, "The request must contain the parameter Action")

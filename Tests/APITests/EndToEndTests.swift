@@ -96,12 +96,14 @@ struct EndToEndTests {
             let config = directory + "/snapimport.toml"
             try toml.write(toFile: config, atomically: false, encoding: .utf8)
             var session = Session(directory: directory, config: config, binary: Tools.binary!)
-            for who in ["alice@acme", "bob@acme", "carol@other", "operator"] {
-                session.keys[who] = try session.createKey(who)
-            }
+            // serve creates the store; keys are then made by another process while it runs (each request
+            // reads its key from the catalog).
             session.server = try ServeProcess(binary: session.binary, config: config, directory: directory)
             do {
                 try await session.server.waitUntilListening()
+                for who in ["alice@acme", "bob@acme", "carol@other", "operator"] {
+                    session.keys[who] = try session.createKey(who)
+                }
                 try await body(session)
             } catch {
                 _ = await session.server.terminate()
