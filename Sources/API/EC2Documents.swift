@@ -26,9 +26,21 @@ public enum EC2Document {
         response(action, requestID: requestID) { $0.bool("return", true) }
     }
 
-    /// EC2's timestamps: `2026-11-30T16:24:47.000Z`.
+    /// EC2's timestamps: `2026-11-30T16:24:47.000Z` (UTC, milliseconds). Formatted by hand: a listing
+    /// page formats hundreds of them, and Foundation's ISO 8601 style costs far more per call.
     public static func timestamp(_ date: Date) -> String {
-        RFC3339.string(date)
+        let millis = Int64((date.timeIntervalSince1970 * 1000).rounded())  // the catalog keeps whole milliseconds
+        var seconds = time_t(millis >= 0 ? millis / 1000 : (millis - 999) / 1000)
+        let fraction = Int(millis - Int64(seconds) * 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return pad(parts.tm_year + 1900, 4) + "-" + pad(parts.tm_mon + 1, 2) + "-" + pad(parts.tm_mday, 2) + "T"
+            + pad(parts.tm_hour, 2) + ":" + pad(parts.tm_min, 2) + ":" + pad(parts.tm_sec, 2) + "."
+            + pad(Int32(fraction), 3) + "Z"
     }
 
     /// Bytes as EC2's whole GiB, rounded up (a 1-byte disk is a 1 GiB volume).

@@ -111,6 +111,17 @@ struct ProtocolTests {
         #expect(code { _ = try PageToken(parsing: "", kind: "snapshots") } == "InvalidPaginationToken")
     }
 
+    @Test("timestamps are EC2's UTC form with milliseconds, equal to the core's RFC 3339 text")
+    func timestamps() {
+        for seconds in [0.0, 951_782_400.5, 4_102_444_799.0, 1_796_056_092.25, -1.25] {
+            let date = Date(timeIntervalSince1970: seconds)
+            #expect(EC2Document.timestamp(date) == RFC3339.string(date), "\(seconds)")
+        }
+        // A catalog date is whole milliseconds: written back exactly (Foundation's style truncates 0.123 to .122).
+        #expect(EC2Document.timestamp(Date(timeIntervalSince1970: Double(1_796_056_092_123) / 1000))
+            == "2026-11-30T16:28:12.123Z")
+    }
+
     @Test("listen addresses")
     func listen() throws {
         #expect(try APIServer.Settings.parseListen("127.0.0.1:8773") == ("127.0.0.1", 8773))
