@@ -87,12 +87,15 @@ struct EndToEndTests {
         var server: ServeProcess!
         var keys: [String: Key] = [:]
 
-        static func with(catalog: String?, _ body: (Session) async throws -> Void) async throws {
+        static func with(
+            catalog: String?, extraConfig: String = "", _ body: (Session) async throws -> Void
+        ) async throws {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)").path
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: directory) }
             var toml = "[store]\npath = \"\(directory)/data\"\n"
             if let catalog { toml += "catalog = \"\(catalog)\"\n" }
+            toml += extraConfig
             let config = directory + "/snapimport.toml"
             try toml.write(toFile: config, atomically: false, encoding: .utf8)
             var session = Session(directory: directory, config: config, binary: Tools.binary!)
