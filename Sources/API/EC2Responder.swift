@@ -56,7 +56,7 @@ public struct EC2Responder: HTTPResponder {
             metadata: [
                 "action": "\(action)", "status": "\(response.status.code)", "request": "\(requestID)",
                 "caller": "\(who)",
-                "ms": "\(String(format: "%.1f", Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000))",
+                "ms": "\(Self.milliseconds(elapsed))",
             ])
         return response
     }
@@ -106,6 +106,12 @@ public struct EC2Responder: HTTPResponder {
         let call = EC2Call(
             action: action, parameters: parameters, caller: authenticated.caller, requestID: requestID)
         return (action, authenticated, try await actions.handle(call))
+    }
+
+    /// `12.3` (one decimal).
+    static func milliseconds(_ duration: Duration) -> String {
+        let ms = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+        return String((ms * 10).rounded() / 10)
     }
 
     static func xml(_ status: HTTPResponse.Status, _ text: String) -> Response {
