@@ -87,6 +87,36 @@ struct ResponderTests {
         }
     }
 
+    @Test("an unexpected failure inside the server is EC2's InternalError (500) as XML, never an HTML page")
+    func internalError() async throws {
+        struct Broken: EC2Authenticator {
+            struct Boom: Error {}
+            func authenticate(_ request: SignedRequest) async throws -> Authenticated { throw Boom() }
+        }
+        var logger = Logger(label: "test.api")
+        logger.logLevel = .critical
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("api-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let service = try SnapshotService(
+            catalog: MemoryCatalog(), blocks: MemoryBlockStore(), volumesDirectory: directory, logger: logger)
+        let actions = EC2Actions(
+            snapshots: SnapshotActions(service: service), volumes: VolumeActions(service: service), imports: nil)
+        let app = try APIServer.application(
+            responder: EC2Responder(actions: actions, authenticator: Broken(), logger: logger),
+            settings: .init(host: "127.0.0.1", port: 0), logger: logger)
+        try await app.test(.router) { client in
+            try await client.execute(
+                uri: "/", method: .post, body: ByteBuffer(string: "Action=DescribeSnapshots&Version=2016-11-15")
+            ) { response in
+                #expect(response.status == .internalServerError)
+                #expect(response.headers[.contentType]?.hasPrefix("text/xml") == true)
+                let parsed = XMLTextCollector.collect(String(buffer: response.body))
+                #expect(!parsed.failed && parsed.values["Code"] == "InternalError")
+                #expect(parsed.values["RequestID"]?.isEmpty == false)
+            }
+        }
+    }
+
     @Test("health check, paths, verbs, missing action, unknown action, version, authentication")
     func plumbing() async throws {
         try await Self.with { f in
