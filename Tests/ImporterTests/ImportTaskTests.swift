@@ -17,6 +17,8 @@ import Glibc
 struct SlowStore: ObjectStore {
     let base: any ObjectStore
     let delay: Duration
+    /// Every ranged GET fails as a server in trouble would (a transient failure).
+    var failReads = false
 
     func list(prefix: String) async throws -> [ObjectSummary] { try await base.list(prefix: prefix) }
     func head(key: String) async throws -> ObjectMetadata { try await base.head(key: key) }
@@ -29,6 +31,7 @@ struct SlowStore: ObjectStore {
         // On a pool thread already (the byte source's synchronous read): block it like a slow socket would.
         let (seconds, attoseconds) = delay.components
         usleep(UInt32(seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
+        if failReads { throw ImporterError(.storageUnavailable, "GET \(key): 503 SlowDown") }
         return try base.getBlocking(key: key, range: range, ifMatch: ifMatch)
     }
     func put(key: String, body: [UInt8], contentType: String) async throws {
@@ -111,9 +114,12 @@ struct ImportTaskTests {
             return UInt64(body.count)
         }
 
-        func pipeline(_ bucket: String, catalog: any ImportCatalog, delay: Duration) -> ImportPipeline {
+        func pipeline(_ bucket: String, catalog: any ImportCatalog, delay: Duration, failReads: Bool = false)
+            -> ImportPipeline
+        {
             let s3 = S3ObjectStore(client: client, bucket: bucket)
-            let store: any ObjectStore = delay == .zero ? s3 : SlowStore(base: s3, delay: delay)
+            let store: any ObjectStore =
+                delay == .zero && !failReads ? s3 : SlowStore(base: s3, delay: delay, failReads: failReads)
             return ImportPipeline(
                 store: store, catalog: catalog,
                 settings: .init(
@@ -122,11 +128,13 @@ struct ImportTaskTests {
                 logger: ImportTaskTests.logger)
         }
 
-        func makeRunner(_ tasks: ImportTasks, _ catalog: any ImportCatalog, delay: Duration = .zero, grace: Duration = .zero)
-            -> ImportTaskRunner
-        {
+        func makeRunner(
+            _ tasks: ImportTasks, _ catalog: any ImportCatalog, delay: Duration = .zero, grace: Duration = .zero,
+            failReads: Bool = false
+        ) -> ImportTaskRunner {
             ImportTaskRunner(
-                tasks: tasks, pipeline: { bucket in pipeline(bucket, catalog: catalog, delay: delay) },
+                tasks: tasks,
+                pipeline: { bucket in pipeline(bucket, catalog: catalog, delay: delay, failReads: failReads) },
                 options: .init(
                     pollInterval: .milliseconds(200), leaseDuration: .seconds(3), watchInterval: .milliseconds(100),
                     maxAttempts: 2, retryDelay: .milliseconds(100), busyDelay: .milliseconds(300),
@@ -136,11 +144,11 @@ struct ImportTaskTests {
 
         /// Opens the store, starts a runner beside `body`, stops it (cancelled) after.
         func withRunner<R: Sendable>(
-            delay: Duration = .zero, _ body: @Sendable (ImportTasks, SnapshotService) async throws -> R
+            delay: Duration = .zero, failReads: Bool = false, _ body: @Sendable (ImportTasks, SnapshotService) async throws -> R
         ) async throws -> R {
             try await withStore(data: data, catalogURL: nil) { service in
                 let tasks = ImportTasks(catalog: service.catalog, settings: .init(bucket: bucket, layout: e2e.layout))
-                let runner = makeRunner(tasks, CoreImportCatalog(service: service), delay: delay)
+                let runner = makeRunner(tasks, CoreImportCatalog(service: service), delay: delay, failReads: failReads)
                 return try await withThrowingTaskGroup(of: R?.self) { group in
                     group.addTask {
                         try await runner.run()
@@ -231,6 +239,27 @@ struct ImportTaskTests {
             }
             #expect(try await service.catalog.snapshots(in: .pending, after: nil, limit: 10).isEmpty)
             #expect(try await service.listSnapshots(caller: .operator).isEmpty)
+        }
+    }
+
+    @Test("S3 failing transiently: retried with backoff, then deleted with ServerError and the code; nothing pending")
+    func serverError() async throws {
+        let world = try await World.make("task-5xx")
+        let raw = "\(world.e2e.work)/s.raw"
+        try Data(Fixtures.baseDisk(size: 2 << 20, seed: 17)).write(to: URL(fileURLWithPath: raw))
+        let key = "\(world.e2e.prefix)u/s.raw"
+        _ = try await world.put(key, raw)
+        try await world.withRunner(failReads: true) { tasks, service in
+            let task = try await tasks.start(.init(bucket: world.bucket, key: key), caller: .project(Self.web))
+            let done = try await Self.wait(tasks, task.id)
+            #expect(done.state == .deleted)
+            let message = try #require(done.statusMessage)
+            #expect(message.hasPrefix("ServerError: StorageUnavailable: "), "\(message)")
+            #expect(message.hasSuffix("(gave up after 2 attempts)"), "\(message)")
+            #expect(done.attempts == 1, "the first failure was recorded, the second ended it")
+            let row = try #require(try await service.listImports().first)
+            #expect(row.attempts == 2 && row.state == .retry, "each attempt claimed the object; it stays retryable")
+            #expect(try await service.catalog.snapshots(in: .pending, after: nil, limit: 10).isEmpty)
         }
     }
 
