@@ -10,9 +10,10 @@ import UnixSignals
 
 /// `snapimport serve [--listen HOST:PORT]`: the EC2-compatible API (docs/api.md) until SIGTERM/SIGINT.
 ///
-/// One `ServiceGroup` holds the HTTP server and, with `[api] watch = true`, `watch`'s importer and
-/// garbage collector. On SIGTERM/SIGINT the server stops accepting and finishes the requests in
-/// flight, and the importer finishes (or, after its grace period, cleanly abandons) its imports.
+/// One `ServiceGroup` holds the HTTP server, the import-task runner (ImportSnapshot), the garbage
+/// collector and, with `[api] watch = true`, `watch`'s importer. On SIGTERM/SIGINT the server stops
+/// accepting and finishes the requests in flight, and the runner and the importer finish (or, after
+/// their grace period, cleanly abandon) their imports.
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve", abstract: "Serve the EC2-compatible API until SIGTERM/SIGINT.")
@@ -48,8 +49,20 @@ struct ServeCommand: AsyncParsableCommand {
         @Sendable func serve(_ service: SnapshotService, _ workers: [ServiceGroupConfiguration.ServiceConfiguration])
             async throws
         {
+            // The import-task engine needs the S3 client ([s3] and credentials); without them the server
+            // still answers everything else, and ImportSnapshot says why it cannot.
+            var workers = workers
+            var imports: (any ImportTaskActions)?
+            do {
+                let engine = try context.importTaskEngine(service: service, logger: logger)
+                imports = ImportSnapshotActions(tasks: engine.tasks)
+                workers.append(.init(service: engine.runner))
+            } catch {
+                logger.warning("import tasks are unavailable (ImportSnapshot answers UnsupportedOperation): \(error)")
+            }
             let actions = EC2Actions(
-                snapshots: SnapshotActions(service: service), volumes: VolumeActions(service: service), imports: nil)
+                snapshots: SnapshotActions(service: service), volumes: VolumeActions(service: service),
+                imports: imports)
             let responder = EC2Responder(
                 actions: actions, authenticator: context.authenticator(service: service), logger: logger)
             let application: any Service

@@ -14,6 +14,7 @@ public final class MemoryCatalog: Catalog {
         var templates: [TemplateID: TemplateRecord] = [:]
         var imports: [ImportKey: ImportRecord] = [:]
         var accessKeys: [String: AccessKey] = [:]
+        var tasks: [ImportTaskID: ImportTaskRecord] = [:]
         var references: [BlockHash: Int] = [:]
         var sweep: (before: Date?, version: Int64)?
     }
@@ -137,10 +138,51 @@ public final class MemoryCatalog: Catalog {
             row.attempts += 1
             row.snapshotID = nil
             row.updatedAt = now
+            row.bytesRead = 0
+            row.bytesTotal = nil
             row.version += 1
             state.imports[key] = row
             return row
         }
+    }
+
+    public func recordImportProgress(_ key: ImportKey, worker: String, bytesRead: Int64, bytesTotal: Int64?)
+        async throws -> Bool
+    {
+        state.withLock { state in
+            guard var row = state.imports[key], row.worker == nil || row.worker == worker else { return false }
+            row.bytesRead = bytesRead
+            row.bytesTotal = bytesTotal
+            state.imports[key] = row
+            return true
+        }
+    }
+
+    public func importTask(_ id: ImportTaskID) async throws -> ImportTaskRecord? { state.withLock { $0.tasks[id] } }
+
+    public func importTask(requester: Caller, clientToken: String) async throws -> ImportTaskRecord? {
+        state.withLock { $0.tasks.values.first { $0.requester == requester && $0.clientToken == clientToken } }
+    }
+
+    public func importTasks(ownedBy owner: ProjectRef?, after cursor: ImportTaskID?, limit: Int) async throws
+        -> [ImportTaskRecord]
+    {
+        taskPage(after: cursor, limit: limit) { owner == nil || $0.owner == owner }
+    }
+
+    public func importTasks(in taskState: ImportTaskState, after cursor: ImportTaskID?, limit: Int) async throws
+        -> [ImportTaskRecord]
+    {
+        taskPage(after: cursor, limit: limit) { $0.state == taskState }
+    }
+
+    private func taskPage(after cursor: ImportTaskID?, limit: Int, _ include: (ImportTaskRecord) -> Bool)
+        -> [ImportTaskRecord]
+    {
+        let rows = state.withLock { Array($0.tasks.values) }
+        return Array(
+            rows.filter { row in include(row) && (cursor.map { row.id > $0 } ?? true) }.sorted { $0.id < $1.id }
+                .prefix(max(0, limit)))
     }
 
     public func blockReferences(_ hashes: [BlockHash]) async throws -> [BlockHash: Int] {
@@ -274,7 +316,34 @@ public final class MemoryCatalog: Catalog {
             try expect(s.imports[record.key]?.version, record.version, "import \(record.key)")
             var record = record
             record.version += 1
+            // Progress is written only by recordImportProgress (and reset by a claim).
+            record.bytesRead = s.imports[record.key]?.bytesRead ?? 0
+            record.bytesTotal = s.imports[record.key]?.bytesTotal
             s.imports[record.key] = record
+
+        case .insertImportTask(let record):
+            guard s.tasks[record.id] == nil else { throw SnapshotError.conflict("import task \(record.id) exists") }
+            if let token = record.clientToken, Self.tokenInUse(token, by: record, s) {
+                throw SnapshotError.conflict("client token \(token) is in use")
+            }
+            var record = record
+            record.version = 1
+            s.tasks[record.id] = record
+        case .updateImportTask(let record):
+            try expect(s.tasks[record.id]?.version, record.version, "import task \(record.id)")
+            if let token = record.clientToken, Self.tokenInUse(token, by: record, s) {
+                throw SnapshotError.conflict("client token \(token) is in use")
+            }
+            var record = record
+            record.version += 1
+            s.tasks[record.id] = record
+        }
+    }
+
+    /// Whether another task of the same requester holds `token` (the other catalogs' unique index).
+    private static func tokenInUse(_ token: String, by record: ImportTaskRecord, _ s: State) -> Bool {
+        s.tasks.values.contains { (other: ImportTaskRecord) -> Bool in
+            other.id != record.id && other.requester == record.requester && other.clientToken == token
         }
     }
 

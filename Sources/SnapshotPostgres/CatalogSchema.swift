@@ -159,5 +159,42 @@ enum CatalogSchema {
                 """,
                 "CREATE INDEX access_keys_created ON access_keys (created_at, id)",
             ]),
+        // Version 4 (not 3): self-contained, so it merges beside the access keys' migration whatever its number.
+        Migrations.Migration(
+            version: 4, name: "importTasks: import tasks of the EC2 API and the progress of every import",
+            sql: [
+                "ALTER TABLE imports ADD COLUMN bytes_read bigint NOT NULL DEFAULT 0",
+                "ALTER TABLE imports ADD COLUMN bytes_total bigint",
+                """
+                CREATE TABLE import_tasks (
+                    id text PRIMARY KEY,
+                    owner text NOT NULL,
+                    requester text NOT NULL,
+                    bucket text NOT NULL,
+                    "key" text NOT NULL,
+                    etag text,
+                    format text,
+                    description text,
+                    client_token text,
+                    state text NOT NULL CHECK (state IN ('active', 'completed', 'deleted')),
+                    status_message text,
+                    bytes_read bigint NOT NULL,
+                    bytes_total bigint,
+                    snapshot_id text,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    worker text,
+                    lease_expires_at timestamptz,
+                    attempts bigint NOT NULL,
+                    version bigint NOT NULL
+                )
+                """,
+                """
+                CREATE UNIQUE INDEX import_tasks_client_token ON import_tasks (requester, client_token)
+                    WHERE client_token IS NOT NULL
+                """,
+                "CREATE INDEX import_tasks_owner ON import_tasks (owner, id)",
+                "CREATE INDEX import_tasks_state ON import_tasks (state, id)",
+            ]),
     ]
 }

@@ -178,6 +178,40 @@ public final class SQLiteCatalog: Catalog {
                     CREATE INDEX access_keys_created ON access_keys(created_at, id);
                     """)
         }
+        migrator.registerMigration("importTasks") { db in
+            // Self-contained: the import tasks of the EC2 API and the progress of every import.
+            try db.execute(
+                sql: """
+                    ALTER TABLE imports ADD COLUMN bytes_read INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE imports ADD COLUMN bytes_total INTEGER;
+                    CREATE TABLE import_tasks (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        owner TEXT NOT NULL,
+                        requester TEXT NOT NULL,
+                        bucket TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        etag TEXT,
+                        format TEXT,
+                        description TEXT,
+                        client_token TEXT,
+                        state TEXT NOT NULL,
+                        status_message TEXT,
+                        bytes_read INTEGER NOT NULL,
+                        bytes_total INTEGER,
+                        snapshot_id TEXT,
+                        created_at INTEGER NOT NULL,
+                        updated_at INTEGER NOT NULL,
+                        worker TEXT,
+                        lease_expires_at INTEGER,
+                        attempts INTEGER NOT NULL,
+                        version INTEGER NOT NULL
+                    );
+                    CREATE UNIQUE INDEX import_tasks_client_token ON import_tasks(requester, client_token)
+                        WHERE client_token IS NOT NULL;
+                    CREATE INDEX import_tasks_owner ON import_tasks(owner, id);
+                    CREATE INDEX import_tasks_state ON import_tasks(state, id);
+                    """)
+        }
         return migrator
     }
 
@@ -387,7 +421,7 @@ public final class SQLiteCatalog: Catalog {
                             VALUES (:bucket, :key, :etag, :owner, 'claimed', :worker, :lease, 1, :now, :now, 1)
                             ON CONFLICT (bucket, key, etag) DO UPDATE SET state = 'claimed', worker = :worker,
                                 lease_expires_at = :lease, attempts = attempts + 1, snapshot_id = NULL,
-                                updated_at = :now, version = version + 1
+                                bytes_read = 0, bytes_total = NULL, updated_at = :now, version = version + 1
                             WHERE state = 'retry' OR (state = 'claimed'
                                 AND (lease_expires_at IS NULL OR lease_expires_at <= :now OR worker = :worker))
                             RETURNING *
@@ -403,6 +437,70 @@ public final class SQLiteCatalog: Catalog {
             throw error
         } catch {
             throw SnapshotError(.catalog, "claiming \(key) failed", underlying: error)
+        }
+    }
+
+    public func recordImportProgress(_ key: ImportKey, worker: String, bytesRead: Int64, bytesTotal: Int64?)
+        async throws -> Bool
+    {
+        do {
+            return try await BlockingExecutor.shared.run { [pool] in
+                try pool.write { db in
+                    try db.execute(
+                        sql: """
+                            UPDATE imports SET bytes_read = ?, bytes_total = ?
+                            WHERE bucket = ? AND key = ? AND etag = ? AND (worker IS NULL OR worker = ?)
+                            """, arguments: [bytesRead, bytesTotal, key.bucket, key.key, key.etag, worker])
+                    return db.changesCount == 1
+                }
+            }
+        } catch {
+            throw SnapshotError(.catalog, "recording the progress of \(key) failed", underlying: error)
+        }
+    }
+
+    public func importTask(_ id: ImportTaskID) async throws -> ImportTaskRecord? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM import_tasks WHERE id = ?", arguments: [id.rawValue])
+                .map(Self.importTask(from:))
+        }
+    }
+
+    public func importTask(requester: Caller, clientToken: String) async throws -> ImportTaskRecord? {
+        try await read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM import_tasks WHERE requester = ? AND client_token = ?",
+                arguments: [requester.storedText, clientToken]
+            ).map(Self.importTask(from:))
+        }
+    }
+
+    public func importTasks(ownedBy owner: ProjectRef?, after cursor: ImportTaskID?, limit: Int) async throws
+        -> [ImportTaskRecord]
+    {
+        let after = cursor?.rawValue ?? ""
+        return try await read { db in
+            if let owner {
+                return try Row.fetchAll(
+                    db, sql: "SELECT * FROM import_tasks WHERE owner = ? AND id > ? ORDER BY id LIMIT ?",
+                    arguments: [owner.description, after, limit]
+                ).map(Self.importTask(from:))
+            }
+            return try Row.fetchAll(
+                db, sql: "SELECT * FROM import_tasks WHERE id > ? ORDER BY id LIMIT ?", arguments: [after, limit]
+            ).map(Self.importTask(from:))
+        }
+    }
+
+    public func importTasks(in state: ImportTaskState, after cursor: ImportTaskID?, limit: Int) async throws
+        -> [ImportTaskRecord]
+    {
+        let after = cursor?.rawValue ?? ""
+        return try await read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM import_tasks WHERE state = ? AND id > ? ORDER BY id LIMIT ?",
+                arguments: [state.rawValue, after, limit]
+            ).map(Self.importTask(from:))
         }
     }
 
@@ -605,6 +703,24 @@ public final class SQLiteCatalog: Catalog {
                     """,
                 arguments: StatementArguments(importValues(r) + [r.key.bucket, r.key.key, r.key.etag, r.version]))
             try expectChange(db, "import \(r.key)")
+        case .insertImportTask(let t):
+            try db.execute(
+                sql: """
+                    INSERT INTO import_tasks (owner, requester, bucket, key, etag, format, description, client_token,
+                        state, status_message, bytes_read, bytes_total, snapshot_id, created_at, updated_at, worker,
+                        lease_expires_at, attempts, id, version)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                    """, arguments: StatementArguments(importTaskValues(t) + [t.id.rawValue]))
+        case .updateImportTask(let t):
+            try db.execute(
+                sql: """
+                    UPDATE import_tasks SET owner = ?, requester = ?, bucket = ?, key = ?, etag = ?, format = ?,
+                        description = ?, client_token = ?, state = ?, status_message = ?, bytes_read = ?,
+                        bytes_total = ?, snapshot_id = ?, created_at = ?, updated_at = ?, worker = ?,
+                        lease_expires_at = ?, attempts = ?, version = version + 1
+                    WHERE id = ? AND version = ?
+                    """, arguments: StatementArguments(importTaskValues(t) + [t.id.rawValue, t.version]))
+            try expectChange(db, "import task \(t.id)")
         }
     }
 
@@ -757,6 +873,30 @@ public final class SQLiteCatalog: Catalog {
         ]
     }
 
+    private static func importTaskValues(_ t: ImportTaskRecord) -> [(any DatabaseValueConvertible)?] {
+        [
+            t.owner.description, t.requester.storedText, t.bucket, t.key, t.etag, t.format, t.description,
+            t.clientToken, t.state.rawValue, t.statusMessage, t.bytesRead, t.bytesTotal, t.snapshotID?.rawValue,
+            millis(t.createdAt), millis(t.updatedAt), t.worker, t.leaseExpiresAt.map(millis), t.attempts,
+        ]
+    }
+
+    private static func importTask(from row: Row) throws -> ImportTaskRecord {
+        guard let id = ImportTaskID(row["id"]), let state = ImportTaskState(rawValue: row["state"]) else {
+            throw SnapshotError(.catalog, "malformed import task ID or state in the catalog")
+        }
+        let snapshotID: String? = row["snapshot_id"]
+        let lease: Int64? = row["lease_expires_at"]
+        return ImportTaskRecord(
+            id: id, owner: try ProjectRef(parsing: row["owner"]), requester: try Caller(storedText: row["requester"]),
+            bucket: row["bucket"], key: row["key"], etag: row["etag"], format: row["format"],
+            description: row["description"], clientToken: row["client_token"], state: state,
+            statusMessage: row["status_message"], bytesRead: row["bytes_read"], bytesTotal: row["bytes_total"],
+            snapshotID: try snapshotID.map(SnapshotID.init(parsing:)), createdAt: date(row["created_at"]),
+            updatedAt: date(row["updated_at"]), worker: row["worker"], leaseExpiresAt: lease.map(date),
+            attempts: row["attempts"], version: row["version"])
+    }
+
     private static func importRecord(from row: Row) throws -> ImportRecord {
         guard let state = ImportState(rawValue: row["state"]) else {
             throw SnapshotError(.catalog, "unknown import state in the catalog")
@@ -768,7 +908,7 @@ public final class SQLiteCatalog: Catalog {
             state: state, worker: row["worker"], leaseExpiresAt: lease.map(date), attempts: row["attempts"],
             snapshotID: try snapshotID.map(SnapshotID.init(parsing:)), errorCode: row["error_code"],
             errorMessage: row["error_message"], createdAt: date(row["created_at"]), updatedAt: date(row["updated_at"]),
-            version: row["version"])
+            version: row["version"], bytesRead: row["bytes_read"], bytesTotal: row["bytes_total"])
     }
 }
 
