@@ -25,10 +25,16 @@ extension EndToEndTests {
                 try Data(data).write(to: URL(fileURLWithPath: path))
                 return path
             }
-            for (name, size, seed) in [("good.raw", 1 << 20, 3), ("liar.raw", 1 << 20, 5), ("big.raw", 96 << 20, 7)] {
+            for (name, size, seed) in [("good.raw", 1 << 20, 3), ("liar.raw", 1 << 20, 5)] {
                 let put = try aws3(["s3", "cp", try file(name, bytes: size, seed: UInt8(seed)), "s3://\(bucket)/disks/\(name)"])
                 try #require(put.status == 0, "\(put)")
             }
+            // 256 MiB of random bytes: long enough to import that a cancel sent at once finds it running.
+            let big = directory + "/big.raw"
+            let dd = try Tools.run("/usr/bin/env", ["dd", "if=/dev/urandom", "of=\(big)", "bs=1M", "count=256", "status=none"])
+            try #require(dd.status == 0, "\(dd)")
+            let putBig = try aws3(["s3", "cp", big, "s3://\(bucket)/disks/big.raw"])
+            try #require(putBig.status == 0, "\(putBig)")
 
             func start(_ key: String, format: String) throws -> String {
                 let started = try session.awsOK(
@@ -76,16 +82,16 @@ extension EndToEndTests {
 
             // Cancel while it runs: the task ends deleted and no snapshot is left behind.
             let before = Set(Session.ids(try session.awsOK("operator", ["describe-snapshots"])))
-            let big = try start("big.raw", format: "RAW")
-            let cancelled = try session.awsOK("alice@acme", ["cancel-import-task", "--import-task-id", big])
-            #expect(cancelled["PreviousState"] as? String == "active", "\(cancelled)")
-            let ended = try await waitEnded(big)
+            let cancelled = try session.boto("alice@acme", ["start-cancel", bucket, "disks/big.raw"])
+            #expect(cancelled.object["previous"] as? String == "active", "\(cancelled)")
+            let bigTask = try #require(cancelled.object["id"] as? String, "\(cancelled)")
+            let ended = try await waitEnded(bigTask)
             #expect(ended["Status"] as? String == "deleted", "\(ended)")
             #expect((ended["StatusMessage"] as? String ?? "").contains("Cancelled"), "\(ended)")
             try await Task.sleep(for: .seconds(2))
             let after = Set(Session.ids(try session.awsOK("operator", ["describe-snapshots"])))
             #expect(after == before, "no snapshot (pending or not) is left by the cancelled import")
-            let again = try session.aws("alice@acme", ["cancel-import-task", "--import-task-id", big])
+            let again = try session.aws("alice@acme", ["cancel-import-task", "--import-task-id", bigTask])
             #expect(again.awsErrorCode == "IncorrectState", "\(again)")
             let malformed = try session.aws("alice@acme", ["cancel-import-task", "--import-task-id", "import-snap-1"])
             #expect(malformed.awsErrorCode == "InvalidConversionTaskId.Malformed", "\(malformed)")

@@ -13,6 +13,8 @@ Modes:
                                    form body QUERY, signed at DATE (YYYYMMDDTHHMMSSZ, default now) with
                                    SECRET (default the key's): prints status, code, message, body
   boto-error OPERATION JSON_ARGS   a boto3 call expected to fail: prints HTTP status, code, message
+  start-cancel BUCKET KEY          boto3 import_snapshot, then at once cancel_import_task (no process
+                                   start-up between them, so the import is still running)
 """
 import datetime
 import hashlib
@@ -110,5 +112,12 @@ elif mode == "boto-error":
             "status": error.response["ResponseMetadata"]["HTTPStatusCode"],
             "code": error.response["Error"]["Code"], "message": error.response["Error"].get("Message"),
             "requestId": error.response["ResponseMetadata"].get("RequestId")}))
+elif mode == "start-cancel":
+    ec2 = client()
+    started = ec2.import_snapshot(
+        Description="to cancel", DiskContainer={"Format": "RAW", "UserBucket": {"S3Bucket": args[0], "S3Key": args[1]}})
+    cancelled = ec2.cancel_import_task(ImportTaskId=started["ImportTaskId"], CancelReason="test")
+    print(json.dumps({"id": started["ImportTaskId"], "previous": cancelled.get("PreviousState"),
+                      "state": cancelled.get("State")}))
 else:
     sys.exit(f"unknown mode {mode}")
