@@ -103,3 +103,42 @@ extension EndToEndTests {
         }
     }
 }
+
+extension EndToEndTests {
+    @Test(
+        "an import task survives a crash of serve: after kill -9 and a restart it is taken over and completes",
+        .enabled(if: Tools.missing == nil, "\(Tools.missing ?? "")"),
+        .enabled(if: s3Endpoint != nil, "SNAPIMPORT_TEST_S3_ENDPOINT is unset (scripts/test sets it)"))
+    func importTaskSurvivesCrash() async throws {
+        let (bucket, extra) = try Self.freshBucket()
+        try await Session.with(catalog: nil, extraConfig: extra) { session in
+            let big = session.directory + "/big.raw"
+            let dd = try Tools.run("/usr/bin/env", ["dd", "if=/dev/urandom", "of=\(big)", "bs=1M", "count=256", "status=none"])
+            try #require(dd.status == 0, "\(dd)")
+            let put = try Self.s3(["s3", "cp", big, "s3://\(bucket)/disks/big.raw"])
+            try #require(put.status == 0, "\(put)")
+            let started = try session.awsOK(
+                "alice@acme",
+                ["import-snapshot", "--disk-container", "Format=RAW,UserBucket={S3Bucket=\(bucket),S3Key=disks/big.raw}"])
+            let id = try #require(started["ImportTaskId"] as? String, "\(started)")
+            try await Task.sleep(for: .milliseconds(300))
+            // A short lease so that the new process takes the crashed one's task over quickly.
+            try await session.server.crashAndRestart(environment: ["SNAPIMPORT_LEASE_SECONDS": "3"])
+            var detail: [String: Any] = [:]
+            for _ in 0..<240 {
+                let out = try session.awsOK("alice@acme", ["describe-import-snapshot-tasks", "--import-task-ids", id])
+                detail = (out["ImportSnapshotTasks"] as? [[String: Any]])?.first?["SnapshotTaskDetail"] as? [String: Any] ?? [:]
+                if detail["Status"] as? String != "active" { break }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            #expect(detail["Status"] as? String == "completed", "\(detail)")
+            let snapshotID = try #require(detail["SnapshotId"] as? String, "\(detail)")
+            // Exactly one completed snapshot; the crashed attempt's own pending snapshot is never completed
+            // (the core recovers it to `error` once its writer's lease has run out).
+            let all = try session.awsOK("operator", ["describe-snapshots"])["Snapshots"] as? [[String: Any]] ?? []
+            let completed = all.filter { $0["State"] as? String == "completed" }.compactMap { $0["SnapshotId"] as? String }
+            #expect(completed == [snapshotID], "\(all)")
+            #expect(all.count <= 2, "at most the crashed attempt's pending/error snapshot besides: \(all)")
+        }
+    }
+}

@@ -90,26 +90,50 @@ enum Tools {
 /// A `snapimport serve` child process on a port it picked itself (`--listen 127.0.0.1:0`; the port is
 /// read from its one stdout line).
 final class ServeProcess: @unchecked Sendable {
-    let process = Process()
+    private(set) var process = Process()
     let stdoutPath: String
     let stderrPath: String
+    let binary: String
+    let config: String
+    let arguments: [String]
     private(set) var endpoint = ""
 
     init(binary: String, config: String, directory: String, arguments: [String] = []) throws {
         stdoutPath = directory + "/serve.out"
         stderrPath = directory + "/serve.err"
+        self.binary = binary
+        self.config = config
+        self.arguments = arguments
+        try launch(environment: [:])
+    }
+
+    private func launch(environment extra: [String: String]) throws {
         _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        if !FileManager.default.fileExists(atPath: stderrPath) {
+            _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        }
+        process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["serve", "--config", config, "--listen", "127.0.0.1:0", "--verbose"] + arguments
         var environment = ProcessInfo.processInfo.environment
         for key in ["SNAPIMPORT_CATALOG", "SNAPIMPORT_STORE", "SNAPIMPORT_BLOCKS", "SNAPIMPORT_API_LISTEN"] {
             environment[key] = nil
         }
+        environment.merge(extra) { $1 }
         process.environment = environment
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutPath))
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
+        log.seekToEndOfFile()
+        process.standardError = log
         try process.run()
+    }
+
+    /// `kill -9` (a crash: nothing is drained), then a new `serve` on the same store, listening again.
+    func crashAndRestart(environment: [String: String] = [:]) async throws {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        try launch(environment: environment)
+        try await waitUntilListening()
     }
 
     /// Waits for the "listening on" line (at most `seconds`).
