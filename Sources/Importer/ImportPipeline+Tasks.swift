@@ -76,7 +76,9 @@ extension ImportPipeline {
             if Task.isCancelled {
                 // Interrupted, not failed: the attempt is given back and the pending snapshot dropped.
                 do {
-                    try await uncancelled { try await catalog.release(claim, reason: "the import task was interrupted") }
+                    try await uncancelled {
+                        try await catalog.release(claim, reason: "the import task was interrupted")
+                    }
                 } catch {
                     logger.warning("releasing the interrupted import failed (its lease will expire): \(error)")
                 }

@@ -133,7 +133,8 @@ public final class ImportTaskRunner: Service {
                     stopping = true
                     if !running.isEmpty {
                         logger.info(
-                            "shutting down: no new import tasks; \(running.count) running get \(options.shutdownGracePeriod)")
+                            "shutting down: no new import tasks; \(running.count) running get \(options.shutdownGracePeriod)"
+                        )
                     }
                 case .abandon:
                     if !running.isEmpty { logger.warning("interrupting \(running.count) import task(s) still running") }
@@ -258,7 +259,8 @@ public final class ImportTaskRunner: Service {
             do {
                 guard var row = try await catalog.importTask(task.id), row.state == .active, row.worker == task.worker
                 else {
-                    logger.info("import task cancelled or taken over: stopping its import", metadata: ["task": "\(task.id)"])
+                    logger.info(
+                        "import task cancelled or taken over: stopping its import", metadata: ["task": "\(task.id)"])
                     return .stopped
                 }
                 if sinceRenewal >= renewEvery {

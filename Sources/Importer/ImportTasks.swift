@@ -151,7 +151,8 @@ public struct ImportTasks: Sendable {
             guard text.count <= settings.maxDescriptionLength else {
                 throw SnapshotError(
                     .invalidArgument,
-                    "description is \(text.count) characters long; at most \(settings.maxDescriptionLength) are allowed")
+                    "description is \(text.count) characters long; at most \(settings.maxDescriptionLength) are allowed"
+                )
             }
             guard !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
                 throw SnapshotError(.invalidArgument, "description may not contain control characters")
@@ -189,7 +190,8 @@ public struct ImportTasks: Sendable {
         if let folder, folder != owner {
             throw SnapshotError(
                 .accessDenied,
-                "s3://\(request.bucket)/\(request.key) is in the folder of \(folder); it cannot be imported for \(owner)")
+                "s3://\(request.bucket)/\(request.key) is in the folder of \(folder); it cannot be imported for \(owner)"
+            )
         }
         return owner
     }
@@ -206,7 +208,8 @@ public struct ImportTasks: Sendable {
                 return try ProjectRef(parsing: text)
             } catch {
                 throw SnapshotError(
-                    .invalidProject, "the folder of s3://\(bucket)/\(key) is not a project: \(error)", underlying: error)
+                    .invalidProject, "the folder of s3://\(bucket)/\(key) is not a project: \(error)", underlying: error
+                )
             }
         }
         return nil

@@ -3,7 +3,7 @@ import Foundation
 import SnapshotCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `snapimport imports list|show`: the import history (one row per bucket, key and ETag) with each import's
@@ -94,7 +94,8 @@ struct ImportsCommand: AsyncParsableCommand {
         let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
         return all.map { row in
             row.indices.map { column in
-                column == row.count - 1 ? row[column] : row[column].padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                column == row.count - 1
+                    ? row[column] : row[column].padding(toLength: widths[column], withPad: " ", startingAt: 0)
             }.joined(separator: "  ")
         }.joined(separator: "\n")
     }
@@ -140,7 +141,8 @@ struct ImportsCommand: AsyncParsableCommand {
                 [
                     r.key.id, r.state.rawValue, ImportsCommand.progress(r), String(r.attempts),
                     r.snapshotID?.rawValue ?? "-", RFC3339.string(r.updatedAt), r.owner,
-                    "s3://\(r.key.bucket)/\(r.key.key)" + (r.errorCode.map { "  \($0): \(r.errorMessage ?? "")" } ?? ""),
+                    "s3://\(r.key.bucket)/\(r.key.key)"
+                        + (r.errorCode.map { "  \($0): \(r.errorMessage ?? "")" } ?? ""),
                 ]
             }
             guard !rows.isEmpty else { return }
@@ -163,7 +165,8 @@ struct ImportsCommand: AsyncParsableCommand {
 
         func validate() throws {
             guard target.hasPrefix("s3://") || Self.isImportID(target) else {
-                throw ValidationError("\(target): expected an import ID (imp- and 16 hexadecimal digits) or s3://bucket/key")
+                throw ValidationError(
+                    "\(target): expected an import ID (imp- and 16 hexadecimal digits) or s3://bucket/key")
             }
             if target.hasPrefix("s3://") {
                 _ = try S3Location(target, requireKey: true)

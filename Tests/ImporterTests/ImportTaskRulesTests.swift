@@ -40,8 +40,9 @@ final class ImportTaskRulesTests {
         }
     }
 
-    @Test("a project imports only into its own project; the operator names one; project folders belong to their project",
-          arguments: Kind.allCases)
+    @Test(
+        "a project imports only into its own project; the operator names one; project folders belong to their project",
+        arguments: Kind.allCases)
     func authorization(_ kind: Kind) async throws {
         let tasks = try makeTasks(kind)
         let mine = try await tasks.start(.init(bucket: "user", key: "d.raw"), caller: .project(Self.web))
@@ -50,13 +51,16 @@ final class ImportTaskRulesTests {
         await expectCode(.accessDenied) {
             try await tasks.start(.init(bucket: "user", key: "d.raw", project: Self.db), caller: .project(Self.web))
         }
-        await expectCode(.invalidArgument) { try await tasks.start(.init(bucket: "user", key: "d.raw"), caller: .operator) }
+        await expectCode(.invalidArgument) {
+            try await tasks.start(.init(bucket: "user", key: "d.raw"), caller: .operator)
+        }
         let named = try await tasks.start(.init(bucket: "user", key: "d.raw", project: Self.db), caller: .operator)
         #expect(named.owner == Self.db)
         // The import bucket's project folders: incoming/, processed/ and failed/.
         for prefix in ["incoming", "processed", "failed"] {
             await expectCode(.accessDenied) {
-                try await tasks.start(.init(bucket: "images", key: "\(prefix)/db@globex/x.raw"), caller: .project(Self.web))
+                try await tasks.start(
+                    .init(bucket: "images", key: "\(prefix)/db@globex/x.raw"), caller: .project(Self.web))
             }
         }
         let folder = try await tasks.start(.init(bucket: "images", key: "incoming/db@globex/x.raw"), caller: .operator)
@@ -91,8 +95,9 @@ final class ImportTaskRulesTests {
         }
     }
 
-    @Test("the same ClientToken from the same caller is the same task; another caller's is its own",
-          arguments: Kind.allCases)
+    @Test(
+        "the same ClientToken from the same caller is the same task; another caller's is its own",
+        arguments: Kind.allCases)
     func clientToken(_ kind: Kind) async throws {
         let tasks = try makeTasks(kind)
         let request = ImportTaskRequest(bucket: "b", key: "k.raw", clientToken: "tok-1")
@@ -102,13 +107,16 @@ final class ImportTaskRulesTests {
         let other = try await tasks.start(request, caller: .project(Self.db))
         #expect(other.id != first.id && other.owner == Self.db)
         await expectCode(.invalidArgument) {
-            try await tasks.start(.init(bucket: "b", key: "another.raw", clientToken: "tok-1"), caller: .project(Self.web))
+            try await tasks.start(
+                .init(bucket: "b", key: "another.raw", clientToken: "tok-1"), caller: .project(Self.web))
         }
         // Racing starts with one token make one task.
         let ids = try await withThrowingTaskGroup(of: ImportTaskID.self) { group in
             for _ in 0..<8 {
                 group.addTask {
-                    try await tasks.start(.init(bucket: "b", key: "race.raw", clientToken: "race"), caller: .project(Self.web)).id
+                    try await tasks.start(
+                        .init(bucket: "b", key: "race.raw", clientToken: "race"), caller: .project(Self.web)
+                    ).id
                 }
             }
             return try await group.reduce(into: Set<ImportTaskID>()) { $0.insert($1) }
@@ -116,8 +124,9 @@ final class ImportTaskRulesTests {
         #expect(ids.count == 1)
     }
 
-    @Test("a project sees only its own tasks (another's ID is NotFound); the operator sees all, in pages",
-          arguments: Kind.allCases)
+    @Test(
+        "a project sees only its own tasks (another's ID is NotFound); the operator sees all, in pages",
+        arguments: Kind.allCases)
     func visibility(_ kind: Kind) async throws {
         let tasks = try makeTasks(kind)
         var web: [ImportTaskID] = []
@@ -147,8 +156,9 @@ final class ImportTaskRulesTests {
         #expect(pages == 3)
     }
 
-    @Test("cancel: an active task ends deleted at once; a finished one is InvalidState; another's is NotFound",
-          arguments: Kind.allCases)
+    @Test(
+        "cancel: an active task ends deleted at once; a finished one is InvalidState; another's is NotFound",
+        arguments: Kind.allCases)
     func cancel(_ kind: Kind) async throws {
         let tasks = try makeTasks(kind)
         let task = try await tasks.start(.init(bucket: "b", key: "k.raw"), caller: .project(Self.web))

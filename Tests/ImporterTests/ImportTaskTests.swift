@@ -9,7 +9,7 @@ import Synchronization
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An object store whose every ranged GET takes `delay` longer (a slow link), so a test can act in the
@@ -144,7 +144,8 @@ struct ImportTaskTests {
 
         /// Opens the store, starts a runner beside `body`, stops it (cancelled) after.
         func withRunner<R: Sendable>(
-            delay: Duration = .zero, failReads: Bool = false, _ body: @Sendable (ImportTasks, SnapshotService) async throws -> R
+            delay: Duration = .zero, failReads: Bool = false,
+            _ body: @Sendable (ImportTasks, SnapshotService) async throws -> R
         ) async throws -> R {
             try await withStore(data: data, catalogURL: nil) { service in
                 let tasks = ImportTasks(catalog: service.catalog, settings: .init(bucket: bucket, layout: e2e.layout))
@@ -176,7 +177,8 @@ struct ImportTaskTests {
         }
     }
 
-    @Test("a task imports its object once: completed, its snapshot equal to qemu-img's reading, the object left in place")
+    @Test(
+        "a task imports its object once: completed, its snapshot equal to qemu-img's reading, the object left in place")
     func completes() async throws {
         let world = try await World.make("task-complete")
         let fixtures = try Fixtures.everyFormat(world.e2e, directory: world.e2e.work + "/f", seed: 5)
@@ -205,7 +207,8 @@ struct ImportTaskTests {
             let second = try await tasks.start(.init(bucket: world.bucket, key: key), caller: .project(Self.web))
             let secondDone = try await Self.wait(tasks, second.id)
             #expect(secondDone.state == .completed && secondDone.snapshotID == id)
-            #expect(try await service.listSnapshots(caller: .operator).count == 1, "exactly once per (bucket, key, ETag)")
+            #expect(
+                try await service.listSnapshots(caller: .operator).count == 1, "exactly once per (bucket, key, ETag)")
             // EC2's importer does not touch the user's object.
             #expect(try await keys(world.client, world.bucket, key) == [key])
             // The import row carries the progress: every byte of the object read.

@@ -6,7 +6,7 @@ import SnapshotStores
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `imports list` and `imports show` through the library, over a store holding an import in progress, a
@@ -60,7 +60,8 @@ final class ImportsCommandTests {
                 leaseSeconds: 600))
         let writer = try await service.beginSnapshot(
             NewSnapshot(
-                owner: try ProjectRef(parsing: "web@acme"), source: .object(bucket: "user", key: Self.done.key, etag: "e3"),
+                owner: try ProjectRef(parsing: "web@acme"),
+                source: .object(bucket: "user", key: Self.done.key, etag: "e3"),
                 format: "raw", virtualSize: 8192, claim: c),
             caller: .operator)
         try await writer.write(offset: 0, bytes: [UInt8](repeating: 7, count: 8192))
@@ -87,8 +88,10 @@ final class ImportsCommandTests {
         #expect(running["bytesRead"] as? Int == 3_145_728 && running["bytesTotal"] as? Int == 10_485_760)
         #expect(running["id"] as? String == Self.running.id)
         #expect(running["error"] is NSNull && running["snapshot"] is NSNull)
-        for field in ["id", "bucket", "key", "etag", "owner", "state", "attempts", "bytesRead", "bytesTotal", "snapshot",
-                      "error", "startedAt", "updatedAt"] {
+        for field in [
+            "id", "bucket", "key", "etag", "owner", "state", "attempts", "bytesRead", "bytesTotal", "snapshot",
+            "error", "startedAt", "updatedAt",
+        ] {
             #expect(running.keys.contains(field), "\(field)")
         }
         let failed = try #require(byKey[Self.failed.key])

@@ -82,7 +82,9 @@ struct ImportTaskContractTests {
             #expect(try await catalog.importTask(requester: .operator, clientToken: "tok")?.id == byOperator.id)
             #expect(try await catalog.importTask(requester: .project(Self.web), clientToken: "nope") == nil)
             // Tasks without a token never collide.
-            try await catalog.apply([.insertImportTask(Self.task(Self.web, at: 4)), .insertImportTask(Self.task(Self.web, at: 5))])
+            try await catalog.apply([
+                .insertImportTask(Self.task(Self.web, at: 4)), .insertImportTask(Self.task(Self.web, at: 5)),
+            ])
         }
     }
 
@@ -107,8 +109,12 @@ struct ImportTaskContractTests {
                 cursor = page.count == 3 ? page.last?.id : nil
             } while cursor != nil
             #expect(seen == web.map(\.id))
-            #expect(try await catalog.importTasks(ownedBy: nil, after: nil, limit: 100).map(\.id) == (web + db).map(\.id))
-            #expect(try await catalog.importTasks(ownedBy: Self.db, after: db[0].id, limit: 100).map(\.id) == [db[1].id, db[2].id])
+            #expect(
+                try await catalog.importTasks(ownedBy: nil, after: nil, limit: 100).map(\.id) == (web + db).map(\.id))
+            #expect(
+                try await catalog.importTasks(ownedBy: Self.db, after: db[0].id, limit: 100).map(\.id) == [
+                    db[1].id, db[2].id,
+                ])
             let active = try await catalog.importTasks(in: .active, after: nil, limit: 100).map(\.id)
             #expect(active == (web.filter { $0.state == .active } + db).map(\.id))
             #expect(try await catalog.importTasks(in: .completed, after: web[1].id, limit: 1).map(\.id) == [web[3].id])
