@@ -31,7 +31,9 @@ public enum APIServer {
             if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
                 host = text[text.index(after: text.startIndex)..<close]
                 let rest = text[text.index(after: close)...]
-                guard rest.hasPrefix(":") else { throw APIServerError("listen address \(quoted(text)): expected [HOST]:PORT") }
+                guard rest.hasPrefix(":") else {
+                    throw APIServerError("listen address \(quoted(text)): expected [HOST]:PORT")
+                }
                 portText = rest.dropFirst()
             } else {
                 guard let colon = text.lastIndex(of: ":") else {

@@ -26,7 +26,8 @@ public struct ImportSnapshotActions: ImportTaskActions {
             (bucket, key) = try Self.parseS3URL(url)
         }
         guard let bucket, !bucket.isEmpty else {
-            throw EC2Error(.missingParameter, "The request must contain the parameter DiskContainer.UserBucket.S3Bucket")
+            throw EC2Error(
+                .missingParameter, "The request must contain the parameter DiskContainer.UserBucket.S3Bucket")
         }
         guard let key, !key.isEmpty else {
             throw EC2Error(.missingParameter, "The request must contain the parameter DiskContainer.UserBucket.S3Key")
@@ -81,7 +82,8 @@ public struct ImportSnapshotActions: ImportTaskActions {
                 Self.writeDetail(task, into: &xml)
                 xml.list("tagSet", [String]()) { _, _ in }
             }
-            xml.text("nextToken", ifPresent: next.map { PageToken(kind: "import-tasks", millis: 0, id: $0.rawValue).token })
+            xml.text(
+                "nextToken", ifPresent: next.map { PageToken(kind: "import-tasks", millis: 0, id: $0.rawValue).token })
         }
     }
 
@@ -145,7 +147,8 @@ public struct ImportSnapshotActions: ImportTaskActions {
         guard let slash = rest.firstIndex(of: "/"), slash != rest.startIndex, rest.index(after: slash) != rest.endIndex
         else {
             throw EC2Error(
-                .invalidParameterValue, "Value (\(url)) for parameter DiskContainer.Url is invalid: expected s3://bucket/key")
+                .invalidParameterValue,
+                "Value (\(url)) for parameter DiskContainer.Url is invalid: expected s3://bucket/key")
         }
         return (String(rest[..<slash]), String(rest[rest.index(after: slash)...]))
     }

@@ -104,7 +104,8 @@ public struct QueryParameters: Sendable, Equatable {
         case "true": return true
         case "false": return false
         default:
-            throw EC2Error(.invalidParameterValue, "Value (\(text)) for parameter \(name) is invalid. Expected true or false.")
+            throw EC2Error(
+                .invalidParameterValue, "Value (\(text)) for parameter \(name) is invalid. Expected true or false.")
         }
     }
 
@@ -155,5 +156,8 @@ public struct QueryParameters: Sendable, Equatable {
 /// `"text"` with control characters made visible, for messages that quote user input.
 func quoted(_ text: String) -> String {
     let limited = text.count > 200 ? String(text.prefix(200)) + "…" : text
-    return "\"" + limited.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "\\u{\(String($0.value, radix: 16))}" : String($0) }.joined() + "\""
+    return "\""
+        + limited.unicodeScalars.map {
+            $0.value < 0x20 || $0.value == 0x7F ? "\\u{\(String($0.value, radix: 16))}" : String($0)
+        }.joined() + "\""
 }

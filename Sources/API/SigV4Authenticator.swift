@@ -48,7 +48,9 @@ public struct SigV4Authenticator: EC2Authenticator {
         } catch let error as SigV4VerificationError {
             throw EC2Error(Self.code(error), error.message)
         }
-        guard let key = found else { throw EC2Error(.authFailure, "AWS was not able to validate the provided access credentials") }
+        guard let key = found else {
+            throw EC2Error(.authFailure, "AWS was not able to validate the provided access credentials")
+        }
         return Authenticated(caller: key.caller, accessKeyID: identity.accessKeyID)
     }
 

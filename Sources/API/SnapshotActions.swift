@@ -69,9 +69,13 @@ public struct SnapshotActions: Sendable {
             }
             guard page.next != nil, let position = cursor else { return (found, nil) }
             if scanned >= scanBudget {
-                return (found, PageToken(
-                    kind: "snapshots", millis: Int64((position.createdAt.timeIntervalSince1970 * 1000).rounded()),
-                    id: position.id.rawValue).token)
+                return (
+                    found,
+                    PageToken(
+                        kind: "snapshots", millis: Int64((position.createdAt.timeIntervalSince1970 * 1000).rounded()),
+                        id: position.id.rawValue
+                    ).token
+                )
             }
         }
     }
@@ -139,7 +143,9 @@ public struct SnapshotActions: Sendable {
         let caller = call.caller
         try await mapping(.snapshot) {
             if let description { _ = try await service.setDescription(id, description, caller: caller) }
-            for project in change.addUsers { _ = try await service.share(id, with: project.description, caller: caller) }
+            for project in change.addUsers {
+                _ = try await service.share(id, with: project.description, caller: caller)
+            }
             for project in change.removeUsers {
                 _ = try await service.unshare(id, with: project.description, caller: caller)
             }

@@ -73,7 +73,8 @@ public struct VolumeActions: Sendable {
             guard names.contains(name) else {
                 throw EC2Error(
                     .invalidParameterValue,
-                    "The filter '\(name)' is invalid; DescribeVolumes filters on " + names.sorted().joined(separator: ", "))
+                    "The filter '\(name)' is invalid; DescribeVolumes filters on "
+                        + names.sorted().joined(separator: ", "))
             }
             filters.append((name, try filter.list("Value")))
         }
@@ -106,8 +107,10 @@ public struct VolumeActions: Sendable {
             }
         }
         if let start {
-            volumes = volumes.filter { Self.millis($0.createdAt) > start.cursor.millis
-                || (Self.millis($0.createdAt) == start.cursor.millis && $0.id.rawValue > start.cursor.id) }
+            volumes = volumes.filter {
+                Self.millis($0.createdAt) > start.cursor.millis
+                    || (Self.millis($0.createdAt) == start.cursor.millis && $0.id.rawValue > start.cursor.id)
+            }
         }
         var next: String?
         let limit = ids.isEmpty ? (maxResults ?? 1000) : volumes.count

@@ -21,9 +21,11 @@ struct AuthenticatorTests {
         ]
         if authorization {
             headers.append(
-                ("Authorization",
-                 "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261130/croc/ec2/aws4_request, "
-                    + "SignedHeaders=content-type;host;x-amz-date, Signature=\(signature)"))
+                (
+                    "Authorization",
+                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261130/croc/ec2/aws4_request, "
+                        + "SignedHeaders=content-type;host;x-amz-date, Signature=\(signature)"
+                ))
         }
         return SignedRequest(method: "POST", path: "/", query: "", headers: headers, body: Array(body.utf8))
     }

@@ -34,17 +34,20 @@ struct EndToEndTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let made = try Tools.run(
             Tools.which("openssl")!,
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem"])
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", directory + "/key.pem", "-out",
+                directory + "/cert.pem",
+            ])
         try #require(made.status == 0, "\(made)")
         let config = directory + "/snapimport.toml"
         try """
-            [store]
-            path = "\(directory)/data"
-            [api]
-            tls_cert = "\(directory)/cert.pem"
-            tls_key = "\(directory)/key.pem"
-            """.write(toFile: config, atomically: false, encoding: .utf8)
+        [store]
+        path = "\(directory)/data"
+        [api]
+        tls_cert = "\(directory)/cert.pem"
+        tls_key = "\(directory)/key.pem"
+        """.write(toFile: config, atomically: false, encoding: .utf8)
         let server = try ServeProcess(binary: Tools.binary!, config: config, directory: directory)
         do {
             try await server.waitUntilListening()
@@ -56,8 +59,12 @@ struct EndToEndTests {
                 Tools.which("curl")!,
                 ["-s", "--cacert", directory + "/cert.pem", "-d", "Action=DescribeSnapshots", server.endpoint + "/"])
             #expect(unsigned.stdout.contains("<Code>MissingAuthenticationToken</Code>"), "\(unsigned)")
-            let plain = try Tools.run(Tools.which("curl")!, ["-s", "-o", "/dev/null", "-w", "%{http_code}",
-                server.endpoint.replacingOccurrences(of: "https://", with: "http://") + "/healthz"])
+            let plain = try Tools.run(
+                Tools.which("curl")!,
+                [
+                    "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                    server.endpoint.replacingOccurrences(of: "https://", with: "http://") + "/healthz",
+                ])
             #expect(plain.stdout != "200", "plain HTTP is not served on a TLS port")
         } catch {
             _ = await server.terminate()
@@ -65,11 +72,11 @@ struct EndToEndTests {
         }
         #expect(await server.terminate() == 0)
         try """
-            [store]
-            path = "\(directory)/data"
-            [api]
-            tls_cert = "\(directory)/cert.pem"
-            """.write(toFile: config, atomically: false, encoding: .utf8)
+        [store]
+        path = "\(directory)/data"
+        [api]
+        tls_cert = "\(directory)/cert.pem"
+        """.write(toFile: config, atomically: false, encoding: .utf8)
         let lone = try Tools.run(Tools.binary!, ["serve", "--config", config, "--listen", "127.0.0.1:0"])
         #expect(lone.status == 2 && lone.stderr.contains("tls_cert and tls_key"), "\(lone)")
     }
@@ -90,7 +97,8 @@ struct EndToEndTests {
         static func with(
             catalog: String?, extraConfig: String = "", _ body: (Session) async throws -> Void
         ) async throws {
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)").path
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)")
+                .path
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: directory) }
             var toml = "[store]\npath = \"\(directory)/data\"\n"
@@ -157,7 +165,8 @@ struct EndToEndTests {
         func aws(_ who: String, _ args: [String]) throws -> Tools.Result {
             let key = keys[who]!
             return try Tools.run(
-                Tools.aws!, ["ec2"] + args + ["--endpoint-url", server.endpoint, "--region", "croc", "--output", "json"],
+                Tools.aws!,
+                ["ec2"] + args + ["--endpoint-url", server.endpoint, "--region", "croc", "--output", "json"],
                 environment: [
                     "AWS_ACCESS_KEY_ID": key.id, "AWS_SECRET_ACCESS_KEY": key.secret, "AWS_CONFIG_FILE": "/dev/null",
                     "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard",
@@ -233,12 +242,16 @@ struct EndToEndTests {
             // Sharing, both forms.
             _ = try awsOK(
                 "alice@acme",
-                ["modify-snapshot-attribute", "--snapshot-id", alices[0], "--attribute", "createVolumePermission",
-                 "--operation-type", "add", "--user-ids", "bob@acme"])
+                [
+                    "modify-snapshot-attribute", "--snapshot-id", alices[0], "--attribute", "createVolumePermission",
+                    "--operation-type", "add", "--user-ids", "bob@acme",
+                ])
             _ = try awsOK(
                 "alice@acme",
-                ["modify-snapshot-attribute", "--snapshot-id", alices[1],
-                 "--create-volume-permission", "Add=[{Group=all}]"])
+                [
+                    "modify-snapshot-attribute", "--snapshot-id", alices[1],
+                    "--create-volume-permission", "Add=[{Group=all}]",
+                ])
             let attribute = try awsOK(
                 "alice@acme",
                 ["describe-snapshot-attribute", "--snapshot-id", alices[0], "--attribute", "createVolumePermission"])
@@ -261,7 +274,10 @@ struct EndToEndTests {
             #expect(Set(Self.ids(everything)) == [alices[0], alices[1], bobs])
             let filtered = try awsOK(
                 "alice@acme",
-                ["describe-snapshots", "--filters", "Name=description,Values=alice disk 1*", "Name=status,Values=completed"])
+                [
+                    "describe-snapshots", "--filters", "Name=description,Values=alice disk 1*",
+                    "Name=status,Values=completed",
+                ])
             #expect(Set(Self.ids(filtered)) == [alices[1], alices[10], alices[11]])
             let operatorView = try awsOK("operator", ["describe-snapshots"])
             #expect(Self.ids(operatorView).count == 13)
@@ -287,7 +303,8 @@ struct EndToEndTests {
             #expect(volume["State"] as? String == "available")
             let volumes = try awsOK("bob@acme", ["describe-volumes"])
             #expect((volumes["Volumes"] as? [[String: Any]])?.compactMap { $0["VolumeId"] as? String } == [volumeID])
-            let fromVolume = try awsOK("bob@acme", ["create-snapshot", "--volume-id", volumeID, "--description", "of vol"])
+            let fromVolume = try awsOK(
+                "bob@acme", ["create-snapshot", "--volume-id", volumeID, "--description", "of vol"])
             let fromVolumeID = try #require(fromVolume["SnapshotId"] as? String)
             #expect(fromVolume["OwnerId"] as? String == "bob@acme")
             let copy = try awsOK(
@@ -305,15 +322,20 @@ struct EndToEndTests {
             #expect(Self.ids(try awsOK("bob@acme", ["describe-snapshots", "--restorable-by-user-ids", "all"])).isEmpty)
 
             // In use: a volume attached to an instance, a snapshot a template was made of.
-            let attachable = try awsOK("bob@acme", ["create-volume", "--snapshot-id", bobs, "--availability-zone", "croc-1a"])
+            let attachable = try awsOK(
+                "bob@acme", ["create-volume", "--snapshot-id", bobs, "--availability-zone", "croc-1a"])
             let attachedID = try #require(attachable["VolumeId"] as? String)
             let instance = try snapimport(["instance", "create", "--project", "bob@acme", "--json"])
             let instanceID = try #require(instance.object["id"] as? String, "\(instance)")
-            let attach = try snapimport(["volume", "attach", attachedID, "--instance", instanceID, "--project", "bob@acme"])
+            let attach = try snapimport([
+                "volume", "attach", attachedID, "--instance", instanceID, "--project", "bob@acme",
+            ])
             try #require(attach.status == 0, "\(attach)")
             let busy = try raw("bob@acme", "Action=DeleteVolume&Version=2016-11-15&VolumeId=\(attachedID)")
             #expect(busy.0 == 400 && busy.1 == "VolumeInUse", "\(busy)")
-            let template = try snapimport(["template", "create", "--instance", instanceID, "--project", "bob@acme", "--json"])
+            let template = try snapimport([
+                "template", "create", "--instance", instanceID, "--project", "bob@acme", "--json",
+            ])
             let templateSnapshot = try #require((template.object["snapshots"] as? [String])?.first, "\(template)")
             let inUse = try raw("bob@acme", "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=\(templateSnapshot)")
             #expect(inUse.0 == 400 && inUse.1 == "InvalidSnapshot.InUse", "\(inUse)")
@@ -335,21 +357,34 @@ struct EndToEndTests {
                 ("alice@acme", "Version=2016-11-15", 400, "MissingAction", nil),
                 ("alice@acme", v, 401, "AuthFailure", "wrong-secret"),
                 ("alice@acme", "Action=DeleteSnapshot&Version=2016-11-15", 400, "MissingParameter", nil),
-                ("alice@acme", "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=snap-zz", 400,
-                 "InvalidSnapshotID.Malformed", nil),
-                ("alice@acme", "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=snap-0000beef", 400,
-                 "InvalidSnapshot.NotFound", nil),
-                ("bob@acme", "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=\(alices[0])", 403,
-                 "UnauthorizedOperation", nil),
-                ("alice@acme", "Action=DeleteVolume&Version=2016-11-15&VolumeId=vol-0000beef", 400,
-                 "InvalidVolume.NotFound", nil),
+                (
+                    "alice@acme", "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=snap-zz", 400,
+                    "InvalidSnapshotID.Malformed", nil
+                ),
+                (
+                    "alice@acme", "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=snap-0000beef", 400,
+                    "InvalidSnapshot.NotFound", nil
+                ),
+                (
+                    "bob@acme", "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=\(alices[0])", 403,
+                    "UnauthorizedOperation", nil
+                ),
+                (
+                    "alice@acme", "Action=DeleteVolume&Version=2016-11-15&VolumeId=vol-0000beef", 400,
+                    "InvalidVolume.NotFound", nil
+                ),
                 ("alice@acme", v + "&MaxResults=2", 400, "InvalidParameterValue", nil),
                 ("alice@acme", v + "&NextToken=bogus", 400, "InvalidPaginationToken", nil),
                 ("alice@acme", v + "&Filter.1.Name=nope&Filter.1.Value.1=x", 400, "InvalidParameterValue", nil),
-                ("alice@acme", "Action=ModifySnapshotAttribute&Version=2016-11-15&SnapshotId=\(alices[2])"
-                    + "&OperationType=add&UserGroup.1=everyone", 400, "InvalidParameterValue", nil),
-                ("alice@acme", "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=\(alices[2])&DryRun=true", 412,
-                 "DryRunOperation", nil),
+                (
+                    "alice@acme",
+                    "Action=ModifySnapshotAttribute&Version=2016-11-15&SnapshotId=\(alices[2])"
+                        + "&OperationType=add&UserGroup.1=everyone", 400, "InvalidParameterValue", nil
+                ),
+                (
+                    "alice@acme", "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=\(alices[2])&DryRun=true", 412,
+                    "DryRunOperation", nil
+                ),
             ]
             for (who, query, status, code, secret) in cases {
                 let (gotStatus, gotCode) = try raw(who, query, secret: secret)
@@ -362,10 +397,12 @@ struct EndToEndTests {
             let unsigned = try Tools.run(
                 "/usr/bin/env",
                 ["curl", "-s", "-o", "/dev/stderr", "-w", "%{http_code}", "-d", v, server.endpoint + "/"])
-            #expect(unsigned.stdout == "403" && unsigned.stderr.contains("<Code>MissingAuthenticationToken</Code>"),
+            #expect(
+                unsigned.stdout == "403" && unsigned.stderr.contains("<Code>MissingAuthenticationToken</Code>"),
                 "\(unsigned)")
             // boto3's view of an error: code, status and request ID parsed from EC2's error document.
-            let viaBoto = try boto("alice@acme", ["boto-error", "delete_snapshot", "{\"SnapshotId\": \"snap-0000beef\"}"])
+            let viaBoto = try boto(
+                "alice@acme", ["boto-error", "delete_snapshot", "{\"SnapshotId\": \"snap-0000beef\"}"])
             #expect(viaBoto.object["code"] as? String == "InvalidSnapshot.NotFound", "\(viaBoto)")
             #expect(viaBoto.object["status"] as? Int == 400)
             #expect((viaBoto.object["requestId"] as? String)?.isEmpty == false)

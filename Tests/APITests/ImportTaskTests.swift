@@ -26,12 +26,15 @@ extension EndToEndTests {
                 return path
             }
             for (name, size, seed) in [("good.raw", 1 << 20, 3), ("liar.raw", 1 << 20, 5)] {
-                let put = try aws3(["s3", "cp", try file(name, bytes: size, seed: UInt8(seed)), "s3://\(bucket)/disks/\(name)"])
+                let put = try aws3([
+                    "s3", "cp", try file(name, bytes: size, seed: UInt8(seed)), "s3://\(bucket)/disks/\(name)",
+                ])
                 try #require(put.status == 0, "\(put)")
             }
             // 256 MiB of random bytes: long enough to import that a cancel sent at once finds it running.
             let big = directory + "/big.raw"
-            let dd = try Tools.run("/usr/bin/env", ["dd", "if=/dev/urandom", "of=\(big)", "bs=1M", "count=256", "status=none"])
+            let dd = try Tools.run(
+                "/usr/bin/env", ["dd", "if=/dev/urandom", "of=\(big)", "bs=1M", "count=256", "status=none"])
             try #require(dd.status == 0, "\(dd)")
             let putBig = try aws3(["s3", "cp", big, "s3://\(bucket)/disks/big.raw"])
             try #require(putBig.status == 0, "\(putBig)")
@@ -39,8 +42,10 @@ extension EndToEndTests {
             func start(_ key: String, format: String) throws -> String {
                 let started = try session.awsOK(
                     "alice@acme",
-                    ["import-snapshot", "--description", "from \(key)",
-                     "--disk-container", "Format=\(format),UserBucket={S3Bucket=\(bucket),S3Key=disks/\(key)}"])
+                    [
+                        "import-snapshot", "--description", "from \(key)",
+                        "--disk-container", "Format=\(format),UserBucket={S3Bucket=\(bucket),S3Key=disks/\(key)}",
+                    ])
                 let detail = started["SnapshotTaskDetail"] as? [String: Any] ?? [:]
                 #expect(detail["Status"] as? String == "active", "\(started)")
                 return try #require(started["ImportTaskId"] as? String, "\(started)")
@@ -98,7 +103,9 @@ extension EndToEndTests {
             // Plural Filters.N with task-state.
             let filtered = try session.awsOK(
                 "alice@acme", ["describe-import-snapshot-tasks", "--filters", "Name=task-state,Values=completed"])
-            let ids = (filtered["ImportSnapshotTasks"] as? [[String: Any]] ?? []).compactMap { $0["ImportTaskId"] as? String }
+            let ids = (filtered["ImportSnapshotTasks"] as? [[String: Any]] ?? []).compactMap {
+                $0["ImportTaskId"] as? String
+            }
             #expect(ids == [good], "\(filtered)")
         }
     }
@@ -113,13 +120,17 @@ extension EndToEndTests {
         let (bucket, extra) = try Self.freshBucket()
         try await Session.with(catalog: nil, extraConfig: extra) { session in
             let big = session.directory + "/big.raw"
-            let dd = try Tools.run("/usr/bin/env", ["dd", "if=/dev/urandom", "of=\(big)", "bs=1M", "count=256", "status=none"])
+            let dd = try Tools.run(
+                "/usr/bin/env", ["dd", "if=/dev/urandom", "of=\(big)", "bs=1M", "count=256", "status=none"])
             try #require(dd.status == 0, "\(dd)")
             let put = try Self.s3(["s3", "cp", big, "s3://\(bucket)/disks/big.raw"])
             try #require(put.status == 0, "\(put)")
             let started = try session.awsOK(
                 "alice@acme",
-                ["import-snapshot", "--disk-container", "Format=RAW,UserBucket={S3Bucket=\(bucket),S3Key=disks/big.raw}"])
+                [
+                    "import-snapshot", "--disk-container",
+                    "Format=RAW,UserBucket={S3Bucket=\(bucket),S3Key=disks/big.raw}",
+                ])
             let id = try #require(started["ImportTaskId"] as? String, "\(started)")
             try await Task.sleep(for: .milliseconds(300))
             // A short lease so that the new process takes the crashed one's task over quickly.
@@ -127,7 +138,9 @@ extension EndToEndTests {
             var detail: [String: Any] = [:]
             for _ in 0..<240 {
                 let out = try session.awsOK("alice@acme", ["describe-import-snapshot-tasks", "--import-task-ids", id])
-                detail = (out["ImportSnapshotTasks"] as? [[String: Any]])?.first?["SnapshotTaskDetail"] as? [String: Any] ?? [:]
+                detail =
+                    (out["ImportSnapshotTasks"] as? [[String: Any]])?.first?["SnapshotTaskDetail"] as? [String: Any]
+                    ?? [:]
                 if detail["Status"] as? String != "active" { break }
                 try await Task.sleep(for: .milliseconds(500))
             }
@@ -136,7 +149,9 @@ extension EndToEndTests {
             // Exactly one completed snapshot; the crashed attempt's own pending snapshot is never completed
             // (the core recovers it to `error` once its writer's lease has run out).
             let all = try session.awsOK("operator", ["describe-snapshots"])["Snapshots"] as? [[String: Any]] ?? []
-            let completed = all.filter { $0["State"] as? String == "completed" }.compactMap { $0["SnapshotId"] as? String }
+            let completed = all.filter { $0["State"] as? String == "completed" }.compactMap {
+                $0["SnapshotId"] as? String
+            }
             #expect(completed == [snapshotID], "\(all)")
             #expect(all.count <= 2, "at most the crashed attempt's pending/error snapshot besides: \(all)")
         }

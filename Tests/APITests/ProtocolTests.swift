@@ -1,7 +1,7 @@
 import API
 import Foundation
 #if canImport(FoundationXML)
-import FoundationXML
+    import FoundationXML
 #endif
 import SnapshotCore
 import Testing
@@ -118,8 +118,9 @@ struct ProtocolTests {
             #expect(EC2Document.timestamp(date) == RFC3339.string(date), "\(seconds)")
         }
         // A catalog date is whole milliseconds: written back exactly (Foundation's style truncates 0.123 to .122).
-        #expect(EC2Document.timestamp(Date(timeIntervalSince1970: Double(1_796_056_092_123) / 1000))
-            == "2026-11-30T16:28:12.123Z")
+        #expect(
+            EC2Document.timestamp(Date(timeIntervalSince1970: Double(1_796_056_092_123) / 1000))
+                == "2026-11-30T16:28:12.123Z")
     }
 
     @Test("listen addresses")

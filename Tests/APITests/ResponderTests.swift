@@ -139,14 +139,17 @@ struct ResponderTests {
             #expect(
                 try await f.error("Action=DescribeSnapshots&Version=2016-11-15", as: nil, status: 403)
                     == "MissingAuthenticationToken")
-            #expect(try await f.error("Action=DescribeSnapshots&Version=2016-11-15&Owner.1=%ZZ") == "MalformedQueryString")
+            #expect(
+                try await f.error("Action=DescribeSnapshots&Version=2016-11-15&Owner.1=%ZZ") == "MalformedQueryString")
             // GET with a query string works like POST.
             try await f.client.execute(
                 uri: "/?Action=DescribeSnapshots&Version=2016-11-15", method: .get,
                 headers: [.authorization: "Test alice@acme"]
             ) { response in
                 #expect(response.status == .ok)
-                #expect(String(buffer: response.body).contains("<DescribeSnapshotsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"))
+                #expect(
+                    String(buffer: response.body).contains(
+                        "<DescribeSnapshotsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"))
             }
             #expect(
                 try await f.error("Action=ImportSnapshot&Version=2016-11-15&DiskContainer.Url=s3%3A%2F%2Fb%2Fk")
@@ -179,12 +182,16 @@ struct ResponderTests {
             // Alice asks who can restore hers; Bob cannot learn Alice's other grants.
             #expect(try await ids("&RestorableBy.1=carol%40other&Owner.1=self", as: "alice@acme") == [a2.id.rawValue])
             #expect(try await ids("&RestorableBy.1=carol%40other&Owner.1=alice%40acme", as: "bob@acme") == [])
-            #expect(try await ids("&Filter.1.Name=description&Filter.1.Value.1=alpha*", as: "alice@acme")
-                == [a1.id.rawValue, a2.id.rawValue])
-            #expect(try await ids("&Filter.1.Name=owner-id&Filter.1.Value.1=carol%40other", as: "alice@acme")
-                == [c1.id.rawValue])
-            #expect(try await ids("&Filter.1.Name=status&Filter.1.Value.1=completed&Filter.2.Name=snapshot-id"
-                + "&Filter.2.Value.1=\(b1.id)", as: "operator") == [b1.id.rawValue])
+            #expect(
+                try await ids("&Filter.1.Name=description&Filter.1.Value.1=alpha*", as: "alice@acme")
+                    == [a1.id.rawValue, a2.id.rawValue])
+            #expect(
+                try await ids("&Filter.1.Name=owner-id&Filter.1.Value.1=carol%40other", as: "alice@acme")
+                    == [c1.id.rawValue])
+            #expect(
+                try await ids(
+                    "&Filter.1.Name=status&Filter.1.Value.1=completed&Filter.2.Name=snapshot-id"
+                        + "&Filter.2.Value.1=\(b1.id)", as: "operator") == [b1.id.rawValue])
             #expect(try await ids("&SnapshotId.1=\(a2.id)", as: "bob@acme") == [a2.id.rawValue])
             #expect(try await ids("", as: "operator").count == 4)
             #expect(try await ids("&Owner.1=self", as: "operator").count == 4)
@@ -216,8 +223,12 @@ struct ResponderTests {
     func pagination() async throws {
         try await Self.with { f in
             var made: [String] = []
-            for i in 0..<23 { made.append(try await f.snapshot(i % 2 == 0 ? Self.alice : Self.bob, "d\(i)").id.rawValue) }
-            for (query, expected) in [("", made), ("&Owner.1=self", made.enumerated().filter { $0.offset % 2 == 0 }.map(\.element))] {
+            for i in 0..<23 {
+                made.append(try await f.snapshot(i % 2 == 0 ? Self.alice : Self.bob, "d\(i)").id.rawValue)
+            }
+            for (query, expected) in [
+                ("", made), ("&Owner.1=self", made.enumerated().filter { $0.offset % 2 == 0 }.map(\.element)),
+            ] {
                 var seen: [String] = []
                 var token: String?
                 var pages = 0
@@ -243,7 +254,8 @@ struct ResponderTests {
         try await Self.with { f in
             let s = try await f.snapshot(Self.alice, "shared")
             let m = "Action=ModifySnapshotAttribute&Version=2016-11-15&SnapshotId=\(s.id)"
-            let read = "Action=DescribeSnapshotAttribute&Version=2016-11-15&SnapshotId=\(s.id)&Attribute=createVolumePermission"
+            let read =
+                "Action=DescribeSnapshotAttribute&Version=2016-11-15&SnapshotId=\(s.id)&Attribute=createVolumePermission"
 
             var (status, parsed, text) = try await f.call(
                 m + "&Attribute=createVolumePermission&OperationType=add&UserId.1=bob%40acme&UserId.2=carol%40other")
@@ -270,21 +282,31 @@ struct ResponderTests {
 
             // Only the owner reads or changes permissions; a grantee sees the snapshot but not its grants.
             #expect(try await f.error(read, as: "bob@acme", status: 403) == "UnauthorizedOperation")
-            #expect(try await f.error(m + "&OperationType=add&UserGroup.1=all", as: "bob@acme", status: 403)
-                == "UnauthorizedOperation")
+            #expect(
+                try await f.error(m + "&OperationType=add&UserGroup.1=all", as: "bob@acme", status: 403)
+                    == "UnauthorizedOperation")
             #expect(try await f.error(read, as: "carol@other") == "InvalidSnapshot.NotFound")
 
             // Bad values change nothing.
             #expect(try await f.error(m + "&OperationType=add&UserGroup.1=everyone") == "InvalidParameterValue")
-            #expect(try await f.error(m + "&OperationType=add&UserId.1=dave%40acme&UserId.2=bad") == "InvalidParameterValue")
+            #expect(
+                try await f.error(m + "&OperationType=add&UserId.1=dave%40acme&UserId.2=bad") == "InvalidParameterValue"
+            )
             #expect(try await f.error(m + "&OperationType=grant&UserId.1=dave%40acme") == "InvalidParameterValue")
             #expect(try await f.error(m + "&UserId.1=dave%40acme") == "MissingParameter")
             #expect(try await f.error(m) == "MissingParameter")
             #expect(try await f.error(m + "&OperationType=add&UserId.1=alice%40acme") == "InvalidParameterValue")
-            #expect(try await f.error(m + "&CreateVolumePermission.Add.1.UserId=dave%40acme&CreateVolumePermission.Remove.1.UserId=dave%40acme") == "InvalidParameterCombination")
+            #expect(
+                try await f.error(
+                    m
+                        + "&CreateVolumePermission.Add.1.UserId=dave%40acme&CreateVolumePermission.Remove.1.UserId=dave%40acme"
+                ) == "InvalidParameterCombination")
             (_, parsed, _) = try await f.call(read)
             #expect(parsed.texts("userId") == ["bob@acme"], "nothing changed")
-            #expect(try await f.error(m.replacingOccurrences(of: "\(s.id)", with: "snap-0000beef") + "&OperationType=add&UserGroup.1=all") == "InvalidSnapshot.NotFound")
+            #expect(
+                try await f.error(
+                    m.replacingOccurrences(of: "\(s.id)", with: "snap-0000beef") + "&OperationType=add&UserGroup.1=all")
+                    == "InvalidSnapshot.NotFound")
 
             // Reset: private and shared with nobody.
             (status, _, text) = try await f.call(
@@ -292,16 +314,24 @@ struct ResponderTests {
             #expect(status == 200, "\(text)")
             (_, parsed, text) = try await f.call(read)
             #expect(parsed.texts("userId") == [] && text.contains("<createVolumePermission/>"))
-            #expect(try await f.error("Action=ResetSnapshotAttribute&Version=2016-11-15&SnapshotId=\(s.id)&Attribute=description") == "InvalidParameterValue")
-            #expect(try await f.error("Action=DescribeSnapshotAttribute&Version=2016-11-15&SnapshotId=\(s.id)") == "MissingParameter")
+            #expect(
+                try await f.error(
+                    "Action=ResetSnapshotAttribute&Version=2016-11-15&SnapshotId=\(s.id)&Attribute=description")
+                    == "InvalidParameterValue")
+            #expect(
+                try await f.error("Action=DescribeSnapshotAttribute&Version=2016-11-15&SnapshotId=\(s.id)")
+                    == "MissingParameter")
         }
     }
 
-    @Test("volumes and snapshot lifecycle: CreateVolume (ClientToken), DescribeVolumes, CreateSnapshot, CopySnapshot, deletes")
+    @Test(
+        "volumes and snapshot lifecycle: CreateVolume (ClientToken), DescribeVolumes, CreateSnapshot, CopySnapshot, deletes"
+    )
     func lifecycle() async throws {
         try await Self.with { f in
             let s = try await f.snapshot(Self.alice, "base")
-            let create = "Action=CreateVolume&Version=2016-11-15&AvailabilityZone=any&SnapshotId=\(s.id)&ClientToken=tok-1"
+            let create =
+                "Action=CreateVolume&Version=2016-11-15&AvailabilityZone=any&SnapshotId=\(s.id)&ClientToken=tok-1"
             var (status, parsed, text) = try await f.call(create)
             #expect(status == 200, "\(text)")
             let volume = try #require(parsed.values["volumeId"])
@@ -309,21 +339,30 @@ struct ResponderTests {
             #expect(parsed.values["snapshotId"] == s.id.rawValue)
             (_, parsed, _) = try await f.call(create)
             #expect(parsed.values["volumeId"] == volume, "the same ClientToken answers the same volume")
-            #expect(try await f.error(create.replacingOccurrences(of: "any", with: "x") + "&Size=2") == "InvalidParameterValue")
+            #expect(
+                try await f.error(create.replacingOccurrences(of: "any", with: "x") + "&Size=2")
+                    == "InvalidParameterValue")
             #expect(try await f.error("Action=CreateVolume&Version=2016-11-15&Size=1") == "MissingParameter")
-            #expect(try await f.error("Action=CreateVolume&Version=2016-11-15&SnapshotId=\(s.id)&ClientToken=tok-1&Size=1")
-                == "IdempotentParameterMismatch")
-            #expect(try await f.error("Action=CreateVolume&Version=2016-11-15&SnapshotId=\(s.id)", as: "carol@other")
-                == "InvalidSnapshot.NotFound")
+            #expect(
+                try await f.error("Action=CreateVolume&Version=2016-11-15&SnapshotId=\(s.id)&ClientToken=tok-1&Size=1")
+                    == "IdempotentParameterMismatch")
+            #expect(
+                try await f.error("Action=CreateVolume&Version=2016-11-15&SnapshotId=\(s.id)", as: "carol@other")
+                    == "InvalidSnapshot.NotFound")
 
             (_, parsed, _) = try await f.call("Action=DescribeVolumes&Version=2016-11-15")
             #expect(parsed.texts("volumeId") == [volume])
             (_, parsed, _) = try await f.call("Action=DescribeVolumes&Version=2016-11-15", as: "bob@acme")
             #expect(parsed.texts("volumeId") == [])
-            #expect(try await f.error("Action=DescribeVolumes&Version=2016-11-15&VolumeId.1=vol-0000beef") == "InvalidVolume.NotFound")
-            #expect(try await f.error("Action=DescribeVolumes&Version=2016-11-15&VolumeId.1=v") == "InvalidVolumeID.Malformed")
+            #expect(
+                try await f.error("Action=DescribeVolumes&Version=2016-11-15&VolumeId.1=vol-0000beef")
+                    == "InvalidVolume.NotFound")
+            #expect(
+                try await f.error("Action=DescribeVolumes&Version=2016-11-15&VolumeId.1=v")
+                    == "InvalidVolumeID.Malformed")
 
-            (status, parsed, text) = try await f.call("Action=CreateSnapshot&Version=2016-11-15&VolumeId=\(volume)&Description=from+vol")
+            (status, parsed, text) = try await f.call(
+                "Action=CreateSnapshot&Version=2016-11-15&VolumeId=\(volume)&Description=from+vol")
             #expect(status == 200, "\(text)")
             #expect(parsed.values["volumeId"] == volume)
             #expect(parsed.values["description"] == "from vol")
@@ -338,16 +377,24 @@ struct ResponderTests {
             let copy = try #require(parsed.values["snapshotId"])
             let copied = try await f.service.snapshot(try SnapshotID(parsing: copy), caller: .project(Self.bob))
             #expect(copied.owner == Self.bob && copied.checksum == s.checksum && copied.state == .available)
-            #expect(try await f.service.listVolumes(caller: .project(Self.bob)).isEmpty, "the copy's scratch volume is gone")
+            #expect(
+                try await f.service.listVolumes(caller: .project(Self.bob)).isEmpty, "the copy's scratch volume is gone"
+            )
 
-            #expect(try await f.error("Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=\(s.id)", as: "bob@acme", status: 403)
-                == "UnauthorizedOperation")
+            #expect(
+                try await f.error(
+                    "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=\(s.id)", as: "bob@acme", status: 403)
+                    == "UnauthorizedOperation")
             (status, _, text) = try await f.call("Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=\(fromVolume)")
             #expect(status == 200, "\(text)")
-            #expect(try await f.error("Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=\(fromVolume)") == "InvalidSnapshot.NotFound")
+            #expect(
+                try await f.error("Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=\(fromVolume)")
+                    == "InvalidSnapshot.NotFound")
             (status, _, text) = try await f.call("Action=DeleteVolume&Version=2016-11-15&VolumeId=\(volume)")
             #expect(status == 200, "\(text)")
-            #expect(try await f.error("Action=DeleteVolume&Version=2016-11-15&VolumeId=\(volume)") == "InvalidVolume.NotFound")
+            #expect(
+                try await f.error("Action=DeleteVolume&Version=2016-11-15&VolumeId=\(volume)")
+                    == "InvalidVolume.NotFound")
             #expect(try await f.error("Action=DeleteSnapshot&Version=2016-11-15") == "MissingParameter")
         }
     }

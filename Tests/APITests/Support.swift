@@ -59,7 +59,8 @@ enum Tools {
         return nil
     }()
 
-    static func run(_ executable: String, _ args: [String], environment extra: [String: String] = [:]) throws -> Result {
+    static func run(_ executable: String, _ args: [String], environment extra: [String: String] = [:]) throws -> Result
+    {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = args
