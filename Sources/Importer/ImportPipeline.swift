@@ -27,13 +27,16 @@ public struct ImportPipeline: ObjectImporting {
         public var chunkSize: Int
         public var cachedChunks: Int
         public var readAhead: Int
+        /// How often at most an import writes its progress (bytes read) to its import row.
+        public var progressWriteInterval: Duration
 
         public init(
             bucket: String, layout: BucketLayout = BucketLayout(), limits: InspectionLimits = InspectionLimits(),
             maxAttempts: Int = 5, leaseDuration: Duration = .seconds(60), workerID: String,
             progressInterval: Duration = .seconds(10), chunkSize: Int = 8 << 20, cachedChunks: Int = 6,
-            readAhead: Int = 3
+            readAhead: Int = 3, progressWriteInterval: Duration = .milliseconds(500)
         ) {
+            self.progressWriteInterval = progressWriteInterval
             self.bucket = bucket
             self.layout = layout
             self.limits = limits
@@ -164,11 +167,13 @@ public struct ImportPipeline: ObjectImporting {
     ) async -> ImportOutcome {
         let importLogger = logger
         let attempt: Result<(SnapshotRecord, Sidecar?), any Error>
+        let progress = ImportProgress(total: candidate.size)
         do {
             attempt = .success(
-                try await whileHoldingLease(claim) {
+                try await whileHoldingLease(claim, progress: progress) {
                     var logger = importLogger
-                    return try await importClaimed(candidate, claim: claim, ownerText: ownerText, logger: &logger)
+                    return try await importClaimed(
+                        candidate, claim: claim, ownerText: ownerText, progress: progress, logger: &logger)
                 })
         } catch {
             attempt = .failure(error)
@@ -251,7 +256,8 @@ public struct ImportPipeline: ObjectImporting {
     /// - Returns: the committed snapshot and the sidecar it was imported with (its sharing is applied
     ///   next, without reading it again).
     private func importClaimed(
-        _ candidate: BucketLayout.Candidate, claim: ImportClaim, ownerText: String?, logger: inout Logger
+        _ candidate: BucketLayout.Candidate, claim: ImportClaim, ownerText: String?, progress: ImportProgress,
+        logger: inout Logger
     ) async throws -> (SnapshotRecord, Sidecar?) {
         guard let ownerText else {
             _ = try layout.ownerText(of: candidate.key)  // throws the precise InvalidProject
@@ -274,7 +280,7 @@ public struct ImportPipeline: ObjectImporting {
         let description = sidecar?.description ?? head.metadata["description"] ?? Self.defaultDescription(candidate.key)
         let source = S3ObjectByteSource(
             store: store, key: candidate.key, etag: candidate.etag, size: head.size, chunkSize: settings.chunkSize,
-            cachedChunks: settings.cachedChunks, readAhead: settings.readAhead)
+            cachedChunks: settings.cachedChunks, readAhead: settings.readAhead, progress: progress)
         let record = try await imageImporter.importImage(
             source: source, claim: claim, owner: owner, description: description, claimedFormat: claimedFormat,
             snapshotSource: .object(bucket: settings.bucket, key: candidate.key, etag: candidate.etag),
@@ -285,11 +291,54 @@ public struct ImportPipeline: ObjectImporting {
     /// Runs `body` under `claim` with the import's one lease owner: a child task that renews the claim
     /// (and with it the pending snapshot) every third of the lease. A failed renewal throws `LeaseLost`,
     /// which cancels `body`; the writer would also learn of the loss at its commit.
-    private func whileHoldingLease<T: Sendable>(
-        _ claim: ImportClaim, _ body: @escaping @Sendable () async throws -> T
+    ///
+    /// With `progress`, a second child writes the bytes read to the import row every
+    /// ``Settings/progressWriteInterval`` when they changed, and the last figure is written once `body`
+    /// ended (committed or not): a few cheap writes a second at most, whatever the block size.
+    func whileHoldingLease<T: Sendable>(
+        _ claim: ImportClaim, progress: ImportProgress? = nil, _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
-        let (catalog, lease) = (catalog, settings.leaseDuration)
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await holdingLease(claim, progress: progress, body))
+        } catch {
+            result = .failure(error)
+        }
+        if let progress {
+            let catalog = catalog
+            let (read, total) = (progress.bytesRead, progress.bytesTotal)
+            do {
+                try await uncancelled { try await catalog.recordProgress(claim, bytesRead: read, bytesTotal: total) }
+            } catch {
+                logger.debug("recording the import's progress failed: \(error)")
+            }
+        }
+        return try result.get()
+    }
+
+    private func holdingLease<T: Sendable>(
+        _ claim: ImportClaim, progress: ImportProgress?, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let (catalog, lease, interval, logger) = (catalog, settings.leaseDuration, settings.progressWriteInterval, logger)
         return try await withThrowingTaskGroup(of: T?.self) { group in
+            if let progress {
+                group.addTask {
+                    var written: (UInt64, UInt64?) = (0, nil)
+                    while true {
+                        try await Task.sleep(for: interval)
+                        let now = (progress.bytesRead, progress.bytesTotal)
+                        guard now != written else { continue }
+                        do {
+                            try await catalog.recordProgress(claim, bytesRead: now.0, bytesTotal: now.1)
+                            written = now
+                        } catch is CancellationError {
+                            throw CancellationError()
+                        } catch {
+                            logger.debug("recording the import's progress failed: \(error)")
+                        }
+                    }
+                }
+            }
             group.addTask {
                 var current = claim
                 while true {
@@ -351,12 +400,13 @@ public struct ImportPipeline: ObjectImporting {
             throw ImporterError(.storageUnavailable, "\(key) is being imported by \(worker ?? "another worker")")
         case .claimed(let claim):
             do {
+                let meter = ImportProgress(total: head.size)
                 let source = S3ObjectByteSource(
                     store: store, key: key, etag: head.etag, size: head.size, chunkSize: settings.chunkSize,
-                    cachedChunks: settings.cachedChunks, readAhead: settings.readAhead)
+                    cachedChunks: settings.cachedChunks, readAhead: settings.readAhead, progress: meter)
                 let (importer, bucket, importLogger) = (imageImporter, settings.bucket, logger)
                 let text = description ?? head.metadata["description"] ?? Self.defaultDescription(key)
-                let record = try await whileHoldingLease(claim) {
+                let record = try await whileHoldingLease(claim, progress: meter) {
                     var logger = importLogger
                     return try await importer.importImage(
                         source: source, claim: claim, owner: owner, description: text, claimedFormat: claimedFormat,

@@ -24,6 +24,8 @@ public final class S3ObjectByteSource: ByteSource {
     private let cachedChunks: Int
     private let readAhead: Int
     private let cancelled = Atomic<Bool>(false)
+    /// Where the bytes fetched are counted for the import's progress, if anywhere.
+    private let progress: ImportProgress?
 
     /// One GET of a chunk: queued on the executor, taken over by a reader that needs it first, or
     /// running; whoever needs its bytes waits for the outcome.
@@ -81,10 +83,13 @@ public final class S3ObjectByteSource: ByteSource {
     ///   - chunkSize: bytes per ranged GET (default 8 MiB).
     ///   - cachedChunks: chunks kept in memory (default 4).
     ///   - readAhead: chunks fetched ahead of a sequential reader (default 2; 0 disables).
+    ///   - progress: counts the bytes fetched (its total is set to `size`).
     public init(
         store: any ObjectStore, key: String, etag: String, size: UInt64,
-        chunkSize: Int = 8 << 20, cachedChunks: Int = 4, readAhead: Int = 2
+        chunkSize: Int = 8 << 20, cachedChunks: Int = 4, readAhead: Int = 2, progress: ImportProgress? = nil
     ) {
+        self.progress = progress
+        progress?.setTotal(size)
         self.store = store
         self.key = key
         self.etag = etag
@@ -201,6 +206,7 @@ public final class S3ObjectByteSource: ByteSource {
             cache.inFlight[index] = nil
             guard case .success(let bytes) = result else { return }
             cache.fetchedBytes += UInt64(bytes.count)
+            progress?.add(UInt64(bytes.count))
             cache.requests += 1
             if cache.chunks[index] == nil {
                 cache.chunks[index] = bytes

@@ -28,8 +28,12 @@ public struct SigV4Credentials: Sendable, Equatable, CustomStringConvertible, Cu
 /// (the signer percent-encodes them once and returns the encoded forms to put on the wire).
 public struct SigV4Request: Sendable {
     public var method: String
-    /// The unencoded absolute path, e.g. `/bucket/p@c/a b.qcow2`.
+    /// The unencoded absolute path, e.g. `/bucket/p@c/a b.qcow2` — or, with ``pathIsEncoded``, the path
+    /// exactly as it goes on the wire.
     public var path: String
+    /// Whether ``path`` is already the path as sent (the test suite's raw request lines); it is then put
+    /// on the wire unchanged. Default false: the signer encodes it once.
+    public var pathIsEncoded: Bool = false
     /// Unencoded query parameters in any order; an empty value is written as `key=`.
     public var query: [(name: String, value: String)]
     /// Headers in the order given; names are case-insensitive. `Host` must be present.
@@ -130,26 +134,22 @@ public struct SigV4Signer: Sendable {
             headers.append((name: "X-Amz-Security-Token", value: token))
         }
 
-        let path: String
-        switch pathStyle {
-        case .s3: path = request.path.isEmpty ? "/" : request.path
-        case .normalized: path = Self.normalize(request.path)
-        }
-        let encodedPath = Self.percentEncode(path, keepSlash: true)
+        let encodedPath = wirePath(request)
         let encodedQuery = Self.canonicalQuery(request.query)
         let (canonicalHeaders, signedHeaders) = Self.canonicalHeaders(headers)
-        let canonicalRequest = [
-            request.method.uppercased(), encodedPath, encodedQuery, canonicalHeaders, signedHeaders,
-            request.payloadHash,
-        ].joined(separator: "\n")
-
-        let scope = "\(day)/\(region)/\(service)/aws4_request"
-        let stringToSign = [
-            "AWS4-HMAC-SHA256", amzDate, scope, Self.hexSHA256(Array(canonicalRequest.utf8)),
-        ].joined(separator: "\n")
-        let signature = Self.hex(Array(HMAC<SHA256>.authenticationCode(
-            for: Array(stringToSign.utf8), using: SymmetricKey(data: signingKey(day: day)))))
-        let authorization = "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), "
+        let canonicalRequest = SigV4Canonical.request(
+            method: request.method, uri: SigV4Canonical.uri(wirePath: encodedPath, style: pathStyle),
+            query: encodedQuery, headers: canonicalHeaders,
+            signedHeaders: signedHeaders, payloadHash: request.payloadHash)
+        let scope = SigV4Canonical.scope(day: day, region: region, service: service)
+        let stringToSign = SigV4Canonical.stringToSign(
+            amzDate: amzDate, scope: scope, canonicalRequest: canonicalRequest)
+        let signature = SigV4Canonical.signature(
+            key: SigV4Canonical.signingKey(
+                secret: credentials.secretAccessKey, day: day, region: region, service: service),
+            stringToSign: stringToSign)
+        let authorization =
+            "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), "
             + "SignedHeaders=\(signedHeaders), Signature=\(signature)"
         if let token, sessionTokenPlacement == .unsigned {
             headers.append((name: "X-Amz-Security-Token", value: token))
@@ -161,13 +161,56 @@ public struct SigV4Signer: Sendable {
             signature: signature)
     }
 
-    /// kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, day), region), service), "aws4_request").
-    private func signingKey(day: String) -> [UInt8] {
-        var key = Array(("AWS4" + credentials.secretAccessKey).utf8)
-        for part in [day, region, service, "aws4_request"] {
-            key = Array(HMAC<SHA256>.authenticationCode(for: Array(part.utf8), using: SymmetricKey(data: key)))
-        }
-        return key
+    /// Presigns `request` (query-string authentication, as for a presigned URL): the authentication
+    /// parameters `X-Amz-Algorithm`, `X-Amz-Credential`, `X-Amz-Date`, `X-Amz-Expires`,
+    /// `X-Amz-SignedHeaders` (and `X-Amz-Security-Token` when the credentials carry one) join the query,
+    /// the signature is computed over it, and `X-Amz-Signature` is appended last.
+    ///
+    /// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html>; the same
+    /// canonical request, string to sign and signing key as ``sign(_:date:)``.
+    /// - Parameters:
+    ///   - request: the request with unencoded path and query; its headers (at least `Host`) are signed.
+    ///     Its `payloadHash` is used as given (`UNSIGNED-PAYLOAD` for S3).
+    ///   - date: the signing time.
+    ///   - expires: seconds the URL stays valid (`X-Amz-Expires`, 1 to 604800).
+    /// - Returns: the encoded path and the full encoded query (signature included); `headers` are the
+    ///   request's own, `authorization` is empty.
+    public func presign(_ request: SigV4Request, date: Date, expires: Int) -> SigV4SignedRequest {
+        let (amzDate, day) = Self.timestamps(date)
+        let headers = request.headers.filter { $0.name.lowercased() != "authorization" }
+        let (canonicalHeaders, signedHeaders) = Self.canonicalHeaders(headers)
+        let scope = SigV4Canonical.scope(day: day, region: region, service: service)
+        var query = request.query.filter { !SigV4Canonical.queryAuthenticationParameters.contains($0.name) }
+        query += [
+            ("X-Amz-Algorithm", SigV4Canonical.algorithm),
+            ("X-Amz-Credential", "\(credentials.accessKeyID)/\(scope)"),
+            ("X-Amz-Date", amzDate),
+            ("X-Amz-Expires", String(expires)),
+            ("X-Amz-SignedHeaders", signedHeaders),
+        ]
+        if let token = credentials.sessionToken { query.append(("X-Amz-Security-Token", token)) }
+        let encodedPath = wirePath(request)
+        let encodedQuery = Self.canonicalQuery(query)
+        let canonicalRequest = SigV4Canonical.request(
+            method: request.method, uri: SigV4Canonical.uri(wirePath: encodedPath, style: pathStyle),
+            query: encodedQuery, headers: canonicalHeaders,
+            signedHeaders: signedHeaders, payloadHash: request.payloadHash)
+        let stringToSign = SigV4Canonical.stringToSign(
+            amzDate: amzDate, scope: scope, canonicalRequest: canonicalRequest)
+        let signature = SigV4Canonical.signature(
+            key: SigV4Canonical.signingKey(
+                secret: credentials.secretAccessKey, day: day, region: region, service: service),
+            stringToSign: stringToSign)
+        return SigV4SignedRequest(
+            encodedPath: encodedPath, encodedQuery: encodedQuery + "&X-Amz-Signature=" + signature, headers: headers,
+            canonicalRequest: canonicalRequest, stringToSign: stringToSign, authorization: "", signature: signature)
+    }
+
+    /// The path to send: the request's path encoded once (unreserved characters and `/` kept), or as
+    /// given when ``SigV4Request/pathIsEncoded``; `/` for an empty path.
+    private func wirePath(_ request: SigV4Request) -> String {
+        let path = request.path.isEmpty ? "/" : request.path
+        return request.pathIsEncoded ? path : Self.percentEncode(path, keepSlash: true)
     }
 
     // MARK: - Canonical forms
@@ -247,7 +290,7 @@ public struct SigV4Signer: Sendable {
         return (canonical, names.joined(separator: ";"))
     }
 
-    private static func collapseSpaces(_ value: String) -> String {
+    static func collapseSpaces(_ value: String) -> String {
         var out = ""
         var pendingSpace = false
         for ch in value {

@@ -43,10 +43,22 @@ struct Configuration: Sendable, Equatable {
         var maxAttempts = 5
     }
 
+    /// `[api]`: `snapimport serve`.
+    struct APISection: Sendable, Equatable {
+        /// `HOST:PORT` the EC2-compatible API listens on.
+        var listen = "127.0.0.1:8773"
+        /// PEM certificate chain and private key for HTTPS; both or neither.
+        var tlsCert: String?
+        var tlsKey: String?
+        /// Whether `serve` also runs `watch`'s passes over incoming/ in the same process.
+        var watch = false
+    }
+
     var s3 = S3Section()
     var layout = LayoutSection()
     var store = StoreSection()
     var limits = LimitsSection()
+    var api = APISection()
     /// Whether `[store] path` was written in the configuration file (then a relative one is taken from
     /// the file's folder; the default `./data` and `SNAPIMPORT_STORE` stay relative to the working
     /// directory).
@@ -135,6 +147,13 @@ struct Configuration: Sendable, Equatable {
                 }
                 if let n = try reader.int(section, "concurrent_imports") { config.limits.concurrentImports = n }
                 if let n = try reader.int(section, "max_attempts") { config.limits.maxAttempts = n }
+            case "api":
+                reader.section = "api"
+                try reader.checkKeys(section, ["listen", "tls_cert", "tls_key", "watch"])
+                config.api.listen = try reader.string(section, "listen") ?? config.api.listen
+                config.api.tlsCert = try reader.string(section, "tls_cert")
+                config.api.tlsKey = try reader.string(section, "tls_key")
+                config.api.watch = try reader.bool(section, "watch") ?? false
             default:
                 throw ValidationError("\(origin): unknown section [\(key)]")
             }
@@ -155,6 +174,7 @@ struct Configuration: Sendable, Equatable {
         if let path = environment["SNAPIMPORT_STORE"], !path.isEmpty { store.path = path }
         if let catalog = environment["SNAPIMPORT_CATALOG"], !catalog.isEmpty { store.catalog = catalog }
         if let blocks = environment["SNAPIMPORT_BLOCKS"], !blocks.isEmpty { store.blocks = blocks }
+        if let listen = environment["SNAPIMPORT_API_LISTEN"], !listen.isEmpty { api.listen = listen }
     }
 
     func validate(origin: String) throws {
@@ -163,6 +183,9 @@ struct Configuration: Sendable, Equatable {
         }
         guard limits.concurrentImportsPerCustomer > 0, limits.concurrentImports > 0, limits.maxAttempts > 0 else {
             throw ValidationError("\(origin): [limits] counts must be positive")
+        }
+        if (api.tlsCert == nil) != (api.tlsKey == nil) {
+            throw ValidationError("\(origin): [api] tls_cert and tls_key go together: set both or neither")
         }
         if let blockSize = store.blockSize {
             guard blockSize >= 4096, blockSize <= 64 << 20, blockSize & (blockSize - 1) == 0 else {
@@ -189,6 +212,12 @@ private struct TableReader {
             throw ValidationError("\(origin): [\(section)] \(key) must be a string")
         }
         return string
+    }
+
+    func bool(_ table: TOMLTable, _ key: String) throws -> Bool? {
+        guard let value = table[key] else { return nil }
+        guard let bool = value.bool else { throw ValidationError("\(origin): [\(section)] \(key) must be true or false") }
+        return bool
     }
 
     func int(_ table: TOMLTable, _ key: String) throws -> Int? {

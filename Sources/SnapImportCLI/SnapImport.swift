@@ -22,6 +22,8 @@ public struct SnapImport: AsyncParsableCommand {
             InstanceCommand.self,
             TemplateCommand.self,
             ImportsCommand.self,
+            ServeCommand.self,
+            KeysCommand.self,
         ]
     )
 

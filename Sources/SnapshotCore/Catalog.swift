@@ -40,9 +40,12 @@ public import Foundation
 ///   unique index on (`source_bucket`, `source_key`, `source_etag`) WHERE `state = 'available'`;
 ///   `manifests` (`snapshot_id` primary key, `data` blob = ``Manifest/encoded()``); `volumes`;
 ///   `instances`; `templates` (`snapshots` as a JSON array); `imports` (primary key
-///   `bucket`, `key`, `etag`); `block_refs` (`hash` primary key, `refs`: how many manifests name the
+///   `bucket`, `key`, `etag`; `bytes_read`, `bytes_total`); `import_tasks` (``ImportTaskRecord``, primary key
+///   `id`, unique (`requester`, `client_token`), indexes on (`owner`, `id`) and (`state`, `id`)); `block_refs` (`hash` primary key, `refs`: how many manifests name the
 ///   block, maintained by `insertManifest` and `deleteSnapshot` in their transaction; a partial index
-///   on the zero rows); `gc_sweep` (one row: the pending sweep request and its version).
+///   on the zero rows); `gc_sweep` (one row: the pending sweep request and its version); `access_keys`
+///   (`id` primary key, `secret` in plain text — the server needs it to compute signatures —,
+///   `caller_kind` `operator`|`project`, `project`, `created_at`).
 /// - Every query of the "Targeted queries" group is served by an index (see the schemas): none reads a
 ///   whole table, so a pass, a delete or a page of a listing costs the same at a million snapshots.
 public protocol Catalog: Sendable {
@@ -70,6 +73,11 @@ public protocol Catalog: Sendable {
     /// Ordered by `createdAt`, then bucket, key, etag.
     func imports() async throws -> [ImportRecord]
 
+    /// The API access key with this ID (secret included), nil when unknown.
+    func accessKey(_ id: String) async throws -> AccessKey?
+    /// Every access key, ordered by `createdAt` then `id`.
+    func accessKeys() async throws -> [AccessKey]
+
     // MARK: Targeted queries (issue 11): nothing on a hot path reads a whole table.
 
     /// The snapshots `caller` may see (``Snapshots``' rules: the operator sees every one; a project its
@@ -91,10 +99,31 @@ public protocol Catalog: Sendable {
     /// Claims an object version in ONE conditional statement: inserts the row (`claimed`, attempts 1),
     /// or takes it over when it is `retry`, or `claimed` with a lease that ended at or before `now`
     /// (or held by this same `worker`): state `claimed`, the worker and lease, `attempts + 1`,
-    /// `snapshotID` cleared, `updatedAt = now`, version + 1. A lost race costs that one statement.
+    /// `snapshotID` cleared, progress reset (`bytesRead` 0, `bytesTotal` nil), `updatedAt = now`, version + 1. A lost race costs that one statement.
     /// - Returns: the row as claimed, or nil when it is not claimable (imported, failed, leased).
     func claimImport(_ key: ImportKey, owner: String, worker: String, leaseExpiresAt: Date, now: Date) async throws
         -> ImportRecord?
+
+    /// Records how far an import attempt has read its object: sets `bytesRead` and `bytesTotal` of the row
+    /// where its worker is `worker`, or none (the attempt just ended: its last figure), in one statement that
+    /// leaves every other field and the version alone. The importer calls it at most a few times a second.
+    /// - Returns: whether a row was updated (false when another worker has taken the import over).
+    @discardableResult
+    func recordImportProgress(_ key: ImportKey, worker: String, bytesRead: Int64, bytesTotal: Int64?) async throws
+        -> Bool
+
+    // MARK: Import tasks (issue 15), each query served by an index.
+
+    func importTask(_ id: ImportTaskID) async throws -> ImportTaskRecord?
+    /// The task `requester` started with this `ClientToken` (unique per requester), if any.
+    func importTask(requester: Caller, clientToken: String) async throws -> ImportTaskRecord?
+    /// The tasks of `owner` (every task when nil), ascending by ID (= by creation), after `cursor`, at most
+    /// `limit`.
+    func importTasks(ownedBy owner: ProjectRef?, after cursor: ImportTaskID?, limit: Int) async throws
+        -> [ImportTaskRecord]
+    /// The tasks in `state`, ascending by ID, after `cursor`, at most `limit` (the runner's work list).
+    func importTasks(in state: ImportTaskState, after cursor: ImportTaskID?, limit: Int) async throws
+        -> [ImportTaskRecord]
 
     /// The reference counts of these blocks: how many manifests name each. A block with no count row
     /// is absent from the result (never referenced, or forgotten after collection).
@@ -152,10 +181,21 @@ public enum CatalogWrite: Sendable {
     /// Delete the template where the stored version is `version` (its snapshots stay, deletable again).
     case deleteTemplate(TemplateID, version: Int64)
 
+    /// Insert an API access key; conflict if the ID exists. Keys are never updated.
+    case insertAccessKey(AccessKey)
+    /// Delete the access key with this ID; conflict if there is none.
+    case deleteAccessKey(String)
+
     /// Insert with version 1; conflict if (bucket, key, etag) exists.
     case insertImport(ImportRecord)
-    /// Replace where the stored version is `record.version`; store version + 1.
+    /// Replace where the stored version is `record.version`; store version + 1. `bytesRead`/`bytesTotal` are
+    /// left as stored (see ``Catalog/recordImportProgress(_:worker:bytesRead:bytesTotal:)``).
     case updateImport(ImportRecord)
+
+    /// Insert with version 1; conflict if the ID, or the (requester, client token) pair, exists.
+    case insertImportTask(ImportTaskRecord)
+    /// Replace where the stored version is `record.version`; store version + 1.
+    case updateImportTask(ImportTaskRecord)
 }
 
 /// Where a page of snapshots ends: the (`createdAt`, `id`) of its last row. Its ``token`` is what

@@ -437,12 +437,20 @@ public struct ImportRecord: Hashable, Sendable {
     public var createdAt: Date
     public var updatedAt: Date
     public var version: Int64
+    /// Bytes of the object read so far by the current (or last) attempt. Written only by
+    /// ``Catalog/recordImportProgress(_:worker:bytesRead:bytesTotal:)`` (a versioned update of the row
+    /// leaves it as stored) and reset to 0 by a new claim.
+    public var bytesRead: Int64
+    /// The object's size once the attempt knows it.
+    public var bytesTotal: Int64?
 
     public init(
         key: ImportKey, owner: String, state: ImportState, worker: String?, leaseExpiresAt: Date?, attempts: Int,
         snapshotID: SnapshotID?, errorCode: String?, errorMessage: String?, createdAt: Date, updatedAt: Date,
-        version: Int64
+        version: Int64, bytesRead: Int64 = 0, bytesTotal: Int64? = nil
     ) {
+        self.bytesRead = bytesRead
+        self.bytesTotal = bytesTotal
         self.key = key
         self.owner = owner
         self.state = state

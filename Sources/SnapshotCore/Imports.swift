@@ -99,6 +99,16 @@ public struct ImportClaims: LedgerBacked {
             "import failed", metadata: ["key": "\(claim.key.key)", "code": "\(code)", "permanent": "\(permanent)"])
     }
 
+    /// Records how far the attempt holding `claim` has read its object (see
+    /// ``Catalog/recordImportProgress(_:worker:bytesRead:bytesTotal:)``): a single statement, no retry, no
+    /// version change. - Returns: false when another worker has taken the import over.
+    @discardableResult
+    public func recordImportProgress(_ claim: ImportClaim, bytesRead: UInt64, bytesTotal: UInt64?) async throws -> Bool {
+        try await catalog.recordImportProgress(
+            claim.key, worker: claim.worker, bytesRead: Int64(clamping: bytesRead),
+            bytesTotal: bytesTotal.map { Int64(clamping: $0) })
+    }
+
     /// Every import, oldest first (`snapimport imports list`).
     public func listImports() async throws -> [ImportRecord] {
         try await catalog.imports()

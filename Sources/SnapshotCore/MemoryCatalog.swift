@@ -13,6 +13,8 @@ public final class MemoryCatalog: Catalog {
         var instances: [InstanceID: InstanceRecord] = [:]
         var templates: [TemplateID: TemplateRecord] = [:]
         var imports: [ImportKey: ImportRecord] = [:]
+        var accessKeys: [String: AccessKey] = [:]
+        var tasks: [ImportTaskID: ImportTaskRecord] = [:]
         var references: [BlockHash: Int] = [:]
         var sweep: (before: Date?, version: Int64)?
     }
@@ -61,6 +63,12 @@ public final class MemoryCatalog: Catalog {
                     < ($1.createdAt, $1.key.bucket, $1.key.key, $1.key.etag)
             }
         }
+    }
+
+    public func accessKey(_ id: String) async throws -> AccessKey? { state.withLock { $0.accessKeys[id] } }
+
+    public func accessKeys() async throws -> [AccessKey] {
+        state.withLock { $0.accessKeys.values.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) } }
     }
 
     // MARK: Targeted queries (linear scans: this catalog is for tests, not for scale)
@@ -130,10 +138,51 @@ public final class MemoryCatalog: Catalog {
             row.attempts += 1
             row.snapshotID = nil
             row.updatedAt = now
+            row.bytesRead = 0
+            row.bytesTotal = nil
             row.version += 1
             state.imports[key] = row
             return row
         }
+    }
+
+    public func recordImportProgress(_ key: ImportKey, worker: String, bytesRead: Int64, bytesTotal: Int64?)
+        async throws -> Bool
+    {
+        state.withLock { state in
+            guard var row = state.imports[key], row.worker == nil || row.worker == worker else { return false }
+            row.bytesRead = bytesRead
+            row.bytesTotal = bytesTotal
+            state.imports[key] = row
+            return true
+        }
+    }
+
+    public func importTask(_ id: ImportTaskID) async throws -> ImportTaskRecord? { state.withLock { $0.tasks[id] } }
+
+    public func importTask(requester: Caller, clientToken: String) async throws -> ImportTaskRecord? {
+        state.withLock { $0.tasks.values.first { $0.requester == requester && $0.clientToken == clientToken } }
+    }
+
+    public func importTasks(ownedBy owner: ProjectRef?, after cursor: ImportTaskID?, limit: Int) async throws
+        -> [ImportTaskRecord]
+    {
+        taskPage(after: cursor, limit: limit) { owner == nil || $0.owner == owner }
+    }
+
+    public func importTasks(in taskState: ImportTaskState, after cursor: ImportTaskID?, limit: Int) async throws
+        -> [ImportTaskRecord]
+    {
+        taskPage(after: cursor, limit: limit) { $0.state == taskState }
+    }
+
+    private func taskPage(after cursor: ImportTaskID?, limit: Int, _ include: (ImportTaskRecord) -> Bool)
+        -> [ImportTaskRecord]
+    {
+        let rows = state.withLock { Array($0.tasks.values) }
+        return Array(
+            rows.filter { row in include(row) && (cursor.map { row.id > $0 } ?? true) }.sorted { $0.id < $1.id }
+                .prefix(max(0, limit)))
     }
 
     public func blockReferences(_ hashes: [BlockHash]) async throws -> [BlockHash: Int] {
@@ -250,6 +299,14 @@ public final class MemoryCatalog: Catalog {
             try expect(s.templates[id]?.version, version, "template \(id)")
             s.templates[id] = nil
 
+        case .insertAccessKey(let key):
+            guard s.accessKeys[key.id] == nil else { throw SnapshotError.conflict("access key \(key.id) exists") }
+            s.accessKeys[key.id] = key
+        case .deleteAccessKey(let id):
+            guard s.accessKeys.removeValue(forKey: id) != nil else {
+                throw SnapshotError.conflict("access key \(id) vanished meanwhile")
+            }
+
         case .insertImport(let record):
             guard s.imports[record.key] == nil else { throw SnapshotError.conflict("import \(record.key) exists") }
             var record = record
@@ -259,7 +316,34 @@ public final class MemoryCatalog: Catalog {
             try expect(s.imports[record.key]?.version, record.version, "import \(record.key)")
             var record = record
             record.version += 1
+            // Progress is written only by recordImportProgress (and reset by a claim).
+            record.bytesRead = s.imports[record.key]?.bytesRead ?? 0
+            record.bytesTotal = s.imports[record.key]?.bytesTotal
             s.imports[record.key] = record
+
+        case .insertImportTask(let record):
+            guard s.tasks[record.id] == nil else { throw SnapshotError.conflict("import task \(record.id) exists") }
+            if let token = record.clientToken, Self.tokenInUse(token, by: record, s) {
+                throw SnapshotError.conflict("client token \(token) is in use")
+            }
+            var record = record
+            record.version = 1
+            s.tasks[record.id] = record
+        case .updateImportTask(let record):
+            try expect(s.tasks[record.id]?.version, record.version, "import task \(record.id)")
+            if let token = record.clientToken, Self.tokenInUse(token, by: record, s) {
+                throw SnapshotError.conflict("client token \(token) is in use")
+            }
+            var record = record
+            record.version += 1
+            s.tasks[record.id] = record
+        }
+    }
+
+    /// Whether another task of the same requester holds `token` (the other catalogs' unique index).
+    private static func tokenInUse(_ token: String, by record: ImportTaskRecord, _ s: State) -> Bool {
+        s.tasks.values.contains { (other: ImportTaskRecord) -> Bool in
+            other.id != record.id && other.requester == record.requester && other.clientToken == token
         }
     }
 

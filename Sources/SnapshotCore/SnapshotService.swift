@@ -10,7 +10,8 @@ public import Logging
 ///   (what a ``SnapshotWriter`` works through);
 /// - ``BlockCollector``: garbage collection of blocks;
 /// - ``Volumes``: volumes, instances and templates;
-/// - ``ImportClaims``: exactly-once import claims with leases.
+/// - ``ImportClaims``: exactly-once import claims with leases;
+/// - ``AccessKeys``: the API's access keys.
 /// The methods below only forward to them.
 public struct SnapshotService: Sendable {
     public let ledger: Ledger
@@ -19,6 +20,7 @@ public struct SnapshotService: Sendable {
     public let collector: BlockCollector
     public let volumes: Volumes
     public let claims: ImportClaims
+    public let accessKeys: AccessKeys
 
     public var catalog: any Catalog { ledger.catalog }
     public var blocks: any BlockStore { ledger.blocks }
@@ -41,6 +43,7 @@ public struct SnapshotService: Sendable {
         pending = PendingSnapshots(ledger: ledger, collector: collector, volumesDirectory: volumesDirectory)
         volumes = Volumes(ledger: ledger, pending: pending, volumesDirectory: volumesDirectory)
         claims = ImportClaims(ledger: ledger)
+        accessKeys = AccessKeys(ledger: ledger)
     }
 
     /// Whether `caller` may see `snapshot` (see ``Snapshots``).

@@ -6,7 +6,8 @@
 /// constraints that make the rules hold in the database itself, whatever the caller does:
 /// - `snapshots_object_source`: at most one *available* snapshot per (bucket, key, ETag) — exactly-once import;
 /// - `manifests.snapshot_id` references `snapshots` (ON DELETE CASCADE): no manifest outlives its snapshot;
-/// - `imports` primary key (bucket, key, etag): one claim row per object version.
+/// - `imports` primary key (bucket, key, etag): one claim row per object version;
+/// - `access_keys` primary key `id`; `project` set exactly when `caller_kind` is `project`.
 enum CatalogSchema {
     static let migrations: [Migrations.Migration] = [
         Migrations.Migration(
@@ -141,6 +142,59 @@ enum CatalogSchema {
                 INSERT INTO gc_sweep (id, due_before, version)
                 SELECT 1, now(), 1 WHERE EXISTS (SELECT 1 FROM snapshots)
                 """,
+            ]),
+        Migrations.Migration(
+            version: 3, name: "v3 accessKeys",
+            sql: [
+                // API access keys. The secret is stored as is: SigV4 verification needs it (SnapshotCore's
+                // AccessKey); the database's access control protects it.
+                """
+                CREATE TABLE access_keys (
+                    id text PRIMARY KEY,
+                    secret text NOT NULL,
+                    caller_kind text NOT NULL CHECK (caller_kind IN ('operator', 'project')),
+                    project text CHECK ((caller_kind = 'project') = (project IS NOT NULL)),
+                    created_at timestamptz NOT NULL
+                )
+                """,
+                "CREATE INDEX access_keys_created ON access_keys (created_at, id)",
+            ]),
+        // Version 4 (not 3): self-contained, so it merges beside the access keys' migration whatever its number.
+        Migrations.Migration(
+            version: 4, name: "importTasks: import tasks of the EC2 API and the progress of every import",
+            sql: [
+                "ALTER TABLE imports ADD COLUMN bytes_read bigint NOT NULL DEFAULT 0",
+                "ALTER TABLE imports ADD COLUMN bytes_total bigint",
+                """
+                CREATE TABLE import_tasks (
+                    id text PRIMARY KEY,
+                    owner text NOT NULL,
+                    requester text NOT NULL,
+                    bucket text NOT NULL,
+                    "key" text NOT NULL,
+                    etag text,
+                    format text,
+                    description text,
+                    client_token text,
+                    state text NOT NULL CHECK (state IN ('active', 'completed', 'deleted')),
+                    status_message text,
+                    bytes_read bigint NOT NULL,
+                    bytes_total bigint,
+                    snapshot_id text,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    worker text,
+                    lease_expires_at timestamptz,
+                    attempts bigint NOT NULL,
+                    version bigint NOT NULL
+                )
+                """,
+                """
+                CREATE UNIQUE INDEX import_tasks_client_token ON import_tasks (requester, client_token)
+                    WHERE client_token IS NOT NULL
+                """,
+                "CREATE INDEX import_tasks_owner ON import_tasks (owner, id)",
+                "CREATE INDEX import_tasks_state ON import_tasks (state, id)",
             ]),
     ]
 }

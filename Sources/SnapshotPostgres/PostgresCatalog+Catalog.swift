@@ -76,6 +76,19 @@ extension PostgresCatalog: Catalog {
             Self.importRecord(from:))
     }
 
+    public func accessKey(_ id: String) async throws -> AccessKey? {
+        try await read(
+            "access key \(id)", "SELECT \(unescaped: Self.accessKeyColumns) FROM access_keys WHERE id = \(id)",
+            Self.accessKey(from:)
+        ).first
+    }
+
+    public func accessKeys() async throws -> [AccessKey] {
+        try await read(
+            "access keys", "SELECT \(unescaped: Self.accessKeyColumns) FROM access_keys ORDER BY created_at, id",
+            Self.accessKey(from:))
+    }
+
     // MARK: Targeted queries
 
     public func snapshots(visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws
@@ -173,12 +186,77 @@ extension PostgresCatalog: Catalog {
                 \(now), 1)
             ON CONFLICT (bucket, "key", etag) DO UPDATE SET state = 'claimed', worker = EXCLUDED.worker,
                 lease_expires_at = EXCLUDED.lease_expires_at, attempts = i.attempts + 1, snapshot_id = NULL,
-                updated_at = EXCLUDED.updated_at, version = i.version + 1
+                bytes_read = 0, bytes_total = NULL, updated_at = EXCLUDED.updated_at, version = i.version + 1
             WHERE i.state = 'retry' OR (i.state = 'claimed' AND (i.lease_expires_at IS NULL
                 OR i.lease_expires_at <= EXCLUDED.updated_at OR i.worker = EXCLUDED.worker))
             RETURNING \(unescaped: Self.importColumns)
             """, Self.importRecord(from:)
         ).first
+    }
+
+    public func recordImportProgress(_ key: ImportKey, worker: String, bytesRead: Int64, bytesTotal: Int64?)
+        async throws -> Bool
+    {
+        let changed = try await read(
+            "progress of \(key)",
+            """
+            UPDATE imports SET bytes_read = \(bytesRead), bytes_total = \(bytesTotal)
+            WHERE bucket = \(key.bucket) AND "key" = \(key.key) AND etag = \(key.etag)
+                AND (worker IS NULL OR worker = \(worker))
+            RETURNING 1
+            """
+        ) { _ in 1 }
+        return changed.count == 1
+    }
+
+    public func importTask(_ id: ImportTaskID) async throws -> ImportTaskRecord? {
+        try await read(
+            "import task \(id)",
+            "SELECT \(unescaped: Self.importTaskColumns) FROM import_tasks WHERE id = \(id.rawValue)",
+            Self.importTask(from:)
+        ).first
+    }
+
+    public func importTask(requester: Caller, clientToken: String) async throws -> ImportTaskRecord? {
+        try await read(
+            "import task of a client token",
+            """
+            SELECT \(unescaped: Self.importTaskColumns) FROM import_tasks
+            WHERE requester = \(requester.storedText) AND client_token = \(clientToken)
+            """, Self.importTask(from:)
+        ).first
+    }
+
+    public func importTasks(ownedBy owner: ProjectRef?, after cursor: ImportTaskID?, limit: Int) async throws
+        -> [ImportTaskRecord]
+    {
+        let after = cursor?.rawValue ?? ""
+        guard let owner else {
+            return try await read(
+                "import tasks",
+                """
+                SELECT \(unescaped: Self.importTaskColumns) FROM import_tasks WHERE id > \(after)
+                ORDER BY id LIMIT \(limit)
+                """, Self.importTask(from:))
+        }
+        return try await read(
+            "import tasks of \(owner)",
+            """
+            SELECT \(unescaped: Self.importTaskColumns) FROM import_tasks
+            WHERE owner = \(owner.description) AND id > \(after) ORDER BY id LIMIT \(limit)
+            """, Self.importTask(from:))
+    }
+
+    public func importTasks(in state: ImportTaskState, after cursor: ImportTaskID?, limit: Int) async throws
+        -> [ImportTaskRecord]
+    {
+        let after = cursor?.rawValue ?? ""
+        return try await read(
+            "\(state.rawValue) import tasks",
+            """
+            SELECT \(unescaped: Self.importTaskColumns) FROM import_tasks
+            WHERE state = \(state.rawValue) AND id > \(after) ORDER BY id LIMIT \(limit)
+            """, Self.importTask(from:))
     }
 
     public func blockReferences(_ hashes: [BlockHash]) async throws -> [BlockHash: Int] {
@@ -405,6 +483,19 @@ extension PostgresCatalog: Catalog {
                     \(t.snapshots.map(\.rawValue)), \(millis(t.createdAt)), 1)
                 """, logger: logger)
 
+        case .insertAccessKey(let k):
+            var project: String?
+            if case .project(let p) = k.caller { project = p.description }
+            let kind = project == nil ? "operator" : "project"
+            try await db.rows(
+                """
+                INSERT INTO access_keys (id, secret, caller_kind, project, created_at)
+                VALUES (\(k.id), \(k.secret), \(kind), \(project), \(millis(k.createdAt)))
+                """, logger: logger)
+        case .deleteAccessKey(let id):
+            let changed = try await db.rows("DELETE FROM access_keys WHERE id = \(id) RETURNING 1", logger: logger)
+            try expectChange(changed, "access key \(id)")
+
         case .insertImport(let r):
             try await db.rows(
                 """
@@ -427,6 +518,33 @@ extension PostgresCatalog: Catalog {
                 RETURNING 1
                 """, logger: logger)
             try expectChange(changed, "import \(r.key)")
+        case .insertImportTask(let t):
+            try await db.rows(
+                """
+                INSERT INTO import_tasks (id, owner, requester, bucket, "key", etag, format, description, client_token,
+                    state, status_message, bytes_read, bytes_total, snapshot_id, created_at, updated_at, worker,
+                    lease_expires_at, attempts, version)
+                VALUES (\(t.id.rawValue), \(t.owner.description), \(t.requester.storedText), \(t.bucket), \(t.key),
+                    \(t.etag), \(t.format), \(t.description), \(t.clientToken), \(t.state.rawValue),
+                    \(t.statusMessage.map(diagnostic)), \(t.bytesRead), \(t.bytesTotal), \(t.snapshotID?.rawValue),
+                    \(millis(t.createdAt)), \(millis(t.updatedAt)), \(t.worker), \(t.leaseExpiresAt.map(millis)),
+                    \(t.attempts), 1)
+                """, logger: logger)
+        case .updateImportTask(let t):
+            let changed = try await db.rows(
+                """
+                UPDATE import_tasks SET owner = \(t.owner.description), requester = \(t.requester.storedText),
+                    bucket = \(t.bucket), "key" = \(t.key), etag = \(t.etag), format = \(t.format),
+                    description = \(t.description), client_token = \(t.clientToken), state = \(t.state.rawValue),
+                    status_message = \(t.statusMessage.map(diagnostic)), bytes_read = \(t.bytesRead),
+                    bytes_total = \(t.bytesTotal), snapshot_id = \(t.snapshotID?.rawValue),
+                    created_at = \(millis(t.createdAt)), updated_at = \(millis(t.updatedAt)), worker = \(t.worker),
+                    lease_expires_at = \(t.leaseExpiresAt.map(millis)), attempts = \(t.attempts),
+                    version = version + 1
+                WHERE id = \(t.id.rawValue) AND version = \(t.version)
+                RETURNING 1
+                """, logger: logger)
+            try expectChange(changed, "import task \(t.id)")
         }
     }
 
@@ -596,10 +714,54 @@ extension PostgresCatalog: Catalog {
             createdAt: millis(try row["created_at"].decode(Date.self)), version: try row["version"].decode(Int64.self))
     }
 
+    static let accessKeyColumns = "id, secret, caller_kind, project, created_at"
+
+    static func accessKey(from row: PostgresRandomAccessRow) throws -> AccessKey {
+        let kind = try row["caller_kind"].decode(String.self)
+        let caller: Caller
+        switch kind {
+        case "operator": caller = .operator
+        case "project":
+            guard let project = try row["project"].decode(String?.self) else {
+                throw SnapshotError(.catalog, "a project access key without its project in the catalog")
+            }
+            caller = .project(try ProjectRef(parsing: project))
+        default: throw SnapshotError(.catalog, "unknown access key caller kind \(kind) in the catalog")
+        }
+        return AccessKey(
+            id: try row["id"].decode(String.self), secret: try row["secret"].decode(String.self), caller: caller,
+            createdAt: millis(try row["created_at"].decode(Date.self)))
+    }
+
     static let importColumns = """
         bucket, "key", etag, owner, state, worker, lease_expires_at, attempts, snapshot_id, error_code, error_message,
-        created_at, updated_at, version
+        created_at, updated_at, version, bytes_read, bytes_total
         """
+
+    static let importTaskColumns = """
+        id, owner, requester, bucket, "key", etag, format, description, client_token, state, status_message,
+        bytes_read, bytes_total, snapshot_id, created_at, updated_at, worker, lease_expires_at, attempts, version
+        """
+
+    static func importTask(from row: PostgresRandomAccessRow) throws -> ImportTaskRecord {
+        let text = try row["id"].decode(String.self)
+        guard let id = ImportTaskID(text), let state = ImportTaskState(rawValue: try row["state"].decode(String.self))
+        else { throw SnapshotError(.catalog, "malformed import task ID or state in the catalog") }
+        return ImportTaskRecord(
+            id: id, owner: try ProjectRef(parsing: try row["owner"].decode(String.self)),
+            requester: try Caller(storedText: try row["requester"].decode(String.self)),
+            bucket: try row["bucket"].decode(String.self), key: try row["key"].decode(String.self),
+            etag: try row["etag"].decode(String?.self), format: try row["format"].decode(String?.self),
+            description: try row["description"].decode(String?.self),
+            clientToken: try row["client_token"].decode(String?.self), state: state,
+            statusMessage: try row["status_message"].decode(String?.self),
+            bytesRead: try row["bytes_read"].decode(Int64.self), bytesTotal: try row["bytes_total"].decode(Int64?.self),
+            snapshotID: try row["snapshot_id"].decode(String?.self).map(SnapshotID.init(parsing:)),
+            createdAt: millis(try row["created_at"].decode(Date.self)),
+            updatedAt: millis(try row["updated_at"].decode(Date.self)), worker: try row["worker"].decode(String?.self),
+            leaseExpiresAt: try row["lease_expires_at"].decode(Date?.self).map(millis),
+            attempts: try row["attempts"].decode(Int.self), version: try row["version"].decode(Int64.self))
+    }
 
     static func importRecord(from row: PostgresRandomAccessRow) throws -> ImportRecord {
         guard let state = ImportState(rawValue: try row["state"].decode(String.self)) else {
@@ -615,6 +777,7 @@ extension PostgresCatalog: Catalog {
             snapshotID: try row["snapshot_id"].decode(String?.self).map(SnapshotID.init(parsing:)),
             errorCode: try row["error_code"].decode(String?.self), errorMessage: try row["error_message"].decode(String?.self),
             createdAt: millis(try row["created_at"].decode(Date.self)), updatedAt: millis(try row["updated_at"].decode(Date.self)),
-            version: try row["version"].decode(Int64.self))
+            version: try row["version"].decode(Int64.self), bytesRead: try row["bytes_read"].decode(Int64.self),
+            bytesTotal: try row["bytes_total"].decode(Int64?.self))
     }
 }

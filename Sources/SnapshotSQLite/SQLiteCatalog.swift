@@ -24,9 +24,29 @@ public final class SQLiteCatalog: Catalog {
         config.foreignKeysEnabled = true
         config.label = "snapimport.catalog"
         do {
+            try Self.restrictMode(path)
             pool = try DatabasePool.openMigrated(path: path, configuration: config, migrator: Self.migrator)
+            try Self.restrictMode(path)
         } catch {
             throw SnapshotError(.catalog, "cannot open the catalog \(path)", underlying: error)
+        }
+    }
+
+    /// The catalog holds the API's access-key secrets in plain text (the server needs them to compute
+    /// signatures), so the file is readable by its owner only: created mode 0600 before SQLite opens it
+    /// (SQLite gives the `-wal` and `-shm` files the database file's mode), and an older catalog's files
+    /// are narrowed to 0600 when opened.
+    static func restrictMode(_ path: String) throws {
+        let files = FileManager.default
+        if !files.fileExists(atPath: path) {
+            // An empty file is an empty SQLite database. A racing creator makes this fail harmlessly.
+            _ = files.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+        }
+        for file in [path, path + "-wal", path + "-shm"] where files.fileExists(atPath: file) {
+            let mode = (try files.attributesOfItem(atPath: file)[.posixPermissions] as? NSNumber)?.intValue
+            if mode.map({ $0 & 0o077 != 0 }) ?? true {
+                try files.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
+            }
         }
     }
 
@@ -143,6 +163,55 @@ public final class SQLiteCatalog: Catalog {
                     arguments: [millis(Date())])
             }
         }
+        migrator.registerMigration("v3 accessKeys") { db in
+            // API access keys. The secret is stored as is: SigV4 verification needs it (see AccessKey);
+            // the file's mode (0600) protects it.
+            try db.execute(
+                sql: """
+                    CREATE TABLE access_keys (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        secret TEXT NOT NULL,
+                        caller_kind TEXT NOT NULL CHECK (caller_kind IN ('operator', 'project')),
+                        project TEXT CHECK ((caller_kind = 'project') = (project IS NOT NULL)),
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX access_keys_created ON access_keys(created_at, id);
+                    """)
+        }
+        migrator.registerMigration("importTasks") { db in
+            // Self-contained: the import tasks of the EC2 API and the progress of every import.
+            try db.execute(
+                sql: """
+                    ALTER TABLE imports ADD COLUMN bytes_read INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE imports ADD COLUMN bytes_total INTEGER;
+                    CREATE TABLE import_tasks (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        owner TEXT NOT NULL,
+                        requester TEXT NOT NULL,
+                        bucket TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        etag TEXT,
+                        format TEXT,
+                        description TEXT,
+                        client_token TEXT,
+                        state TEXT NOT NULL,
+                        status_message TEXT,
+                        bytes_read INTEGER NOT NULL,
+                        bytes_total INTEGER,
+                        snapshot_id TEXT,
+                        created_at INTEGER NOT NULL,
+                        updated_at INTEGER NOT NULL,
+                        worker TEXT,
+                        lease_expires_at INTEGER,
+                        attempts INTEGER NOT NULL,
+                        version INTEGER NOT NULL
+                    );
+                    CREATE UNIQUE INDEX import_tasks_client_token ON import_tasks(requester, client_token)
+                        WHERE client_token IS NOT NULL;
+                    CREATE INDEX import_tasks_owner ON import_tasks(owner, id);
+                    CREATE INDEX import_tasks_state ON import_tasks(state, id);
+                    """)
+        }
         return migrator
     }
 
@@ -235,6 +304,18 @@ public final class SQLiteCatalog: Catalog {
         try await read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM imports ORDER BY created_at, bucket, key, etag")
                 .map(Self.importRecord(from:))
+        }
+    }
+
+    public func accessKey(_ id: String) async throws -> AccessKey? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM access_keys WHERE id = ?", arguments: [id]).map(Self.accessKey(from:))
+        }
+    }
+
+    public func accessKeys() async throws -> [AccessKey] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM access_keys ORDER BY created_at, id").map(Self.accessKey(from:))
         }
     }
 
@@ -340,7 +421,7 @@ public final class SQLiteCatalog: Catalog {
                             VALUES (:bucket, :key, :etag, :owner, 'claimed', :worker, :lease, 1, :now, :now, 1)
                             ON CONFLICT (bucket, key, etag) DO UPDATE SET state = 'claimed', worker = :worker,
                                 lease_expires_at = :lease, attempts = attempts + 1, snapshot_id = NULL,
-                                updated_at = :now, version = version + 1
+                                bytes_read = 0, bytes_total = NULL, updated_at = :now, version = version + 1
                             WHERE state = 'retry' OR (state = 'claimed'
                                 AND (lease_expires_at IS NULL OR lease_expires_at <= :now OR worker = :worker))
                             RETURNING *
@@ -356,6 +437,70 @@ public final class SQLiteCatalog: Catalog {
             throw error
         } catch {
             throw SnapshotError(.catalog, "claiming \(key) failed", underlying: error)
+        }
+    }
+
+    public func recordImportProgress(_ key: ImportKey, worker: String, bytesRead: Int64, bytesTotal: Int64?)
+        async throws -> Bool
+    {
+        do {
+            return try await BlockingExecutor.shared.run { [pool] in
+                try pool.write { db in
+                    try db.execute(
+                        sql: """
+                            UPDATE imports SET bytes_read = ?, bytes_total = ?
+                            WHERE bucket = ? AND key = ? AND etag = ? AND (worker IS NULL OR worker = ?)
+                            """, arguments: [bytesRead, bytesTotal, key.bucket, key.key, key.etag, worker])
+                    return db.changesCount == 1
+                }
+            }
+        } catch {
+            throw SnapshotError(.catalog, "recording the progress of \(key) failed", underlying: error)
+        }
+    }
+
+    public func importTask(_ id: ImportTaskID) async throws -> ImportTaskRecord? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM import_tasks WHERE id = ?", arguments: [id.rawValue])
+                .map(Self.importTask(from:))
+        }
+    }
+
+    public func importTask(requester: Caller, clientToken: String) async throws -> ImportTaskRecord? {
+        try await read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM import_tasks WHERE requester = ? AND client_token = ?",
+                arguments: [requester.storedText, clientToken]
+            ).map(Self.importTask(from:))
+        }
+    }
+
+    public func importTasks(ownedBy owner: ProjectRef?, after cursor: ImportTaskID?, limit: Int) async throws
+        -> [ImportTaskRecord]
+    {
+        let after = cursor?.rawValue ?? ""
+        return try await read { db in
+            if let owner {
+                return try Row.fetchAll(
+                    db, sql: "SELECT * FROM import_tasks WHERE owner = ? AND id > ? ORDER BY id LIMIT ?",
+                    arguments: [owner.description, after, limit]
+                ).map(Self.importTask(from:))
+            }
+            return try Row.fetchAll(
+                db, sql: "SELECT * FROM import_tasks WHERE id > ? ORDER BY id LIMIT ?", arguments: [after, limit]
+            ).map(Self.importTask(from:))
+        }
+    }
+
+    public func importTasks(in state: ImportTaskState, after cursor: ImportTaskID?, limit: Int) async throws
+        -> [ImportTaskRecord]
+    {
+        let after = cursor?.rawValue ?? ""
+        return try await read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM import_tasks WHERE state = ? AND id > ? ORDER BY id LIMIT ?",
+                arguments: [state.rawValue, after, limit]
+            ).map(Self.importTask(from:))
         }
     }
 
@@ -531,6 +676,15 @@ public final class SQLiteCatalog: Catalog {
                     try jsonArray(t.snapshots.map(\.rawValue)),
                     millis(t.createdAt),
                 ])
+        case .insertAccessKey(let k):
+            var project: String?
+            if case .project(let p) = k.caller { project = p.description }
+            try db.execute(
+                sql: "INSERT INTO access_keys (id, secret, caller_kind, project, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [k.id, k.secret, project == nil ? "operator" : "project", project, millis(k.createdAt)])
+        case .deleteAccessKey(let id):
+            try db.execute(sql: "DELETE FROM access_keys WHERE id = ?", arguments: [id])
+            try expectChange(db, "access key \(id)")
         case .insertImport(let r):
             try db.execute(
                 sql: """
@@ -549,6 +703,24 @@ public final class SQLiteCatalog: Catalog {
                     """,
                 arguments: StatementArguments(importValues(r) + [r.key.bucket, r.key.key, r.key.etag, r.version]))
             try expectChange(db, "import \(r.key)")
+        case .insertImportTask(let t):
+            try db.execute(
+                sql: """
+                    INSERT INTO import_tasks (owner, requester, bucket, key, etag, format, description, client_token,
+                        state, status_message, bytes_read, bytes_total, snapshot_id, created_at, updated_at, worker,
+                        lease_expires_at, attempts, id, version)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                    """, arguments: StatementArguments(importTaskValues(t) + [t.id.rawValue]))
+        case .updateImportTask(let t):
+            try db.execute(
+                sql: """
+                    UPDATE import_tasks SET owner = ?, requester = ?, bucket = ?, key = ?, etag = ?, format = ?,
+                        description = ?, client_token = ?, state = ?, status_message = ?, bytes_read = ?,
+                        bytes_total = ?, snapshot_id = ?, created_at = ?, updated_at = ?, worker = ?,
+                        lease_expires_at = ?, attempts = ?, version = version + 1
+                    WHERE id = ? AND version = ?
+                    """, arguments: StatementArguments(importTaskValues(t) + [t.id.rawValue, t.version]))
+            try expectChange(db, "import task \(t.id)")
         }
     }
 
@@ -683,11 +855,46 @@ public final class SQLiteCatalog: Catalog {
             createdAt: date(row["created_at"]), version: row["version"])
     }
 
+    private static func accessKey(from row: Row) throws -> AccessKey {
+        let kind: String = row["caller_kind"]
+        let caller: Caller
+        switch kind {
+        case "operator": caller = .operator
+        case "project": caller = .project(try ProjectRef(parsing: row["project"]))
+        default: throw SnapshotError(.catalog, "unknown access key caller kind \(kind) in the catalog")
+        }
+        return AccessKey(id: row["id"], secret: row["secret"], caller: caller, createdAt: date(row["created_at"]))
+    }
+
     private static func importValues(_ r: ImportRecord) -> [(any DatabaseValueConvertible)?] {
         [
             r.owner, r.state.rawValue, r.worker, r.leaseExpiresAt.map(millis), r.attempts, r.snapshotID?.rawValue,
             r.errorCode, r.errorMessage, millis(r.createdAt), millis(r.updatedAt),
         ]
+    }
+
+    private static func importTaskValues(_ t: ImportTaskRecord) -> [(any DatabaseValueConvertible)?] {
+        [
+            t.owner.description, t.requester.storedText, t.bucket, t.key, t.etag, t.format, t.description,
+            t.clientToken, t.state.rawValue, t.statusMessage, t.bytesRead, t.bytesTotal, t.snapshotID?.rawValue,
+            millis(t.createdAt), millis(t.updatedAt), t.worker, t.leaseExpiresAt.map(millis), t.attempts,
+        ]
+    }
+
+    private static func importTask(from row: Row) throws -> ImportTaskRecord {
+        guard let id = ImportTaskID(row["id"]), let state = ImportTaskState(rawValue: row["state"]) else {
+            throw SnapshotError(.catalog, "malformed import task ID or state in the catalog")
+        }
+        let snapshotID: String? = row["snapshot_id"]
+        let lease: Int64? = row["lease_expires_at"]
+        return ImportTaskRecord(
+            id: id, owner: try ProjectRef(parsing: row["owner"]), requester: try Caller(storedText: row["requester"]),
+            bucket: row["bucket"], key: row["key"], etag: row["etag"], format: row["format"],
+            description: row["description"], clientToken: row["client_token"], state: state,
+            statusMessage: row["status_message"], bytesRead: row["bytes_read"], bytesTotal: row["bytes_total"],
+            snapshotID: try snapshotID.map(SnapshotID.init(parsing:)), createdAt: date(row["created_at"]),
+            updatedAt: date(row["updated_at"]), worker: row["worker"], leaseExpiresAt: lease.map(date),
+            attempts: row["attempts"], version: row["version"])
     }
 
     private static func importRecord(from row: Row) throws -> ImportRecord {
@@ -701,7 +908,7 @@ public final class SQLiteCatalog: Catalog {
             state: state, worker: row["worker"], leaseExpiresAt: lease.map(date), attempts: row["attempts"],
             snapshotID: try snapshotID.map(SnapshotID.init(parsing:)), errorCode: row["error_code"],
             errorMessage: row["error_message"], createdAt: date(row["created_at"]), updatedAt: date(row["updated_at"]),
-            version: row["version"])
+            version: row["version"], bytesRead: row["bytes_read"], bytesTotal: row["bytes_total"])
     }
 }
 

@@ -2,15 +2,15 @@ import Foundation
 import SigV4
 import Testing
 
-/// AWS's Signature V4 test suite (../shared/testdata/aws-sig-v4-test-suite, see test-peers.md).
+/// AWS's Signature V4 test suite (Apache-2.0), copied into the repository at
+/// `Tests/Fixtures/aws-sig-v4-test-suite` with its LICENSE and NOTICE (see test-peers.md for its traps).
 @Suite("SigV4 AWS test suite")
 struct SigV4SuiteTests {
     static let suiteDirectory: String = {
         if let dir = ProcessInfo.processInfo.environment["SNAPIMPORT_SIGV4_SUITE"] { return dir }
-        // Tests/SigV4Tests/<this file> → repository root → ../shared/testdata/…
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        return root.deletingLastPathComponent().appendingPathComponent("shared/testdata/aws-sig-v4-test-suite").path
+        // Tests/SigV4Tests/<this file> → Tests/Fixtures/aws-sig-v4-test-suite
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/aws-sig-v4-test-suite").path
     }()
 
     /// Every directory holding a `.req` file, relative to the suite root.
@@ -123,9 +123,12 @@ struct SigV4SuiteTests {
             headers.append((String(line[..<colon]), String(line[line.index(after: colon)...])))
         }
         let body = bodyLines.joined(separator: "\n")
-        return SigV4Request(
+        var request = SigV4Request(
             method: method, path: path, query: query, headers: headers,
             payloadHash: SigV4Signer.hexSHA256(Array(body.utf8)))
+        // The request line is the path as sent (`/example space/`, raw UTF-8): the signer takes it verbatim.
+        request.pathIsEncoded = true
+        return request
     }
 }
 

@@ -93,4 +93,31 @@ struct SQLiteCatalogTests {
             }
         }
     }
+    /// The permission bits of a file.
+    static func mode(_ path: String) throws -> Int {
+        try #require((try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue)
+    }
+
+    @Test("the catalog file and its WAL are mode 0600 (they hold access-key secrets); an older, wider file is narrowed")
+    func fileMode() async throws {
+        try await Self.withDirectory { directory in
+            let path = directory + "/catalog.sqlite"
+            let catalog = try SQLiteCatalog(path: path)
+            let service = try SnapshotService(
+                catalog: catalog, blocks: MemoryBlockStore(), volumesDirectory: directory + "/volumes",
+                logger: Harness.logger)
+            let key = try await service.createAccessKey(for: .operator)
+            for file in [path, path + "-wal", path + "-shm"] where FileManager.default.fileExists(atPath: file) {
+                #expect(try Self.mode(file) == 0o600, "\(file)")
+            }
+            #expect(FileManager.default.fileExists(atPath: path + "-wal"))
+            try await catalog.close()
+
+            try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
+            let reopened = try SQLiteCatalog(path: path)
+            #expect(try Self.mode(path) == 0o600)
+            #expect(try await reopened.accessKey(key.id) == key, "the key survives reopening")
+            try await reopened.close()
+        }
+    }
 }
