@@ -17,7 +17,8 @@ public struct ImportPipeline: ObjectImporting {
         /// Failed passes after which a transiently failing object goes to failed/.
         public var maxAttempts: Int
         public var leaseDuration: Duration
-        /// Identifies this worker in claims (`host:pid` by default).
+        /// Identifies this worker in claims: a `WorkerID` (`name:pid:nonce`) whose proof of life the
+        /// store's `WorkerLiveness` holds, so another worker can take its claims over when it dies.
         public var workerID: String
         /// How often a long import logs its progress.
         public var progressInterval: Duration
@@ -310,9 +311,10 @@ public struct ImportPipeline: ObjectImporting {
         }
     }
 
-    /// A claim token unique to this worker and attempt (`host:pid:random`).
+    /// A claim token unique to this worker and attempt: `<workerID>/<random>`, the form from which
+    /// `WorkerID(token:)` reads the worker back (to test its proof of life).
     func attemptToken() -> String {
-        "\(settings.workerID):\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+        "\(settings.workerID)/\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
     }
 
     // MARK: - Manual import of one object (`snapimport import s3://…`)

@@ -1,0 +1,95 @@
+import Foundation
+public import SnapshotCore
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Proof of life for workers on one host sharing one store: each worker holds, for its lifetime, an
+/// exclusive `flock` on `<directory>/<worker-id>.lock` (normally `<store>/workers/`). The kernel drops
+/// the lock when the process ends, however it ends (`kill -9` included), and process IDs are never
+/// trusted alone: the file is named by the whole ``WorkerID``, nonce included.
+///
+/// Another worker proves a holder dead by taking the same lock without waiting (`LOCK_EX|LOCK_NB`):
+/// success means no process holds it any more, and the file is removed. A missing file proves nothing
+/// (a worker on another host or with another store never had one here): that is "unknown", and the lease
+/// decides. `flock` locks belong to the open file, so a second open in this same process also finds its
+/// own worker's lock taken.
+///
+/// Every call here is a short system call that never waits (`open`, `flock` with `LOCK_NB`, `unlink`), so
+/// they run inline rather than on the blocking executor.
+public final class FileLockLiveness: WorkerLiveness {
+    /// Where the lock files live.
+    public let directory: String
+    /// Descriptors of the workers registered by this process (kept open: closing one drops its lock).
+    private let held = Mutex<[WorkerID: Int32]>([:])
+
+    /// - Parameter directory: the folder of lock files, created on ``register(_:)``.
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    /// `<store>/workers`: the lock folder of the store at `storePath`.
+    public convenience init(storePath: String) {
+        self.init(directory: "\(storePath)/workers")
+    }
+
+    /// The lock file of `worker`.
+    public func path(of worker: WorkerID) -> String {
+        let name = worker.rawValue.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." ? $0 : "_" }
+        return "\(directory)/\(String(name)).lock"
+    }
+
+    public func register(_ worker: WorkerID) async throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw SnapshotError(.storage, "cannot create the worker lock folder \(directory)", underlying: error)
+        }
+        let path = path(of: worker)
+        let fd = Self.retrying { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
+        guard fd >= 0 else { throw Self.error("cannot create the worker lock", path) }
+        guard Self.retrying({ flock(fd, LOCK_EX | LOCK_NB) }) == 0 else {
+            let error = Self.error("cannot lock the worker lock", path)
+            close(fd)
+            throw error
+        }
+        // For people looking at the folder: who holds it.
+        let text = "\(worker.rawValue)\n"
+        _ = text.withCString { ftruncate(fd, 0) == 0 ? write(fd, $0, strlen($0)) : -1 }
+        held.withLock { $0[worker] = fd }
+    }
+
+    public func isProvablyDead(_ worker: WorkerID) async -> Bool {
+        if held.withLock({ $0[worker] != nil }) { return false }
+        let path = path(of: worker)
+        let fd = Self.retrying { open(path, O_RDWR | O_CLOEXEC) }
+        guard fd >= 0 else { return false }  // no lock file here: unknown (another host or store)
+        defer { close(fd) }
+        guard Self.retrying({ flock(fd, LOCK_EX | LOCK_NB) }) == 0 else { return false }  // held: alive
+        // Nobody holds it: its worker ended. Remove the file while holding the lock (a taker racing us
+        // finds the lock free too, which is still the truth; the catalog lets only one take over).
+        unlink(path)
+        return true
+    }
+
+    public func release(_ worker: WorkerID) async {
+        guard let fd = held.withLock({ $0.removeValue(forKey: worker) }) else { return }
+        unlink(path(of: worker))
+        close(fd)
+    }
+
+    private static func retrying(_ call: () -> Int32) -> Int32 {
+        while true {
+            let result = call()
+            if result >= 0 || errno != EINTR { return result }
+        }
+    }
+
+    private static func error(_ what: String, _ path: String) -> SnapshotError {
+        SnapshotError(.storage, "\(what) \(path): \(String(cString: strerror(errno)))")
+    }
+}
