@@ -49,6 +49,7 @@ public final class FileLockLiveness: WorkerLiveness {
         } catch {
             throw SnapshotError(.storage, "cannot create the worker lock folder \(directory)", underlying: error)
         }
+        removeStaleFiles()
         let path = path(of: worker)
         let fd = Self.retrying { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
         guard fd >= 0 else { throw Self.error("cannot create the worker lock", path) }
@@ -80,6 +81,23 @@ public final class FileLockLiveness: WorkerLiveness {
         guard let fd = held.withLock({ $0.removeValue(forKey: worker) }) else { return }
         unlink(path(of: worker))
         close(fd)
+    }
+
+    /// Removes the lock files of workers that ended without anyone taking over from them (a crash with
+    /// nothing claimed): free locks on files older than a minute (a younger one may belong to a worker
+    /// between creating and locking it). Keeps the folder at about one file per live worker.
+    private func removeStaleFiles() {
+        let cutoff = Date().addingTimeInterval(-60)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasSuffix(".lock") {
+            let path = "\(directory)/\(name)"
+            guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date,
+                modified < cutoff
+            else { continue }
+            let fd = Self.retrying { open(path, O_RDWR | O_CLOEXEC) }
+            guard fd >= 0 else { continue }
+            if Self.retrying({ flock(fd, LOCK_EX | LOCK_NB) }) == 0 { unlink(path) }
+            close(fd)
+        }
     }
 
     private static func retrying(_ call: () -> Int32) -> Int32 {
