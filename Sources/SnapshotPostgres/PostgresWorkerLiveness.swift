@@ -81,7 +81,11 @@ public final class PostgresWorkerLiveness: WorkerLiveness {
 
     public func release(_ worker: WorkerID) async {
         guard let connection = held.withLock({ $0.removeValue(forKey: worker) }) else { return }
-        // Closing the session releases its advisory locks.
+        // A session the server already ended (its locks went with it) takes no more requests: a query or
+        // close on it would wait for ever.
+        guard !connection.isClosed else { return }
+        // Unlock first (the server frees a closed session's locks only as its backend exits), then close.
+        _ = try? await connection.query("SELECT pg_advisory_unlock(\(key(of: worker)))", logger: catalog.logger)
         try? await connection.close()
     }
 }
