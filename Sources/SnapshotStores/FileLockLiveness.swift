@@ -14,7 +14,8 @@ import Synchronization
 /// trusted alone: the file is named by the whole ``WorkerID``, nonce included.
 ///
 /// Another worker proves a holder dead by taking the same lock without waiting (`LOCK_EX|LOCK_NB`):
-/// success means no process holds it any more, and the file is removed. A missing file proves nothing
+/// success means no process holds it any more. The free file stays as the proof for the dead worker's
+/// other claims (removed by a later worker's start once a day old). A missing file proves nothing
 /// (a worker on another host or with another store never had one here): that is "unknown", and the lease
 /// decides. `flock` locks belong to the open file, so a second open in this same process also finds its
 /// own worker's lock taken.
@@ -38,6 +39,10 @@ public final class FileLockLiveness: WorkerLiveness {
     }
 
     /// The lock file of `worker`.
+    /// How long a crashed worker's (free) lock file stays as the proof of its death: a day, longer than
+    /// any lease; after that its claims are recovered by their expired leases.
+    static let staleAfter: TimeInterval = 86_400
+
     public func path(of worker: WorkerID) -> String {
         let name = worker.rawValue.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." ? $0 : "_" }
         return "\(directory)/\(String(name)).lock"
@@ -70,11 +75,9 @@ public final class FileLockLiveness: WorkerLiveness {
         let fd = Self.retrying { open(path, O_RDWR | O_CLOEXEC) }
         guard fd >= 0 else { return false }  // no lock file here: unknown (another host or store)
         defer { close(fd) }
-        guard Self.retrying({ flock(fd, LOCK_EX | LOCK_NB) }) == 0 else { return false }  // held: alive
-        // Nobody holds it: its worker ended. Remove the file while holding the lock (a taker racing us
-        // finds the lock free too, which is still the truth; the catalog lets only one take over).
-        unlink(path)
-        return true
+        // Held: alive. Free: its worker ended. The file stays, so that every claim of the dead worker is
+        // proven (a pass takes them over one by one); stale files go after a day (``register(_:)``).
+        return Self.retrying({ flock(fd, LOCK_EX | LOCK_NB) }) == 0
     }
 
     public func release(_ worker: WorkerID) async {
@@ -83,11 +86,11 @@ public final class FileLockLiveness: WorkerLiveness {
         close(fd)
     }
 
-    /// Removes the lock files of workers that ended without anyone taking over from them (a crash with
-    /// nothing claimed): free locks on files older than a minute (a younger one may belong to a worker
-    /// between creating and locking it). Keeps the folder at about one file per live worker.
+    /// Removes the lock files of workers that crashed (a clean exit removes its own): free locks on files
+    /// older than ``staleAfter``, by when every lease they could prove has ended anyway. Keeps the folder
+    /// at one file per live worker plus the crashes of the last day.
     private func removeStaleFiles() {
-        let cutoff = Date().addingTimeInterval(-60)
+        let cutoff = Date().addingTimeInterval(-Self.staleAfter)
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasSuffix(".lock") {
             let path = "\(directory)/\(name)"
             guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date,
