@@ -226,4 +226,55 @@ struct CommandTests {
         #expect(imported.state == .imported)
         #expect(imported.attempts == 1, "the shut-down attempt was given back: this is the first counted one")
     }
+
+    @Test("kill -9 of a manual import s3://… mid-way, then the same import at once (600 s lease): one snapshot")
+    func killedManualImportIsTakenOver() async throws {
+        let e2e = try #require(E2E.load("import-kill"))
+        let client = try e2e.client()
+        let bucket = try await e2e.makeBucket(client)
+        let (proxy, slowEndpoint) = try slowProxy(e2e, milliseconds: 1500)
+        defer { kill(proxy.processIdentifier, SIGKILL) }
+        var disk = [UInt8](repeating: 0, count: 32 << 20)
+        var generator = SystemRandomNumberGenerator()
+        for i in stride(from: 0, to: disk.count, by: 8) {
+            withUnsafeBytes(of: generator.next()) { disk.replaceSubrange(i..<i + 8, with: $0) }
+        }
+        let key = "\(e2e.prefix)incoming/p@c/manual.raw"
+        try await client.putObject(bucket: bucket, key: key, body: disk)
+        let data = "\(e2e.work)/data"
+        let direct = try e2e.writeConfig(bucket: bucket, data: data)
+        let slow = "\(e2e.work)/slow.toml"
+        try String(contentsOfFile: direct, encoding: .utf8).replacingOccurrences(of: e2e.endpoint, with: slowEndpoint)
+            .write(toFile: slow, atomically: false, encoding: .utf8)
+        let binary = try Tools.snapimportBinary()
+        var environment = e2e.environment
+        environment["SNAPIMPORT_LEASE_SECONDS"] = "600"
+
+        let victim = try Tools.start(binary, ["import", "s3://\(bucket)/\(key)", "--config", slow], environment: environment)
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(60)
+        var sawPending = false
+        while !sawPending, clock.now < deadline, victim.0.isRunning {
+            sawPending = try await withStore(data: data, catalogURL: nil) { service in
+                try await service.listSnapshots(caller: .operator).contains { $0.state == .pending }
+            }
+            if !sawPending { try await Task.sleep(for: .milliseconds(30)) }
+        }
+        kill(victim.0.processIdentifier, SIGKILL)
+        _ = Tools.finish(victim)
+        try #require(sawPending, "the import was killed while writing its snapshot")
+
+        let again = try Tools.run(
+            binary, ["import", "s3://\(bucket)/\(key)", "--json", "--config", direct], environment: environment)
+        #expect(again.status == 0, "taken over at once, not 'being imported by another worker': \(again.stderr)")
+        let (all, row, bytes) = try await withStore(data: data, catalogURL: nil) { service in
+            let all = try await service.listSnapshots(caller: .operator)
+            var bytes: [UInt8]?
+            if let first = all.first { bytes = try await snapshotBytes(service, first) }
+            return (all, try await service.listImports().first, bytes)
+        }
+        #expect(all.count == 1 && all.first?.state == .available, "\(all.map { $0.state })")
+        #expect(bytes == disk)
+        #expect(row?.state == .imported && row?.attempts == 2)
+    }
 }
