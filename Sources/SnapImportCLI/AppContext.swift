@@ -198,7 +198,8 @@ final class AppContext: Sendable {
         Self.worker.withLock { id in
             if let id { return id }
             let name = environment["SNAPIMPORT_WORKER_NAME"].flatMap { $0.isEmpty ? nil : $0 }
-            let made = WorkerID(name: name ?? ProcessInfo.processInfo.hostName, pid: ProcessInfo.processInfo.processIdentifier)
+            let process = ProcessInfo.processInfo
+            let made = WorkerID(name: name ?? process.hostName, pid: process.processIdentifier)
             id = made
             return made
         }

@@ -72,7 +72,8 @@ public struct ImportClaims: LedgerBacked {
         logger.notice(
             "took over the claim of a dead worker",
             metadata: ["key": "\(key.key)", "deadWorker": "\(holder)", "attempts": "\(taken.attempts)"])
-        return ImportClaim(key: key, owner: row.owner, worker: worker, attempts: taken.attempts, leaseExpiresAt: leaseExpiresAt)
+        return ImportClaim(
+            key: key, owner: row.owner, worker: worker, attempts: taken.attempts, leaseExpiresAt: leaseExpiresAt)
     }
 
     /// Claims whose lease ended before `now` (their workers vanished; any worker may claim them again).

@@ -41,7 +41,8 @@ public struct PendingSnapshots: LedgerBacked {
             throw SnapshotError(.invalidArgument, "use snapshotVolume or createTemplate for volume snapshots")
         }
         // A worker's writers carry its identity, so that its death can be proven (WorkerLiveness).
-        let token = request.writer ?? request.claim?.worker ?? ledger.worker?.id.attemptToken() ?? UUID().uuidString
+        let token =
+            request.writer ?? request.claim?.worker ?? ledger.worker?.id.attemptToken() ?? UUID().uuidString
         let lease = request.lease ?? options.writerLease
         let record = try await retrying("begin snapshot") { () -> SnapshotRecord in
             let stamp = Self.stamp(now)

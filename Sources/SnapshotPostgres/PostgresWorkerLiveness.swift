@@ -45,13 +45,15 @@ public final class PostgresWorkerLiveness: WorkerLiveness {
                 logger: catalog.logger)
         } catch {
             throw PostgresCatalogError(
-                .connectionFailed, "cannot open the worker's liveness connection to \(catalog.configuration.redactedURL)",
+                .connectionFailed,
+                "cannot open the worker's liveness connection to \(catalog.configuration.redactedURL)",
                 underlying: error)
         }
         do {
             let rows = try await connection.rows("SELECT pg_try_advisory_lock(\(key))", logger: catalog.logger)
             guard try rows.first?.decode(Bool.self) == true else {
-                throw PostgresCatalogError(.database, "the advisory lock of worker \(worker) is held by another session")
+                throw PostgresCatalogError(
+                    .database, "the advisory lock of worker \(worker) is held by another session")
             }
         } catch {
             try? await connection.close()
@@ -74,7 +76,8 @@ public final class PostgresWorkerLiveness: WorkerLiveness {
                 return true
             }
         } catch {
-            catalog.logger.warning("testing a worker's advisory lock failed: \(error)", metadata: ["worker": "\(worker)"])
+            catalog.logger.warning(
+                "testing a worker's advisory lock failed: \(error)", metadata: ["worker": "\(worker)"])
             return false
         }
     }

@@ -91,7 +91,8 @@ public final class FileLockLiveness: WorkerLiveness {
     /// at one file per live worker plus the crashes of the last day.
     private func removeStaleFiles() {
         let cutoff = Date().addingTimeInterval(-Self.staleAfter)
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasSuffix(".lock") {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        where name.hasSuffix(".lock") {
             let path = "\(directory)/\(name)"
             guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date,
                 modified < cutoff

@@ -40,7 +40,8 @@ struct WorkerLivenessContractTests {
     func beginImport(_ service: SnapshotService, _ claim: ImportClaim) async throws -> SnapshotWriter {
         try await service.beginSnapshot(
             NewSnapshot(
-                owner: Self.owner, source: .object(bucket: Self.object.bucket, key: Self.object.key, etag: Self.object.etag),
+                owner: Self.owner,
+                source: .object(bucket: Self.object.bucket, key: Self.object.key, etag: Self.object.etag),
                 format: "raw", virtualSize: 8192, claim: claim, writer: claim.worker, lease: 600),
             caller: .operator)
     }
@@ -91,8 +92,9 @@ struct WorkerLivenessContractTests {
             async let two = claim(workers.service(h.service, workers.live), workers.live)
             let winners = [try await one, try await two].compactMap { $0 }
             #expect(winners.count == 1)
-            #expect(try await h.service.catalog.importRecord(try #require(winners.first).key)?.worker
-                == winners.first?.worker)
+            #expect(
+                try await h.service.catalog.importRecord(try #require(winners.first).key)?.worker
+                    == winners.first?.worker)
         }
     }
 

@@ -73,7 +73,8 @@ struct PostgresWorkerLivenessTests {
     @Test("with the PostgreSQL proof, a host takes over a dead host's claim under a running lease")
     func takeoverAcrossHosts() async throws {
         let blocks = MemoryBlockStore()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pg-live-\(UUID().uuidString)").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pg-live-\(UUID().uuidString)")
+            .path
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try await PostgresTestDatabase.withCatalogs(hosts: 2) { catalogs in
             let ids = [WorkerID(name: "host-a", pid: 10), WorkerID(name: "host-b", pid: 10)]
