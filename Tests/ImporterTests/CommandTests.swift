@@ -197,6 +197,9 @@ struct CommandTests {
         #expect(stopped.status == 0, "\(stopped.stderr)")
         #expect(took < .seconds(1 + 2 + 4), "the grace plus one in-flight S3 request (and some slack)")
         let log = stopped.stderr
+        for line in log.split(separator: "\n") where line.contains("shut") || line.contains("grace period") {
+            print("watch log (abandon): \(line)")
+        }
         #expect(log.contains("finishing the move of 0 committed import(s); 1 import(s) in progress get"), "\(log)")
         #expect(log.contains("grace period over: cancelling 1 uncommitted import(s)"), "\(log)")
         #expect(log.contains("shutdown: 0 imported"), "\(log)")
@@ -216,6 +219,9 @@ struct CommandTests {
         let finished = Tools.finish(second)
         #expect(finished.status == 0, "\(finished.stderr)")
         let log2 = finished.stderr
+        for line in log2.split(separator: "\n") where line.contains("shut") || line.contains("grace period") {
+            print("watch log (move): \(line)")
+        }
         #expect(log2.contains("finishing the move of 1 committed import(s); 0 import(s) in progress"), "\(log2)")
         #expect(log2.contains("shutdown: 1 imported (0 of them left for the next pass"), "\(log2)")
         #expect(log2.contains("abandoned 0"), "\(log2)")
