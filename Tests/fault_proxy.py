@@ -11,6 +11,9 @@ Host header is forwarded as sent, so the client's signature stays valid.
 MODE `slowdown` (default): the first FAULTS requests are answered with `503 SlowDown`.
 MODE `truncate`: the first FAULTS answers are cut after half of their body and the connection
 closed (the client sees a short transfer after some bytes arrived).
+MODE `delay`: FAULTS is a number of milliseconds by which every ranged GET and every copy (PUT with
+x-amz-copy-source) is held before it is forwarded: a slow S3 for tests that must catch an import in
+the middle (reading its data, or moving it to processed/).
 With CERT and KEY (PEM files) the proxy speaks HTTPS to its clients (plain HTTP upstream).
 """
 import http.client
@@ -19,6 +22,7 @@ import json
 import ssl
 import sys
 import threading
+import time
 import urllib.parse
 
 upstream = urllib.parse.urlsplit(sys.argv[1])
@@ -67,6 +71,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 self.wfile.write(SLOW_DOWN)
             return
+        if mode == "delay" and ((self.command == "GET" and self.headers.get("Range"))
+                                or (self.command == "PUT" and self.headers.get("x-amz-copy-source"))):
+            time.sleep(faults / 1000)
         conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
         conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
@@ -79,7 +86,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for k, v in answer.getheaders():
             if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length"):
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
+        # A HEAD answer has no body: its Content-Length is the object's size, relayed as sent.
+        length = answer.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length if length is not None else str(len(data)))
         self.end_headers()
         conn.close()
         if number <= faults and mode == "truncate" and self.command == "GET" and len(data) > 1:

@@ -19,12 +19,16 @@ public struct ImportResult: Sendable, Equatable {
     public var etag: String
     public var owner: String
     public var outcome: ImportOutcome
+    /// The snapshot is committed but the move to processed/ did not finish (a shutdown, an S3 failure):
+    /// the object is still in incoming/ and the next pass finishes the move.
+    public var movePending: Bool
 
-    public init(key: String, etag: String, owner: String, outcome: ImportOutcome) {
+    public init(key: String, etag: String, owner: String, outcome: ImportOutcome, movePending: Bool = false) {
         self.key = key
         self.etag = etag
         self.owner = owner
         self.outcome = outcome
+        self.movePending = movePending
     }
 }
 

@@ -17,7 +17,8 @@ public struct ImportPipeline: ObjectImporting {
         /// Failed passes after which a transiently failing object goes to failed/.
         public var maxAttempts: Int
         public var leaseDuration: Duration
-        /// Identifies this worker in claims (`host:pid` by default).
+        /// Identifies this worker in claims: a `WorkerID` (`name:pid:nonce`) whose proof of life the
+        /// store's `WorkerLiveness` holds, so another worker can take its claims over when it dies.
         public var workerID: String
         /// How often a long import logs its progress.
         public var progressInterval: Duration
@@ -94,25 +95,43 @@ public struct ImportPipeline: ObjectImporting {
     }
 
     public func importObject(_ candidate: BucketLayout.Candidate) async -> ImportResult {
+        await importObject(candidate, committed: {})
+    }
+
+    public func importObject(_ candidate: BucketLayout.Candidate, committed: @escaping @Sendable () -> Void) async
+        -> ImportResult
+    {
         let ownerText = ownerText(of: candidate)
         var logger = logger
         logger[metadataKey: "key"] = "\(candidate.key)"
         logger[metadataKey: "etag"] = "\(candidate.etag)"
         if let ownerText { logger[metadataKey: "project"] = "\(ownerText)" }
-        let outcome = await importObject(candidate, ownerText: ownerText, logger: &logger)
+        var movePending = false
+        let outcome = await importObject(
+            candidate, ownerText: ownerText, committed: committed, movePending: &movePending, logger: &logger)
+        let moveNote = movePending ? " (the move to processed/ is left to the next pass)" : ""
         switch outcome {
-        case .imported(let id): logger.info("imported", metadata: ["snapshot": "\(id)"])
-        case .alreadyImported(let id): logger.info("already imported", metadata: ["snapshot": "\(id)"])
+        case .imported(let id): logger.info("imported\(moveNote)", metadata: ["snapshot": "\(id)"])
+        case .alreadyImported(let id): logger.info("already imported\(moveNote)", metadata: ["snapshot": "\(id)"])
         case .rejected(let code, let message): logger.warning("rejected: \(code): \(message)")
+        case .retried(let code, _, let attempts) where code == ImporterError.Code.cancelled.name:
+            // Interrupted, not failed: the claim was released and the attempt given back.
+            logger.info(
+                """
+                abandoned (shutting down): nothing of it remains; the next pass imports it again \
+                (\(attempts) of \(settings.maxAttempts) attempts used)
+                """)
         case .retried(let code, let message, let attempts):
             logger.warning("transient failure (attempt \(attempts) of \(settings.maxAttempts)): \(code): \(message)")
         case .skipped(let reason): logger.debug("skipped: \(reason)")
         }
-        return ImportResult(key: candidate.key, etag: candidate.etag, owner: ownerText ?? "", outcome: outcome)
+        return ImportResult(
+            key: candidate.key, etag: candidate.etag, owner: ownerText ?? "", outcome: outcome, movePending: movePending)
     }
 
     private func importObject(
-        _ candidate: BucketLayout.Candidate, ownerText: String?, logger: inout Logger
+        _ candidate: BucketLayout.Candidate, ownerText: String?, committed: @Sendable () -> Void,
+        movePending: inout Bool, logger: inout Logger
     ) async -> ImportOutcome {
         let key = ImportKey(bucket: settings.bucket, key: candidate.key, etag: candidate.etag)
         let claimOutcome: ClaimOutcome
@@ -128,6 +147,7 @@ public struct ImportPipeline: ObjectImporting {
             return .skipped(reason: "being imported by \(worker ?? "another worker")")
         case .imported(let id):
             logger[metadataKey: "snapshot"] = "\(id)"
+            committed()  // an earlier pass committed it: only the move remains
             do {
                 guard var record = try await catalog.snapshot(id) else {
                     return .alreadyImported(snapshotID: id.rawValue)
@@ -145,6 +165,10 @@ public struct ImportPipeline: ObjectImporting {
                 if failure.code == .notFound || failure.code == .objectChanged {
                     return .alreadyImported(snapshotID: id.rawValue)  // someone else finished the move
                 }
+                if Task.isCancelled {
+                    movePending = true  // shutting down: the next pass goes on with the move
+                    return .alreadyImported(snapshotID: id.rawValue)
+                }
                 return .retried(code: failure.code.name, message: "finishing the move: \(failure.message)", attempts: 0)
             }
         case .failed(let code, let message):
@@ -158,12 +182,15 @@ public struct ImportPipeline: ObjectImporting {
             }
             return .rejected(code: code, message: message)
         case .claimed(let claim):
-            return await runClaimed(candidate, claim: claim, ownerText: ownerText, logger: &logger)
+            return await runClaimed(
+                candidate, claim: claim, ownerText: ownerText, committed: committed, movePending: &movePending,
+                logger: &logger)
         }
     }
 
     private func runClaimed(
-        _ candidate: BucketLayout.Candidate, claim: ImportClaim, ownerText: String?, logger: inout Logger
+        _ candidate: BucketLayout.Candidate, claim: ImportClaim, ownerText: String?, committed: @Sendable () -> Void,
+        movePending: inout Bool, logger: inout Logger
     ) async -> ImportOutcome {
         let importLogger = logger
         let attempt: Result<(SnapshotRecord, Sidecar?), any Error>
@@ -195,16 +222,18 @@ public struct ImportPipeline: ObjectImporting {
                 candidate, claim: claim, failure: failure, code: code, rejection: rejection, logger: logger)
         }
         // Committed: from here on nothing may undo the snapshot. Sharing and the move are finished
-        // by a later pass when they fail now.
+        // by a later pass when they fail now (or when the worker shuts down meanwhile).
+        committed()
         do {
             record = try await applySidecarSharing(sidecar, candidate, record: record, logger: logger)
         } catch {
-            logger.warning("applying the sidecar's sharing failed: \(error)")
+            if !Task.isCancelled { logger.warning("applying the sidecar's sharing failed: \(error)") }
         }
         do {
             try await mover.moveToProcessed(candidate, record: record)
         } catch {
-            logger.warning("moving to processed/ failed (the next pass finishes it): \(error)")
+            movePending = true
+            if !Task.isCancelled { logger.warning("moving to processed/ failed (the next pass finishes it): \(error)") }
         }
         return .imported(snapshotID: record.id.rawValue)
     }
@@ -359,9 +388,10 @@ public struct ImportPipeline: ObjectImporting {
         }
     }
 
-    /// A claim token unique to this worker and attempt (`host:pid:random`).
+    /// A claim token unique to this worker and attempt: `<workerID>/<random>`, the form from which
+    /// `WorkerID(token:)` reads the worker back (to test its proof of life).
     func attemptToken() -> String {
-        "\(settings.workerID):\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+        "\(settings.workerID)/\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
     }
 
     // MARK: - Manual import of one object (`snapimport import s3://…`)

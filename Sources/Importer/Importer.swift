@@ -14,6 +14,20 @@ public protocol ObjectImporting: Sendable {
     /// Imports one object; never throws: every failure is an outcome. The task is cancelled when the
     /// worker shuts down and the import must be abandoned cleanly (an outcome with code `Cancelled`).
     func importObject(_ candidate: BucketLayout.Candidate) async -> ImportResult
+    /// ``importObject(_:)``, calling `committed` once the object's snapshot is committed (from then on
+    /// only its move to processed/ remains): how the worker tells, at shutdown, the imports whose move it
+    /// finishes from those it abandons.
+    func importObject(_ candidate: BucketLayout.Candidate, committed: @escaping @Sendable () -> Void) async
+        -> ImportResult
+}
+
+extension ObjectImporting {
+    /// Never reports a commit (a worker that cannot tell).
+    public func importObject(_ candidate: BucketLayout.Candidate, committed: @escaping @Sendable () -> Void) async
+        -> ImportResult
+    {
+        await importObject(candidate)
+    }
 }
 
 /// The import worker as a swift-service-lifecycle `Service`.
@@ -21,9 +35,13 @@ public protocol ObjectImporting: Sendable {
 /// `run()` polls incoming/ every `interval` on the injected clock (one LIST per pass when idle)
 /// and imports with at most `concurrentImports` in flight, at most `concurrentImportsPerCustomer`
 /// per customer. On graceful shutdown it stops taking work, lets the imports in flight finish
-/// for up to `shutdownGracePeriod`, then abandons them (each releases its lease and aborts its
-/// pending snapshot). With `once`, `run()` does one pass and returns: run it in a ServiceGroup
-/// with `successTerminationBehavior: .gracefullyShutdownGroup` (the cron pass).
+/// for up to `shutdownGracePeriod` (those already committed finish their move to processed/), then
+/// cancels what is still in flight: an uncommitted import is abandoned (it releases its claim, not
+/// counted as an attempt, and aborts its pending snapshot), a committed one stops its move after the
+/// current S3 request and leaves the rest to the next pass. Shutdown therefore lasts at most the
+/// grace plus one in-flight S3 request (and the catalog writes that release the claims). The log says
+/// what really happened, with true counts. With `once`, `run()` does one pass and returns: run it in a
+/// ServiceGroup with `successTerminationBehavior: .gracefullyShutdownGroup` (the cron pass).
 public final class Importer<C: Clock>: Service where C.Duration == Duration {
     public struct Options: Sendable {
         public var concurrentImports: Int
@@ -50,6 +68,10 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
         /// Abandons the current pass's imports in flight (cancels their tasks).
         var abandon: AsyncStream<Void>.Continuation?
         var summaries: [PassSummary] = []
+        /// The in-flight imports (by pass-local number) whose snapshot is committed: only their move remains.
+        var committed: Set<Int> = []
+        /// Whether a graceful shutdown began (the pass then reports what it finished and abandoned).
+        var shuttingDown = false
         var peakInFlight = 0
         var peakPerCustomer = 0
     }
@@ -91,11 +113,32 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
             // The shutdown watchdog: stop taking work at once, abandon in-flight work after the grace.
             group.addTask { [self] in
                 try await gracefulShutdown()
-                state.withLock { $0.stopping = true }
-                logger.info("shutting down: no new imports; in-flight imports get \(options.shutdownGracePeriod)")
-                try await clock.sleep(for: options.shutdownGracePeriod)
-                let (inFlight, abandon) = state.withLock { ($0.inFlight, $0.abandon) }
-                if inFlight > 0 { logger.warning("abandoning \(inFlight) import(s) still in flight") }
+                let (inFlight, moving) = state.withLock { state in
+                    state.stopping = true
+                    state.shuttingDown = true
+                    return (state.inFlight, state.committed.count)
+                }
+                let grace = options.shutdownGracePeriod
+                if inFlight == 0 {
+                    logger.info("shutting down: no new imports, none in flight")
+                } else {
+                    logger.info(
+                        """
+                        shutting down: no new imports; finishing the move of \(moving) committed import(s); \
+                        \(inFlight - moving) import(s) in progress get \(grace) to commit
+                        """,
+                        metadata: ["inFlight": "\(inFlight)", "committed": "\(moving)", "grace": "\(grace)"])
+                }
+                try await clock.sleep(for: grace)
+                let (left, leftMoving, abandon) = state.withLock { ($0.inFlight, $0.committed.count, $0.abandon) }
+                if left > 0 {
+                    logger.warning(
+                        """
+                        grace period over: cancelling \(left - leftMoving) uncommitted import(s); the move of \
+                        \(leftMoving) committed import(s) stops after its current S3 request
+                        """,
+                        metadata: ["inFlight": "\(left)", "committed": "\(leftMoving)"])
+                }
                 abandon?.yield()
             }
             while !stopping {
@@ -137,6 +180,7 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
         var results: [ImportResult] = []
         var running: [String: Int] = [:]
         var total = 0
+        var started = 0
         // The shutdown watchdog abandons the imports still in flight after the grace period through this
         // signal: the pass cancels its import tasks, which end with a `Cancelled` outcome.
         let (abandonSignal, abandon) = AsyncStream.makeStream(of: Void.self)
@@ -159,14 +203,19 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
                         queue.remove(at: index)
                         running[customer, default: 0] += 1
                         total += 1
+                        started += 1
                         let perCustomer = running[customer, default: 0]
                         state.withLock { state in
                             state.inFlight = total
                             state.peakInFlight = max(state.peakInFlight, total)
                             state.peakPerCustomer = max(state.peakPerCustomer, perCustomer)
                         }
-                        group.addTask { [worker] in
-                            .finished(customer: customer, await worker.importObject(candidate))
+                        group.addTask { [self, worker, number = started] in
+                            let result = await worker.importObject(candidate) {
+                                self.state.withLock { _ = $0.committed.insert(number) }
+                            }
+                            state.withLock { _ = $0.committed.remove(number) }
+                            return .finished(customer: customer, result)
                         }
                     }
                 }
@@ -191,7 +240,7 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
             results.append(
                 ImportResult(
                     key: candidate.key, etag: candidate.etag, owner: worker.ownerText(of: candidate) ?? "",
-                    outcome: .skipped(reason: "worker shutting down")))
+                    outcome: .skipped(reason: Self.notStartedReason)))
         }
         let summary = PassSummary(results: results)
         state.withLock { $0.summaries.append(summary) }
@@ -203,8 +252,36 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
         } else {
             logger.info("pass done: \(counts)")
         }
+        if state.withLock({ $0.shuttingDown }) { logShutdownOutcome(summary) }
         return summary
     }
+}
+
+extension Importer {
+    /// The pass a shutdown ended, in the words of what happened to each import (counted from the
+    /// outcomes, so the numbers are true whatever raced with the cancellation).
+    private func logShutdownOutcome(_ summary: PassSummary) {
+        let abandoned = summary.results.filter {
+            if case .retried(let code, _, _) = $0.outcome { code == ImporterError.Code.cancelled.name } else { false }
+        }
+        let imported = summary.imported
+        let moveLeft = imported.filter(\.movePending)
+        let notStarted = summary.results.filter {
+            if case .skipped(let reason) = $0.outcome { reason == Self.notStartedReason } else { false }
+        }
+        logger.info(
+            """
+            shutdown: \(imported.count) imported (\(moveLeft.count) of them left for the next pass to finish the \
+            move to processed/), abandoned \(abandoned.count) (released, not counted as an attempt: the next \
+            pass imports them again), \(notStarted.count) not started
+            """,
+            metadata: [
+                "imported": "\(imported.count)", "moveLeft": "\(moveLeft.count)", "abandoned": "\(abandoned.count)",
+                "notStarted": "\(notStarted.count)",
+            ])
+    }
+
+    static var notStartedReason: String { "worker shutting down" }
 }
 
 /// What a pass's task group hears: an import finished, the watchdog abandons the imports in flight, or

@@ -192,9 +192,47 @@ final class AppContext: Sendable {
         }
     }
 
-    /// `host:pid`: names this worker in claims and logs.
-    static var workerID: String {
-        "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
+    /// This process as a worker, named in claims, pending snapshots and logs: `SNAPIMPORT_WORKER_NAME`
+    /// (default: the host name), the process ID and a nonce drawn once per run.
+    var workerID: WorkerID {
+        Self.worker.withLock { id in
+            if let id { return id }
+            let name = environment["SNAPIMPORT_WORKER_NAME"].flatMap { $0.isEmpty ? nil : $0 }
+            let process = ProcessInfo.processInfo
+            let made = WorkerID(name: name ?? process.hostName, pid: process.processIdentifier)
+            id = made
+            return made
+        }
+    }
+    // One identity per process, whatever number of contexts a run makes.
+    private static let worker = Mutex<WorkerID?>(nil)
+
+    /// Runs `body` with `service` acting as this worker (`run`, `watch`, `import`; later `serve`): holds the
+    /// worker's proof of life for the duration — an `flock` on `<store>/workers/<id>.lock` and, with a
+    /// PostgreSQL catalog, a session advisory lock — so that other workers take over its claims and
+    /// pending snapshots the moment it dies, and it takes over theirs (see `WorkerLiveness`).
+    func withLiveWorker<R: Sendable>(
+        _ service: SnapshotService, _ body: (SnapshotService) async throws -> R
+    ) async throws -> R {
+        var parts: [any WorkerLiveness] = [FileLockLiveness(storePath: configuration.store.path)]
+        if let catalog = service.catalog as? PostgresCatalog { parts.append(PostgresWorkerLiveness(catalog: catalog)) }
+        let liveness = CombinedWorkerLiveness(parts)
+        let id = workerID
+        do {
+            try await liveness.register(id)
+        } catch {
+            throw CommandOutput.failure(
+                code: "InvalidConfiguration", message: "cannot hold this worker's proof of life: \(error)", json: json,
+                exit: 2)
+        }
+        do {
+            let result = try await body(service.forWorker(LiveWorker(id: id, liveness: liveness)))
+            await liveness.release(id)
+            return result
+        } catch {
+            await liveness.release(id)
+            throw error
+        }
     }
 
     /// The pipeline settings from the configuration. `SNAPIMPORT_LEASE_SECONDS` shortens the claim
@@ -213,7 +251,7 @@ final class AppContext: Sendable {
             // the store, not into a possibly small /tmp.
             limits: InspectionLimits(
                 maxVirtualSize: config.limits.maxVirtualSize, scratchDirectory: scratchDirectory()),
-            maxAttempts: config.limits.maxAttempts, leaseDuration: lease, workerID: Self.workerID)
+            maxAttempts: config.limits.maxAttempts, leaseDuration: lease, workerID: workerID.rawValue)
     }
 
     /// Opens the store (creating it when needed) and wires the pipeline for objects of `bucket`
@@ -224,10 +262,12 @@ final class AppContext: Sendable {
         let client = try s3()
         let settings = settings(bucket: bucket)
         return try await withStore(create: true, logger: logger) { service in
-            let pipeline = ImportPipeline(
-                store: S3ObjectStore(client: client, bucket: bucket), catalog: CoreImportCatalog(service: service),
-                settings: settings, logger: logger)
-            return try await body(pipeline, service)
+            try await withLiveWorker(service) { service in
+                let pipeline = ImportPipeline(
+                    store: S3ObjectStore(client: client, bucket: bucket), catalog: CoreImportCatalog(service: service),
+                    settings: settings, logger: logger)
+                return try await body(pipeline, service)
+            }
         }
     }
 }

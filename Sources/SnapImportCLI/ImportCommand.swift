@@ -79,13 +79,15 @@ struct ImportCommand: AsyncParsableCommand {
                 let settings = context.settings(bucket: "")
                 let text = description ?? (path as NSString).lastPathComponent
                 let record = try await context.withStore(create: true, logger: logger) { service in
-                    let importer = ImageImporter(
-                        catalog: CoreImportCatalog(service: service), limits: settings.limits,
-                        leaseDuration: settings.leaseDuration, progressInterval: settings.progressInterval)
-                    var logger = logger
-                    return try await importer.importImage(
-                        source: file, claim: nil, owner: owner, description: text, claimedFormat: claimed,
-                        snapshotSource: .file(path: path), logger: &logger, progress: progress)
+                    try await context.withLiveWorker(service) { service in
+                        let importer = ImageImporter(
+                            catalog: CoreImportCatalog(service: service), limits: settings.limits,
+                            leaseDuration: settings.leaseDuration, progressInterval: settings.progressInterval)
+                        var logger = logger
+                        return try await importer.importImage(
+                            source: file, claim: nil, owner: owner, description: text, claimedFormat: claimed,
+                            snapshotSource: .file(path: path), logger: &logger, progress: progress)
+                    }
                 }
                 return (record, false)
             }

@@ -17,8 +17,9 @@ public struct ImportClaims: LedgerBacked {
     ///   - worker: a token unique to this worker and attempt (e.g. `host:pid:uuid`).
     ///   - leaseSeconds: how long the claim holds without ``renewLease(_:leaseSeconds:now:)``.
     /// - Returns: the claim, or nil when the object was already imported, failed for good, or is
-    ///   leased by another worker whose lease has not expired. Every successful claim increments
-    ///   `attempts` (so a claim on an expired lease counts the lost attempt).
+    ///   leased by another worker whose lease has not expired and who is not provably dead (a service
+    ///   made ``SnapshotService/forWorker(_:)`` tests that). Every successful claim increments
+    ///   `attempts` (so a claim on an expired lease, or taken from a dead worker, counts the lost attempt).
     public func claimImport(
         bucket: String, key: String, etag: String, owner: String, worker: String, leaseSeconds: TimeInterval,
         now: Date = Date()
@@ -28,12 +29,51 @@ public struct ImportClaims: LedgerBacked {
         let expires = Self.stamp(now.addingTimeInterval(leaseSeconds))
         // One conditional statement: no read first, no retry. Workers racing for one object each pay
         // that one statement; claims of different objects touch different rows.
-        guard
-            let row = try await catalog.claimImport(
-                importKey, owner: owner, worker: worker, leaseExpiresAt: expires, now: stamp)
+        if let row = try await catalog.claimImport(
+            importKey, owner: owner, worker: worker, leaseExpiresAt: expires, now: stamp)
+        {
+            return ImportClaim(
+                key: importKey, owner: row.owner, worker: worker, attempts: row.attempts, leaseExpiresAt: expires)
+        }
+        return try await takeOverFromDeadWorker(importKey, worker: worker, leaseExpiresAt: expires, now: stamp)
+    }
+
+    /// Takes a claim over at once when its lease still runs but its worker is provably dead (its proof of
+    /// life is free: see ``WorkerLiveness``): the claim passes to `worker` (one more attempt, as a claim
+    /// on an expired lease counts), and the dead worker's pending snapshot is dropped in the same batch,
+    /// with a sweep request for the blocks it put. Only the row read is updated (its version): of two
+    /// workers taking over the same claim, one wins.
+    /// - Returns: the claim, or nil (nothing to take over, the holder lives or cannot be proven dead, or
+    ///   another worker took it over first).
+    private func takeOverFromDeadWorker(_ key: ImportKey, worker: String, leaseExpiresAt: Date, now: Date)
+        async throws -> ImportClaim?
+    {
+        guard let me = ledger.worker, let row = try await catalog.importRecord(key), row.state == .claimed,
+            let holder = row.worker, holder != worker, await me.provesDeath(ofHolder: holder)
         else { return nil }
+        var taken = row
+        taken.worker = worker
+        taken.leaseExpiresAt = leaseExpiresAt
+        taken.attempts += 1
+        taken.snapshotID = nil
+        taken.updatedAt = now
+        var writes: [CatalogWrite] = [.updateImport(taken)]
+        if let id = row.snapshotID, let snapshot = try await catalog.snapshot(id), snapshot.state == .pending,
+            snapshot.writer == holder
+        {
+            writes.append(.deleteSnapshot(id, version: snapshot.version))
+            writes.append(.requestSweep(before: now))
+        }
+        do {
+            try await catalog.apply(writes)
+        } catch let error as SnapshotError where error.code == .conflict {
+            return nil  // another worker took it over (or the row moved on) first
+        }
+        logger.notice(
+            "took over the claim of a dead worker",
+            metadata: ["key": "\(key.key)", "deadWorker": "\(holder)", "attempts": "\(taken.attempts)"])
         return ImportClaim(
-            key: importKey, owner: row.owner, worker: worker, attempts: row.attempts, leaseExpiresAt: expires)
+            key: key, owner: row.owner, worker: worker, attempts: taken.attempts, leaseExpiresAt: leaseExpiresAt)
     }
 
     /// Claims whose lease ended before `now` (their workers vanished; any worker may claim them again).

@@ -74,8 +74,10 @@ public struct CollectionReport: Sendable, Equatable {
 
 /// What recovery did.
 public struct RecoveryReport: Sendable, Equatable {
-    /// Pending snapshots whose writer's lease expired, now `error`.
+    /// Pending snapshots whose writer vanished (lease expired, or worker provably dead), now `error`.
     public var failedSnapshots: [SnapshotID] = []
+    /// Pending snapshots of vanished imports, removed; their objects' claims released for the next pass.
+    public var releasedImports: [SnapshotID] = []
     /// Deletions interrupted by a crash, now finished.
     public var finishedDeletions: [SnapshotID] = []
     public init() {}
@@ -89,12 +91,20 @@ public struct Ledger: Sendable {
     public let blocks: any BlockStore
     public let options: SnapshotServiceOptions
     let logger: Logger
+    /// This process's worker identity and proof of life, when it runs imports (`run`, `watch`, `import`):
+    /// its claims and writers are named after it, and it takes over what a provably dead worker held
+    /// without waiting for the lease (see ``WorkerLiveness``). Nil: leases only.
+    public let worker: LiveWorker?
 
-    public init(catalog: any Catalog, blocks: any BlockStore, options: SnapshotServiceOptions, logger: Logger) {
+    public init(
+        catalog: any Catalog, blocks: any BlockStore, options: SnapshotServiceOptions, logger: Logger,
+        worker: LiveWorker? = nil
+    ) {
         self.catalog = catalog
         self.blocks = blocks
         self.options = options
         self.logger = logger
+        self.worker = worker
     }
 }
 

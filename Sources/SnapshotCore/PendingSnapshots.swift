@@ -40,7 +40,9 @@ public struct PendingSnapshots: LedgerBacked {
         case .volume, .template:
             throw SnapshotError(.invalidArgument, "use snapshotVolume or createTemplate for volume snapshots")
         }
-        let token = request.writer ?? request.claim?.worker ?? UUID().uuidString
+        // A worker's writers carry its identity, so that its death can be proven (WorkerLiveness).
+        let token =
+            request.writer ?? request.claim?.worker ?? ledger.worker?.id.attemptToken() ?? UUID().uuidString
         let lease = request.lease ?? options.writerLease
         let record = try await retrying("begin snapshot") { () -> SnapshotRecord in
             let stamp = Self.stamp(now)
@@ -190,32 +192,74 @@ public struct PendingSnapshots: LedgerBacked {
         }
     }
 
+    /// Recovers what crashed work left: pending snapshots whose writer vanished — its lease ended, or
+    /// (for a service made ``SnapshotService/forWorker(_:)``) its worker is provably dead although the
+    /// lease still runs — interrupted deletions, and half-written volume files.
+    ///
+    /// A vanished import's pending snapshot (its claim still held by the same writer) is removed and the
+    /// claim released for the next pass (`retry`, code `WorkerDied`): nothing of it stays visible and the
+    /// object is imported again. Any other vanished writer's snapshot turns `error` with a `failure` saying
+    /// why. Both ask for a sweep of the blocks the writer put.
     public func recover(now: Date = Date()) async throws -> RecoveryReport {
         var report = RecoveryReport()
+        var deaths: [String: Bool] = [:]
         // Only the pending and deleting snapshots are read (an index on state), page by page.
         var cursor: SnapshotCursor?
         while true {
             let page = try await catalog.snapshots(in: .pending, after: cursor, limit: Self.recoveryPage)
             for snapshot in page {
-                guard let lease = snapshot.leaseExpiresAt, lease < now else { continue }
-                let failed = try await retrying("recover") { () -> Bool in
+                guard let lease = snapshot.leaseExpiresAt, let writer = snapshot.writer else { continue }
+                var why = "lease expired"
+                if lease >= now {
+                    guard let me = ledger.worker else { continue }
+                    if deaths[writer] == nil { deaths[writer] = await me.provesDeath(ofHolder: writer) }
+                    guard deaths[writer] == true else { continue }
+                    why = "its worker's proof of life was free: the process ended"
+                }
+                let outcome = try await retrying("recover") { () -> RecoveryOutcome? in
                     guard var current = try await catalog.snapshot(snapshot.id), current.state == .pending,
-                        let lease = current.leaseExpiresAt, lease < now
-                    else { return false }
+                        current.writer == writer, current.leaseExpiresAt == lease
+                    else { return nil }
+                    let failure = "the writer \(writer) vanished (\(why))"
+                    // The blocks the vanished writer put are named nowhere: ask for a full sweep that
+                    // covers everything it could have put before it vanished.
+                    var writes: [CatalogWrite] = [.requestSweep(before: min(lease, now))]
+                    writes += try await releaseVolumes(of: current.id, source: current.source)
+                    if case .object(let bucket, let key, let etag) = current.source,
+                        var row = try await catalog.importRecord(ImportKey(bucket: bucket, key: key, etag: etag)),
+                        row.state == .claimed, row.worker == writer, row.snapshotID == current.id
+                    {
+                        row.state = .retry
+                        row.worker = nil
+                        row.leaseExpiresAt = nil
+                        row.snapshotID = nil
+                        row.errorCode = "WorkerDied"
+                        row.errorMessage = failure
+                        row.updatedAt = Self.stamp(now)
+                        writes += [.deleteSnapshot(current.id, version: current.version), .updateImport(row)]
+                        try await catalog.apply(writes)
+                        return .released
+                    }
                     current.state = .error
-                    current.failure = "the writer \(current.writer ?? "?") vanished (lease expired)"
+                    current.failure = failure
                     current.writer = nil
                     current.leaseExpiresAt = nil
-                    // The blocks the vanished writer put are named nowhere: ask for a full sweep that
-                    // covers everything it could have put before its lease ended.
-                    var writes: [CatalogWrite] = [.updateSnapshot(current), .requestSweep(before: lease)]
-                    writes += try await releaseVolumes(of: current.id, source: current.source)
+                    writes.insert(.updateSnapshot(current), at: 0)
                     try await catalog.apply(writes)
-                    return true
+                    return .failed
                 }
-                if failed {
+                switch outcome {
+                case .failed:
                     report.failedSnapshots.append(snapshot.id)
-                    logger.warning("pending snapshot recovered to error", metadata: ["snapshot": "\(snapshot.id)"])
+                    logger.warning(
+                        "pending snapshot recovered to error", metadata: ["snapshot": "\(snapshot.id)", "why": "\(why)"])
+                case .released:
+                    report.releasedImports.append(snapshot.id)
+                    logger.notice(
+                        "a vanished import's pending snapshot was removed and its object released for the next pass",
+                        metadata: ["snapshot": "\(snapshot.id)", "writer": "\(writer)", "why": "\(why)"])
+                case nil:
+                    break
                 }
             }
             guard page.count == Self.recoveryPage, let last = page.last else { break }
@@ -240,4 +284,12 @@ public struct PendingSnapshots: LedgerBacked {
         }
         return report
     }
+}
+
+/// What recovery did with one vanished writer's pending snapshot.
+private enum RecoveryOutcome {
+    /// Turned `error`.
+    case failed
+    /// Removed, its import claim released.
+    case released
 }

@@ -37,13 +37,30 @@ public struct SnapshotService: Sendable {
         } catch {
             throw SnapshotError(.storage, "cannot create the volume directory \(volumesDirectory)", underlying: error)
         }
-        ledger = Ledger(catalog: catalog, blocks: blocks, options: options, logger: logger)
+        self.init(
+            ledger: Ledger(catalog: catalog, blocks: blocks, options: options, logger: logger),
+            volumesDirectory: volumesDirectory)
+    }
+
+    private init(ledger: Ledger, volumesDirectory: String) {
+        self.ledger = ledger
         collector = BlockCollector(ledger: ledger)
         snapshots = Snapshots(ledger: ledger, collector: collector)
         pending = PendingSnapshots(ledger: ledger, collector: collector, volumesDirectory: volumesDirectory)
         volumes = Volumes(ledger: ledger, pending: pending, volumesDirectory: volumesDirectory)
         claims = ImportClaims(ledger: ledger)
         accessKeys = AccessKeys(ledger: ledger)
+    }
+
+    /// The same service acting as the worker process `worker`: claims and pending snapshots carry its
+    /// identity, and a claim or pending snapshot whose worker ``WorkerLiveness`` proves dead is taken over
+    /// (or recovered) at once instead of after its lease. The caller has registered `worker` already.
+    public func forWorker(_ worker: LiveWorker) -> SnapshotService {
+        SnapshotService(
+            ledger: Ledger(
+                catalog: ledger.catalog, blocks: ledger.blocks, options: ledger.options, logger: ledger.logger,
+                worker: worker),
+            volumesDirectory: volumesDirectory)
     }
 
     /// Whether `caller` may see `snapshot` (see ``Snapshots``).

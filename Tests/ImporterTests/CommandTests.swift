@@ -124,4 +124,163 @@ struct CommandTests {
         #expect(clock.now - stopping < .seconds(10))
         #expect(result.stderr.contains("snap-"), "logs carry the snapshot ID")
     }
+
+    /// `Tests/fault_proxy.py` in `delay` mode in front of the S3 server: every ranged GET and copy waits
+    /// `milliseconds` (a slow S3, so that an import is caught reading, or moving to processed/).
+    func slowProxy(_ e2e: E2E, milliseconds: Int) throws -> (Process, String) {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("fault_proxy.py").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, e2e.endpoint, "\(e2e.work)/proxy.log", "\(milliseconds)", "delay"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line += chunk
+        }
+        let port = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard Int(port) != nil else { throw HarnessError("fault_proxy.py printed no port: \(port)") }
+        return (process, "http://127.0.0.1:\(port)")
+    }
+
+    @Test("watch on SIGTERM: it logs what it really does, abandons uncommitted work within the grace, finishes moves")
+    func watchShutdownIsHonest() async throws {
+        let e2e = try #require(E2E.load("watch-shutdown"))
+        let client = try e2e.client()
+        let bucket = try await e2e.makeBucket(client)
+        let (proxy, slowEndpoint) = try slowProxy(e2e, milliseconds: 2000)
+        defer { kill(proxy.processIdentifier, SIGKILL) }
+        var big = [UInt8](repeating: 0, count: 48 << 20)
+        var generator = SystemRandomNumberGenerator()
+        big.withUnsafeMutableBytes { buffer in
+            for i in buffer.bindMemory(to: UInt64.self).indices {
+                buffer.bindMemory(to: UInt64.self)[i] = generator.next()
+            }
+        }
+        let key = "\(e2e.prefix)incoming/p@c/slow.raw"
+        try await client.putObject(bucket: bucket, key: key, body: big)
+        let data = "\(e2e.work)/data"
+        let direct = try e2e.writeConfig(bucket: bucket, data: data)
+        let config = "\(e2e.work)/slow.toml"
+        try String(contentsOfFile: direct, encoding: .utf8).replacingOccurrences(of: e2e.endpoint, with: slowEndpoint)
+            .write(toFile: config, atomically: false, encoding: .utf8)
+        let binary = try Tools.snapimportBinary()
+        let clock = ContinuousClock()
+
+        func snapshots() async throws -> [SnapshotRecord] {
+            try await withStore(data: data, catalogURL: nil) { try await $0.listSnapshots(caller: .operator) }
+        }
+        func importRow() async throws -> ImportRecord? {
+            try await withStore(data: data, catalogURL: nil) { try await $0.listImports().first { $0.key.key == key } }
+        }
+        func waitFor(_ what: String, _ condition: () async throws -> Bool) async throws {
+            let deadline = clock.now + .seconds(90)
+            while clock.now < deadline {
+                if try await condition() { return }
+                try await Task.sleep(for: .milliseconds(30))
+            }
+            Issue.record("timed out waiting for \(what)")
+        }
+
+        // 1. SIGTERM while the image is being read, grace 1 s: the import is abandoned, not failed.
+        let first = try Tools.start(binary, ["watch", "--interval", "0.2", "--shutdown-grace", "1", "--config", config])
+        try await waitFor("the pending snapshot") { try await snapshots().contains { $0.state == .pending } }
+        let stopping = clock.now
+        kill(first.0.processIdentifier, SIGTERM)
+        let stopped = Tools.finish(first)
+        let took = clock.now - stopping
+        print("watch SIGTERM mid-read with a 1 s grace and 2 s S3 requests: stopped after \(took)")
+        #expect(stopped.status == 0, "\(stopped.stderr)")
+        #expect(took < .seconds(1 + 2 + 4), "the grace plus one in-flight S3 request (and some slack)")
+        let log = stopped.stderr
+        for line in log.split(separator: "\n") where line.contains("shut") || line.contains("grace period") {
+            print("watch log (abandon): \(line)")
+        }
+        #expect(log.contains("finishing the move of 0 committed import(s); 1 import(s) in progress get"), "\(log)")
+        #expect(log.contains("grace period over: cancelling 1 uncommitted import(s)"), "\(log)")
+        #expect(log.contains("shutdown: 0 imported"), "\(log)")
+        #expect(log.contains("abandoned 1 (released, not counted as an attempt"), "\(log)")
+        #expect(!log.contains("transient failure"), "an abandoned import is not a failure: \(log)")
+        #expect(try await snapshots().isEmpty, "nothing pending, nothing visible")
+        let released = try #require(try await importRow())
+        #expect(released.state == .retry && released.attempts == 0 && released.errorCode == "Cancelled")
+        #expect(try await keys(client, bucket, "\(e2e.prefix)incoming/") == [key])
+
+        // 2. SIGTERM while the committed import moves to processed/ (copies take 2 s): the move is finished.
+        let second = try Tools.start(binary, ["watch", "--interval", "0.2", "--shutdown-grace", "20", "--config", config])
+        try await waitFor("the committed snapshot") { try await snapshots().contains { $0.state == .available } }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try await keys(client, bucket, "\(e2e.prefix)incoming/") == [key], "caught before the move ended")
+        kill(second.0.processIdentifier, SIGTERM)
+        let finished = Tools.finish(second)
+        #expect(finished.status == 0, "\(finished.stderr)")
+        let log2 = finished.stderr
+        for line in log2.split(separator: "\n") where line.contains("shut") || line.contains("grace period") {
+            print("watch log (move): \(line)")
+        }
+        #expect(log2.contains("finishing the move of 1 committed import(s); 0 import(s) in progress"), "\(log2)")
+        #expect(log2.contains("shutdown: 1 imported (0 of them left for the next pass"), "\(log2)")
+        #expect(log2.contains("abandoned 0"), "\(log2)")
+        #expect(!log2.contains("grace period over"), "\(log2)")
+        #expect(try await keys(client, bucket, "\(e2e.prefix)incoming/").isEmpty)
+        #expect(try await keys(client, bucket, "\(e2e.prefix)processed/").contains("\(e2e.prefix)processed/p@c/slow.raw"))
+        let imported = try #require(try await importRow())
+        #expect(imported.state == .imported)
+        #expect(imported.attempts == 1, "the shut-down attempt was given back: this is the first counted one")
+    }
+
+    @Test("kill -9 of a manual import s3://… mid-way, then the same import at once (600 s lease): one snapshot")
+    func killedManualImportIsTakenOver() async throws {
+        let e2e = try #require(E2E.load("import-kill"))
+        let client = try e2e.client()
+        let bucket = try await e2e.makeBucket(client)
+        let (proxy, slowEndpoint) = try slowProxy(e2e, milliseconds: 1500)
+        defer { kill(proxy.processIdentifier, SIGKILL) }
+        var disk = [UInt8](repeating: 0, count: 32 << 20)
+        var generator = SystemRandomNumberGenerator()
+        for i in stride(from: 0, to: disk.count, by: 8) {
+            withUnsafeBytes(of: generator.next()) { disk.replaceSubrange(i..<i + 8, with: $0) }
+        }
+        let key = "\(e2e.prefix)incoming/p@c/manual.raw"
+        try await client.putObject(bucket: bucket, key: key, body: disk)
+        let data = "\(e2e.work)/data"
+        let direct = try e2e.writeConfig(bucket: bucket, data: data)
+        let slow = "\(e2e.work)/slow.toml"
+        try String(contentsOfFile: direct, encoding: .utf8).replacingOccurrences(of: e2e.endpoint, with: slowEndpoint)
+            .write(toFile: slow, atomically: false, encoding: .utf8)
+        let binary = try Tools.snapimportBinary()
+        var environment = e2e.environment
+        environment["SNAPIMPORT_LEASE_SECONDS"] = "600"
+
+        let victim = try Tools.start(binary, ["import", "s3://\(bucket)/\(key)", "--config", slow], environment: environment)
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(60)
+        var sawPending = false
+        while !sawPending, clock.now < deadline, victim.0.isRunning {
+            sawPending = try await withStore(data: data, catalogURL: nil) { service in
+                try await service.listSnapshots(caller: .operator).contains { $0.state == .pending }
+            }
+            if !sawPending { try await Task.sleep(for: .milliseconds(30)) }
+        }
+        kill(victim.0.processIdentifier, SIGKILL)
+        _ = Tools.finish(victim)
+        try #require(sawPending, "the import was killed while writing its snapshot")
+
+        let again = try Tools.run(
+            binary, ["import", "s3://\(bucket)/\(key)", "--json", "--config", direct], environment: environment)
+        #expect(again.status == 0, "taken over at once, not 'being imported by another worker': \(again.stderr)")
+        let (all, row, bytes) = try await withStore(data: data, catalogURL: nil) { service in
+            let all = try await service.listSnapshots(caller: .operator)
+            var bytes: [UInt8]?
+            if let first = all.first { bytes = try await snapshotBytes(service, first) }
+            return (all, try await service.listImports().first, bytes)
+        }
+        #expect(all.count == 1 && all.first?.state == .available, "\(all.map { $0.state })")
+        #expect(bytes == disk)
+        #expect(row?.state == .imported && row?.attempts == 2)
+    }
 }

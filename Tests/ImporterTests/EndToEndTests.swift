@@ -40,9 +40,10 @@ struct EndToEndTests {
     /// Checks exactly-once and byte equality: one available snapshot per expected key, equal to
     /// qemu-img's reading; nothing pending; incoming/ empty.
     func verify(
-        _ e2e: E2E, _ client: S3Client, bucket: String, data: String, catalog: String?, expected: [String: [UInt8]]
+        _ e2e: E2E, _ client: S3Client, bucket: String, data: String, catalog: String?, expected: [String: [UInt8]],
+        blocks: String? = nil
     ) async throws {
-        let found = try await readBack(data: data, catalog: catalog, bucket: bucket)
+        let found = try await readBack(data: data, catalog: catalog, bucket: bucket, blocks: blocks.map { (e2e, $0) })
         #expect(found.pending == 0, "no snapshot left pending")
         for (key, reference) in expected {
             let copies = found.byKey[key] ?? []
@@ -67,8 +68,8 @@ struct EndToEndTests {
         var byKey: [String: [[UInt8]]] = [:]
     }
 
-    func readBack(data: String, catalog: String?, bucket: String) async throws -> ReadBack {
-        try await withStore(data: data, catalogURL: catalog) { service in
+    func readBack(data: String, catalog: String?, bucket: String, blocks: (E2E, String)? = nil) async throws -> ReadBack {
+        try await withStore(data: data, catalogURL: catalog, blocks: blocks) { service in
             var result = ReadBack()
             for snapshot in try await service.listSnapshots(caller: .operator) {
                 if snapshot.state == .pending { result.pending += 1 }
@@ -243,7 +244,12 @@ struct EndToEndTests {
         #expect((try jsonObject(second.stdout)["imported"] as? [Any])?.isEmpty == true)
     }
 
-    func killMidImport(catalog: String?, test: String) async throws {
+    /// `kill -9` of a `run` caught mid-import, then the next `run` at once: no sleep, and the 600 s lease of
+    /// the dead worker's claim still running. Its proof of life is free, so the next run takes its claim and
+    /// pending snapshot over at once. With `twoHosts`, the victim and the next run are different workers
+    /// ("host-a", "host-b") with different store folders (no shared lock folder) that share only the
+    /// PostgreSQL catalog and an S3 block store: the advisory lock must prove the death.
+    func killMidImport(catalog: String?, twoHosts: Bool = false, test: String) async throws {
         let e2e = try #require(E2E.load(test))
         let client = try e2e.client()
         let bucket = try await e2e.makeBucket(client)
@@ -255,21 +261,31 @@ struct EndToEndTests {
             for i in words.indices { words[i] = generator.next() }
         }
         var expected = try await uploadSmall(e2e, client, bucket: bucket, count: 3, projects: ["a@acme"])
-        try await client.putObject(bucket: bucket, key: "\(e2e.prefix)incoming/a@acme/big.raw", body: big)
-        expected["\(e2e.prefix)incoming/a@acme/big.raw"] = big
-        let data = "\(e2e.work)/data"
-        let config = try e2e.writeConfig(bucket: bucket, data: data, catalog: catalog)
+        let bigKey = "\(e2e.prefix)incoming/a@acme/big.raw"
+        try await client.putObject(bucket: bucket, key: bigKey, body: big)
+        expected[bigKey] = big
+        let blocks = twoHosts ? "s3://\(bucket)/\(e2e.prefix)blocks/" : nil
+        let shared = blocks.map { (e2e, $0) }
+        let dataA = "\(e2e.work)/host-a"
+        let dataB = twoHosts ? "\(e2e.work)/host-b" : dataA
+        let configA = try e2e.writeConfig(bucket: bucket, data: dataA, catalog: catalog, blocks: blocks, name: "a.toml")
+        let configB =
+            twoHosts
+            ? try e2e.writeConfig(bucket: bucket, data: dataB, catalog: catalog, blocks: blocks, name: "b.toml") : configA
         let binary = try Tools.snapimportBinary()
-        var environment = e2e.environment
-        environment["SNAPIMPORT_LEASE_SECONDS"] = "2"
+        var environmentA = e2e.environment
+        environmentA["SNAPIMPORT_LEASE_SECONDS"] = "600"
+        environmentA["SNAPIMPORT_WORKER_NAME"] = "host-a"
+        var environmentB = environmentA
+        if twoHosts { environmentB["SNAPIMPORT_WORKER_NAME"] = "host-b" }
 
-        let victim = try Tools.start(binary, ["run", "--config", config], environment: environment)
+        let victim = try Tools.start(binary, ["run", "--config", configA], environment: environmentA)
         // Wait until a snapshot is being written, then SIGKILL the worker.
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(60)
         var sawPending = false
         while clock.now < deadline {
-            sawPending = try await withStore(data: data, catalogURL: catalog) { service in
+            sawPending = try await withStore(data: dataA, catalogURL: catalog, blocks: shared) { service in
                 try await service.listSnapshots(caller: .operator).contains {
                     $0.state == .pending && $0.virtualSize == UInt64(48 << 20)
                 }
@@ -279,18 +295,29 @@ struct EndToEndTests {
         }
         kill(victim.0.processIdentifier, SIGKILL)
         _ = Tools.finish(victim)
-        #expect(sawPending, "the worker was killed while writing the big snapshot")
+        try #require(sawPending, "the worker was killed while writing the big snapshot")
+        let held = try await withStore(data: dataA, catalogURL: catalog, blocks: shared) { service in
+            try await service.listImports().filter { $0.state == .claimed }
+        }
+        #expect(held.contains { $0.key.key == bigKey && ($0.leaseExpiresAt ?? .distantPast) > Date().addingTimeInterval(500) },
+            "the dead worker's claim is held under a lease that runs for ten more minutes")
+        #expect(held.allSatisfy { $0.worker?.hasPrefix("host-a:") == true })
 
-        // After the lease expired, the next pass recovers and finishes.
-        try await Task.sleep(for: .seconds(2.5))
-        let rerun = try Tools.run(binary, ["run", "--json", "--config", config], environment: environment)
+        // At once: no sleep.
+        let started = clock.now
+        let rerun = try Tools.run(binary, ["run", "--json", "--config", configB], environment: environmentB)
+        let took = clock.now - started
         #expect(rerun.status == 0, "\(rerun.stderr)")
-        try await verify(e2e, client, bucket: bucket, data: data, catalog: catalog, expected: expected)
+        let summary = try jsonObject(rerun.stdout)
+        let importedKeys = (summary["imported"] as? [[String: Any]] ?? []).compactMap { $0["key"] as? String }
+        #expect(importedKeys.contains(bigKey), "the next run imported what the dead one held: \(rerun.stdout)")
+        print("kill -9 then run at once (\(test)): the second run took \(took) and imported \(importedKeys.count) object(s)")
+        try await verify(e2e, client, bucket: bucket, data: dataB, catalog: catalog, expected: expected, blocks: blocks)
 
         // No orphan blocks after GC: every stored block is named by a manifest.
         var options = SnapshotServiceOptions()
         options.gcSafetyMargin = 0
-        try await withStore(data: data, catalogURL: catalog, options: options) { service in
+        try await withStore(data: dataB, catalogURL: catalog, options: options, blocks: shared) { service in
             _ = try await service.collectGarbage(now: Date().addingTimeInterval(1))
             let referenced = Set(try await service.catalog.manifests().values.flatMap { $0.entries.map(\.hash) })
             let stored = Set(try await service.blocks.list().map(\.hash))
@@ -298,18 +325,34 @@ struct EndToEndTests {
             let imports = try await service.listImports()
             #expect(imports.filter { $0.state == .imported }.count == expected.count)
             #expect(!imports.contains { $0.state == .claimed })
+            let bigImport = imports.first { $0.key.key == bigKey }
+            #expect(bigImport?.attempts == 2, "the killed attempt and the one that finished")
         }
+        // The worker that exited cleanly removed its lock file; the dead one's stays (free) as the proof.
+        let locks = (try? FileManager.default.contentsOfDirectory(atPath: "\(dataB)/workers")) ?? []
+        #expect(locks.allSatisfy { $0.hasPrefix("host-a") }, "left in \(dataB)/workers: \(locks)")
     }
 
-    @Test("SIGKILL mid-import, then run again: imported once, nothing pending, no orphan blocks after GC")
+    @Test("SIGKILL mid-import, then run at once (600 s lease): imported once, nothing pending, no orphan blocks after GC")
     func killedWorkerRecovers() async throws {
         try await killMidImport(catalog: nil, test: "kill")
     }
 
-    @Test("SIGKILL mid-import with the PostgreSQL catalog", .enabled(if: E2E.hasPostgres, E2E.postgresSkipReason))
+    @Test(
+        "SIGKILL mid-import with the PostgreSQL catalog, then run at once",
+        .enabled(if: E2E.hasPostgres, E2E.postgresSkipReason))
     func killedWorkerRecoversPostgres() async throws {
         let probe = try #require(E2E.load("kill-pg-probe"))
         let url = try #require(probe.postgresSchemaURL())
         try await killMidImport(catalog: url, test: "kill-pg")
+    }
+
+    @Test(
+        "SIGKILL of a worker on one host, then a run on another host at once: the PostgreSQL advisory lock proves it",
+        .enabled(if: E2E.hasPostgres, E2E.postgresSkipReason))
+    func killedWorkerTakenOverByAnotherHost() async throws {
+        let probe = try #require(E2E.load("kill-hosts-probe"))
+        let url = try #require(probe.postgresSchemaURL())
+        try await killMidImport(catalog: url, twoHosts: true, test: "kill-hosts")
     }
 }

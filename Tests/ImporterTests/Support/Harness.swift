@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import BlockStoreS3
 import Importer
 import Logging
 import S3
@@ -82,9 +83,9 @@ struct E2E: Sendable {
     }
 
     /// A config file for the CLI: the bucket, a store directory, and optionally a PostgreSQL catalog.
-    func writeConfig(bucket: String, data: String, catalog: String? = nil, name: String = "snapimport.toml") throws
-        -> String
-    {
+    func writeConfig(
+        bucket: String, data: String, catalog: String? = nil, blocks: String? = nil, name: String = "snapimport.toml"
+    ) throws -> String {
         var text = """
             [s3]
             endpoint = "\(endpoint)"
@@ -96,6 +97,7 @@ struct E2E: Sendable {
 
             """
         if let catalog { text += "catalog = \"\(catalog)\"\n" }
+        if let blocks { text += "blocks = \"\(blocks)\"\n" }
         text += """
 
             [layout]
@@ -266,14 +268,23 @@ enum Fixtures {
 // MARK: - The store, read back
 
 /// Opens the data directory's store (SQLite, or the PostgreSQL catalog when `catalogURL` is set).
+/// With `blocks` (an `s3://bucket/prefix/` read through `e2e`'s client), the shared S3 block store.
 func withStore<R: Sendable>(
-    data: String, catalogURL: String?, options: SnapshotServiceOptions? = nil,
+    data: String, catalogURL: String?, options: SnapshotServiceOptions? = nil, blocks: (E2E, String)? = nil,
     _ body: (SnapshotService) async throws -> R
 ) async throws -> R {
     let logger = Logger(label: "e2e.store")
     if let catalogURL {
         return try await withPostgresCatalog(url: catalogURL, logger: logger) { catalog in
-            try await body(LocalStore.open(path: data, catalog: catalog, options: options, logger: logger))
+            if let (e2e, location) = blocks {
+                return try await body(
+                    SnapshotService(
+                        catalog: catalog,
+                        blocks: S3BlockStore(client: try e2e.client(), location: location, logger: logger),
+                        volumesDirectory: "\(data)/volumes", options: options ?? SnapshotServiceOptions(),
+                        logger: logger))
+            }
+            return try await body(LocalStore.open(path: data, catalog: catalog, options: options, logger: logger))
         }
     }
     // A worker may be creating the SQLite file right now: SQLiteCatalog retries that race itself.
