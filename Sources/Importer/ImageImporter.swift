@@ -76,7 +76,7 @@ public struct ImageImporter: Sendable {
         logger[metadataKey: "snapshot"] = "\(writer.id)"
         logger.info(
             "importing",
-            metadata: ["format": "\(info.format)", "virtualSize": "\(info.virtualSize)", "bootable": "\(info.bootable)"])
+            metadata: ["format": "\(info.format.rawValue)", "virtualSize": "\(info.virtualSize)", "bootable": "\(info.bootable)"])
         let started = ContinuousClock.now
         do {
             try await withTaskCancellationHandler {
@@ -87,7 +87,9 @@ public struct ImageImporter: Sendable {
             }
             try Task.checkCancellation()
             let record = try await writer.commit()
-            logger.debug("committed", metadata: ["seconds": "\(ContinuousClock.now - started)"])
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            logger.debug("committed", metadata: ["seconds": "\((seconds * 1000).rounded() / 1000)"])
             return record
         } catch {
             _ = try? await uncancelled { await writer.abort() }

@@ -82,8 +82,10 @@ public struct ImportPipeline: ObjectImporting {
     public func listCandidates() async throws -> [BucketLayout.Candidate] {
         let objects = try await store.list(prefix: layout.incoming)
         // Each worker walks the listing from its own random point, so concurrent workers divide it (ClaimOrder).
-        return ClaimOrder.forThisWorker(
-            layout.candidates(from: objects.map { (key: $0.key, etag: $0.etag, size: $0.size) }))
+        let listed = objects.map { (key: $0.key, etag: $0.etag, size: $0.size) }
+        // Objects that will never be imported (a sidecar without its image) come last, as skipped
+        // candidates: every pass reports them with the reason instead of ignoring them silently.
+        return ClaimOrder.forThisWorker(layout.candidates(from: listed)) + layout.unimportable(from: listed)
     }
 
     public func ownerText(of candidate: BucketLayout.Candidate) -> String? {
@@ -96,13 +98,24 @@ public struct ImportPipeline: ObjectImporting {
         logger[metadataKey: "key"] = "\(candidate.key)"
         logger[metadataKey: "etag"] = "\(candidate.etag)"
         if let ownerText { logger[metadataKey: "project"] = "\(ownerText)" }
-        let outcome = await importObject(candidate, ownerText: ownerText, logger: &logger)
+        let outcome: ImportOutcome
+        if let reason = candidate.skipReason {
+            outcome = .skipped(reason: reason)
+        } else {
+            outcome = await importObject(candidate, ownerText: ownerText, logger: &logger)
+        }
         switch outcome {
         case .imported(let id): logger.info("imported", metadata: ["snapshot": "\(id)"])
         case .alreadyImported(let id): logger.info("already imported", metadata: ["snapshot": "\(id)"])
-        case .rejected(let code, let message): logger.warning("rejected: \(code): \(message)")
+        case .rejected(let code, let message):
+            logger.warning("rejected: \(code): \(message)", metadata: ["code": "\(code)"])
         case .retried(let code, let message, let attempts):
-            logger.warning("transient failure (attempt \(attempts) of \(settings.maxAttempts)): \(code): \(message)")
+            logger.warning(
+                "transient failure (attempt \(attempts) of \(settings.maxAttempts)): \(code): \(message)",
+                metadata: ["code": "\(code)", "attempt": "\(attempts)"])
+        case .skipped(let reason) where candidate.skipReason != nil:
+            // Not an image (an orphan sidecar …): said once per pass, at a level an operator sees.
+            logger.info("skipped: \(reason)")
         case .skipped(let reason): logger.debug("skipped: \(reason)")
         }
         return ImportResult(key: candidate.key, etag: candidate.etag, owner: ownerText ?? "", outcome: outcome)

@@ -63,7 +63,7 @@ public struct PendingSnapshots: LedgerBacked {
         }
         logger.info(
             "snapshot begun",
-            metadata: ["snapshot": "\(record.id)", "project": "\(record.owner)", "source": "\(record.source)"])
+            metadata: ["snapshot": "\(record.id)", "project": "\(record.owner)", "source": record.source.logValue])
         return SnapshotWriter(pending: self, record: record, claim: request.claim, lease: lease)
     }
 
@@ -239,5 +239,19 @@ public struct PendingSnapshots: LedgerBacked {
             if let info = try? POSIX.stat(path), info.modified < stale { _ = try? POSIX.unlink(path) }
         }
         return report
+    }
+}
+
+extension SnapshotSource {
+    /// The source as a log field: a nested object with the fields of its JSON form (`kind`, `bucket`,
+    /// `key`, `etag` …), never a Swift description such as `object(bucket: …)`.
+    var logValue: Logger.MetadataValue {
+        switch self {
+        case .object(let bucket, let key, let etag):
+            .dictionary(["kind": "object", "bucket": .string(bucket), "key": .string(key), "etag": .string(etag)])
+        case .file(let path): .dictionary(["kind": "file", "path": .string(path)])
+        case .volume(let id): .dictionary(["kind": "volume", "volumeId": .string(id.rawValue)])
+        case .template(let id): .dictionary(["kind": "template", "templateId": .string(id.rawValue)])
+        }
     }
 }
