@@ -100,8 +100,30 @@ struct ImportCommand: AsyncParsableCommand {
         if json {
             FileHandle.standardOutput.write(Data(SnapshotDocument.encoded(record)))
         } else {
-            print(String(decoding: SnapshotDocument.encoded(record), as: UTF8.self), terminator: "")
+            print(Self.humanText(record, alreadyImported: alreadyImported), terminator: "")
         }
+    }
+
+    /// What `import` prints without `--json`: the snapshot's ID and what an operator checks next.
+    static func humanText(_ record: SnapshotRecord, alreadyImported: Bool) -> String {
+        var source = ""
+        switch record.source {
+        case .object(let bucket, let key, let etag): source = "s3://\(bucket)/\(key) (ETag \(etag))"
+        case .file(let path): source = path
+        case .volume(let id): source = "volume \(id)"
+        case .template(let id): source = "template \(id)"
+        }
+        return """
+            \(alreadyImported ? "already imported as" : "imported") \(record.id)
+              project:      \(record.owner)
+              description:  \(record.description)
+              format:       \(record.format)\(record.bootable ? " (bootable)" : "")
+              virtual size: \(ByteCount.human(record.virtualSize))
+              stored:       \(ByteCount.human(record.storedBytes))
+              source:       \(source)
+              checksum:     \(record.checksum ?? "-")
+
+            """
     }
 
     /// The owner of an object: its `incoming/` folder's project when it sits in one (then `--project`

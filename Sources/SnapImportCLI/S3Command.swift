@@ -11,7 +11,7 @@ struct S3Command: AsyncParsableCommand {
     /// `s3 ls s3://B/PREFIX`: every key under the prefix (recursive, all pages).
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "ls", abstract: "List every object under a prefix: size, last-modified, key.")
+            commandName: "ls", abstract: "List every object under a prefix: a table of size, last-modified and key.")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "s3://bucket/prefix (the prefix may be empty).") var location: String
 
@@ -29,13 +29,11 @@ struct S3Command: AsyncParsableCommand {
             if global.json {
                 CommandOutput.printJSON(objects.map(ListedObject.init))
             } else {
-                var out = ""
+                var table = Table("SIZE", "LAST MODIFIED", "KEY", rightAligned: [0])
                 for object in objects {
-                    let size = String(object.size)
-                    out += String(repeating: " ", count: max(0, 12 - size.count)) + size + "  "
-                        + (object.lastModified.map(rfc3339) ?? "-") + "  " + object.key + "\n"
+                    table.append(ByteCount.human(object.size), object.lastModified.map(rfc3339) ?? "-", object.key)
                 }
-                FileHandle.standardOutput.write(Data(out.utf8))
+                FileHandle.standardOutput.write(Data(table.render().utf8))
             }
         }
     }
