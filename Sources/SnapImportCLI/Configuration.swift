@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SnapshotCore
 import TOMLKit
 
 /// The parsed `snapimport.toml` (architecture.md, "Configuration").
@@ -67,7 +68,7 @@ struct Configuration: Sendable, Equatable {
             do {
                 text = try String(contentsOfFile: path, encoding: .utf8)
             } catch {
-                throw ValidationError("cannot read configuration \(path): \(error)")
+                throw ValidationError("cannot read configuration \(path): \(ErrorText.plain(error))")
             }
             config = try parse(text, origin: path)
             // A relative store path in the file belongs to the file, not to wherever the command runs:

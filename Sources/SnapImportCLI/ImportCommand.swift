@@ -187,7 +187,9 @@ struct ImportCommand: AsyncParsableCommand {
         case let error as DiskImageError:
             return CommandOutput.failure(code: error.code.name, message: error.message, json: json, exit: 1)
         case let error as ImporterError:
-            return CommandOutput.failure(code: error.code.name, message: error.message, json: json, exit: 1)
+            // Refused credentials are a configuration error (2), like a missing bucket setting.
+            return CommandOutput.failure(
+                code: error.code.name, message: error.message, json: json, exit: error.code == .accessDenied ? 2 : 1)
         case let error as SnapshotError:
             return CommandOutput.failure(error, json: json)
         case let error as ValidationError:
