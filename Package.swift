@@ -226,7 +226,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SnapImportCLITests",
-            dependencies: ["SnapImportCLI", "Importer", "S3", "SnapshotCore", "Observability"],
+            dependencies: [
+                "SnapImportCLI", "Importer", "S3", "SnapshotCore", "Observability", "BuildInfo",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]
