@@ -366,12 +366,14 @@ struct OperatorTests {
 
 /// The S3 side of issue 14: `s3 get` failures, `s3 ls` as a table, orphan sidecars reported by `run`,
 /// refused credentials exit 2, and one `watch` process with `--metrics` and `--log-format json`.
+/// Nested in ``OperatorTests`` so that its `.serialized` covers both: the captures must never overlap.
+extension OperatorTests {
 @Suite(
-    "snapimport operator experience with S3 (issue 14)", .serialized,
+    "snapimport operator experience with S3 (issue 14)",
     .enabled(
         if: !(ProcessInfo.processInfo.environment["SNAPIMPORT_TEST_S3_ENDPOINT"] ?? "").isEmpty,
         "SNAPIMPORT_TEST_S3_ENDPOINT is not set (run scripts/test)"))
-struct OperatorS3Tests {
+struct WithS3 {
     typealias Op = OperatorTests
 
     /// A place whose config names the test S3 server and a fresh bucket (created through `s3 mb`).
@@ -623,4 +625,5 @@ struct OperatorS3Tests {
             messages.keys.contains { $0.hasPrefix("skipped: a .json object without an image") },
             "the orphan is reported")
     }
+}
 }
