@@ -58,9 +58,6 @@ public final class ImportMetrics: Sendable {
         if result == "imported" { self.bytes.increment(by: Int64(clamping: bytes)) }
     }
 
-    /// An object that was never started (an orphan sidecar, a pass that stopped) ended with `result`.
-    public func recordSkipped(result: String = "skipped") { byResult[result]?.increment() }
-
     /// A pass ended at `endedAt` (Unix seconds) after `duration`.
     public func passFinished(duration: Duration, endedAt: Double) {
         passDuration.recordNanoseconds(

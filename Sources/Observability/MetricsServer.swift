@@ -1,5 +1,12 @@
 import Hummingbird
 public import Logging
+import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 public import Prometheus
 public import ServiceLifecycle
 
@@ -7,6 +14,7 @@ public import ServiceLifecycle
 /// `Service` beside the worker (`watch --metrics HOST:PORT`). Any other path is 404.
 public struct MetricsServer: Service {
     private let application: Application<RouterResponder<BasicRequestContext>>
+    private let address: String
 
     /// - Parameters:
     ///   - host: the address to bind (`127.0.0.1`, `0.0.0.0`, `::`).
@@ -17,6 +25,7 @@ public struct MetricsServer: Service {
         host: String, port: Int, registry: PrometheusCollectorRegistry, logger: Logger,
         onRunning: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
+        address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         let router = Router()
         router.get("/metrics") { _, _ -> Response in
             var headers = HTTPFields()
@@ -37,8 +46,15 @@ public struct MetricsServer: Service {
             logger: logger)
     }
 
+    /// Serves until graceful shutdown.
+    ///
+    /// - Throws: ``MetricsServerError`` when the address cannot be listened on (in use, not local).
     public func run() async throws {
-        try await application.run()
+        do {
+            try await application.run()
+        } catch let error as IOError {
+            throw MetricsServerError(address: address, reason: String(cString: strerror(error.errnoCode)))
+        }
     }
 
     /// Parses `HOST:PORT` (`[::1]:9100` for IPv6); nil when malformed or the port is not 0…65535.
@@ -51,4 +67,12 @@ public struct MetricsServer: Service {
         }
         return (host, port)
     }
+}
+
+/// The metrics listener could not start: `cannot serve metrics at 127.0.0.1:9464: Address already in use`.
+public struct MetricsServerError: Error, CustomStringConvertible, Sendable {
+    public let address: String
+    public let reason: String
+
+    public var description: String { "cannot serve metrics at \(address): \(reason)" }
 }

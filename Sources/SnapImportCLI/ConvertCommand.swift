@@ -33,6 +33,11 @@ struct ConvertCommand: AsyncParsableCommand {
         let claimed = try format.map(parseImageFormat)
         DiskImage.tuneAllocatorForLargeExtents()
         let config = try AppContext(global).configuration
+        if output == "-" && isatty(STDOUT_FILENO) == 1 {
+            throw CommandOutput.failure(
+                code: "InvalidArgument", message: "--output - writes a raw disk to stdout, which is a terminal: redirect it",
+                json: global.json, exit: 2)
+        }
         do {
             let bytes = try await openSource(source, global: global)
             let limits = InspectionLimits(maxVirtualSize: config.limits.maxVirtualSize)

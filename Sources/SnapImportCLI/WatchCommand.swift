@@ -77,7 +77,13 @@ struct WatchCommand: AsyncParsableCommand {
                     services: services,
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger))
-            try await group.run()
+            do {
+                try await group.run()
+            } catch let error as MetricsServerError {
+                // The --metrics address is part of the command's configuration: exit 2.
+                throw CommandOutput.failure(
+                    code: "InvalidConfiguration", message: error.description, json: global.json, exit: 2)
+            }
         }
     }
 }

@@ -562,6 +562,12 @@ struct WithS3 {
             return false
         }
         #expect(port > 0)
+        // A second daemon on the same address: a configuration error naming it, exit 2.
+        let clash = try Self.binary(
+            ["watch", "--metrics", "127.0.0.1:\(port)", "--json", "--config", s3.place.config], environment: [:])
+        #expect(clash.status == 2, "\(clash.stderr)")
+        #expect(clash.errorCode == "InvalidConfiguration")
+        #expect(clash.stderr.contains("cannot serve metrics at 127.0.0.1:\(port): Address already in use"))
         // A first idle pass: nothing imported, the orphan skipped.
         try await waitFor("an idle pass", seconds: 60) {
             (Self.samples(try Self.scrape(port).body)["snapimport_passes_total"] ?? 0) >= 1
