@@ -36,7 +36,8 @@ public final class ImportMetrics: Sendable {
         ]
         var counters: [String: Metrics.Counter] = [:]
         for result in Self.results {
-            let counter = Metrics.Counter(label: "snapimport_imports_total", dimensions: [("result", result)], factory: factory)
+            let counter = Metrics.Counter(
+                label: "snapimport_imports_total", dimensions: [("result", result)], factory: factory)
             counter.increment(by: 0)
             counters[result] = counter
         }

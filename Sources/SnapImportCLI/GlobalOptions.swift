@@ -53,7 +53,9 @@ extension GlobalOptions {
         }
         // Only before a subcommand: `snapimport --json no-such` stays an unknown command.
         let subcommands = SnapImport.configuration.subcommands.map { $0._commandName }
-        guard !leading.isEmpty, index < arguments.count, subcommands.contains(arguments[index]) else { return arguments }
+        guard !leading.isEmpty, index < arguments.count, subcommands.contains(arguments[index]) else {
+            return arguments
+        }
         var rest = Array(arguments[index...])
         let end = rest.firstIndex(of: "--") ?? rest.endIndex
         rest.insert(contentsOf: leading, at: end)

@@ -60,14 +60,16 @@ final class MeteredWorker: ObjectImporting {
         }
         let duration = started.map { ContinuousClock.now - $0 } ?? .zero
         metrics.passFinished(duration: duration, endedAt: Date().timeIntervalSince1970)
-        let idle = summary.listingError == nil && summary.imported.isEmpty && summary.rejected.isEmpty
+        let idle =
+            summary.listingError == nil && summary.imported.isEmpty && summary.rejected.isEmpty
             && summary.retried.isEmpty
         if idle {
             logger.debug(
                 "heartbeat: idle, nothing to import",
                 metadata: [
                     "passes": "\(passes)", "skipped": "\(summary.skipped.count)",
-                    "pass_ms": "\(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)",
+                    "pass_ms":
+                        "\(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)",
                 ])
         }
     }

@@ -128,14 +128,17 @@ struct OperatorTests {
     func optionsBeforeSubcommand() async throws {
         let place = try Place()
         defer { place.remove() }
-        #expect(try await Self.execute(["import", place.image, "--project", "web@acme", "--config", place.config]).status == 0)
+        #expect(
+            try await Self.execute(["import", place.image, "--project", "web@acme", "--config", place.config]).status
+                == 0)
         let listed = try await Self.execute(["--config", place.config, "--json", "snapshot", "list"])
         #expect(listed.status == 0, "\(listed.stderr)")
         #expect((listed.json as? [[String: Any]])?.count == 1)
         let equals = try await Self.execute(["--config=\(place.config)", "--log-format", "json", "volume", "list"])
         #expect(equals.status == 0, "\(equals.stderr)")
-        #expect(GlobalOptions.movingLeadingOptions(["--config", "c", "s3", "ls", "s3://b/", "--", "-x"])
-            == ["s3", "ls", "s3://b/", "--config", "c", "--", "-x"])
+        #expect(
+            GlobalOptions.movingLeadingOptions(["--config", "c", "s3", "ls", "s3://b/", "--", "-x"])
+                == ["s3", "ls", "s3://b/", "--config", "c", "--", "-x"])
         #expect(GlobalOptions.movingLeadingOptions(["--json", "nonsense"]) == ["--json", "nonsense"])
     }
 
@@ -152,20 +155,25 @@ struct OperatorTests {
         #expect(human.text.contains("virtual size: 64.0 KiB (65536 bytes)"), "\(human.text)")
         #expect(human.text.contains("project:      web@acme"))
         #expect(human.text.contains("source:       \(place.image)"))
-        let json = try await Self.execute(["import", place.image, "--project", "web@acme", "--json", "--config", place.config])
+        let json = try await Self.execute([
+            "import", place.image, "--project", "web@acme", "--json", "--config", place.config,
+        ])
         #expect(json.status == 0)
         #expect(json.object["virtualSize"] as? Int == 65536)
         #expect((json.object["id"] as? String)?.hasPrefix("snap-") == true)
     }
 
-    @Test("snapshot list and volume list: a header, aligned columns, qemu-img sizes, creation time, filters; bytes in --json")
+    @Test(
+        "snapshot list and volume list: a header, aligned columns, qemu-img sizes, creation time, filters; bytes in --json"
+    )
     func listings() async throws {
         let place = try Place()
         defer { place.remove() }
         func cli(_ arguments: String...) async throws -> Captured {
             try await Self.execute(arguments + ["--config", place.config])
         }
-        let first = try await cli("import", place.image, "--project", "web@acme", "--description", "first disk", "--json")
+        let first = try await cli(
+            "import", place.image, "--project", "web@acme", "--description", "first disk", "--json")
         let id = try #require(first.object["id"] as? String)
         let second = try await cli("import", place.image, "--project", "db@acme", "--json")
         let other = try #require(second.object["id"] as? String)
@@ -308,14 +316,17 @@ struct OperatorTests {
         let folder = try await Self.execute(["snapshot", "list", "--config", place.directory, "--json"])
         #expect(folder.status == 2)
         #expect(folder.errorCode == "InvalidConfiguration")
-        #expect(folder.stderr.contains("cannot read configuration \(place.directory): Is a directory"), "\(folder.stderr)")
+        #expect(
+            folder.stderr.contains("cannot read configuration \(place.directory): Is a directory"), "\(folder.stderr)")
         let underFile = place.directory + "/under-file.toml"
         try "[store]\npath = \"\(place.image)/data\"\n".write(toFile: underFile, atomically: false, encoding: .utf8)
         let store = try await Self.execute(["import", place.image, "--project", "web@acme", "--config", underFile])
         #expect(store.status == 2)
         #expect(store.stderr.contains("\(place.image)/data"), "\(store.stderr)")
         #expect(store.stderr.contains("Not a directory") || store.stderr.contains("File exists"), "\(store.stderr)")
-        let missing = try await Self.execute(["convert", place.image, "--output", "/nonexistent-dir/x.raw", "--config", place.config])
+        let missing = try await Self.execute([
+            "convert", place.image, "--output", "/nonexistent-dir/x.raw", "--config", place.config,
+        ])
         #expect(missing.status == 1)
         #expect(missing.stderr.contains("/nonexistent-dir/x.raw"))
         for result in [folder, store, missing] {
@@ -331,7 +342,8 @@ struct OperatorTests {
         let place = try Place()
         defer { place.remove() }
         let result = try await Self.execute([
-            "import", place.image, "--project", "web@acme", "--log-format", "json", "--verbose", "--config", place.config,
+            "import", place.image, "--project", "web@acme", "--log-format", "json", "--verbose", "--config",
+            place.config,
         ])
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.jsonLogLines
@@ -368,268 +380,287 @@ struct OperatorTests {
 /// refused credentials exit 2, and one `watch` process with `--metrics` and `--log-format json`.
 /// Nested in ``OperatorTests`` so that its `.serialized` covers both: the captures must never overlap.
 extension OperatorTests {
-@Suite(
-    "snapimport operator experience with S3 (issue 14)",
-    .enabled(
-        if: !(ProcessInfo.processInfo.environment["SNAPIMPORT_TEST_S3_ENDPOINT"] ?? "").isEmpty,
-        "SNAPIMPORT_TEST_S3_ENDPOINT is not set (run scripts/test)"))
-struct WithS3 {
-    typealias Op = OperatorTests
+    @Suite(
+        "snapimport operator experience with S3 (issue 14)",
+        .enabled(
+            if: !(ProcessInfo.processInfo.environment["SNAPIMPORT_TEST_S3_ENDPOINT"] ?? "").isEmpty,
+            "SNAPIMPORT_TEST_S3_ENDPOINT is not set (run scripts/test)"))
+    struct WithS3 {
+        typealias Op = OperatorTests
 
-    /// A place whose config names the test S3 server and a fresh bucket (created through `s3 mb`).
-    struct S3Place {
-        let place: OperatorTests.Place
-        let bucket: String
+        /// A place whose config names the test S3 server and a fresh bucket (created through `s3 mb`).
+        struct S3Place {
+            let place: OperatorTests.Place
+            let bucket: String
 
-        init() async throws {
-            let endpoint = ProcessInfo.processInfo.environment["SNAPIMPORT_TEST_S3_ENDPOINT"] ?? ""
-            bucket = "ops14-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
-            place = try OperatorTests.Place(
-                "[s3]\nendpoint = \"\(endpoint)\"\nbucket = \"\(bucket)\"\nregion = \"us-east-1\"\n")
-            let made = try await Op.execute(["s3", "mb", "s3://\(bucket)", "--config", place.config])
-            try #require(made.status == 0, "\(made.stderr)")
-        }
-
-        func cli(_ arguments: String...) async throws -> OperatorTests.Captured {
-            try await Op.execute(arguments + ["--config", place.config])
-        }
-    }
-
-    @Test("a failed s3 get leaves no file; a good one leaves only the file; s3 ls is a table with sizes")
-    func s3GetAndList() async throws {
-        let s3 = try await S3Place()
-        defer { s3.place.remove() }
-        let target = s3.place.directory + "/out.raw"
-        let missing = try await s3.cli("s3", "get", "s3://\(s3.bucket)/no/such/key", target, "--json")
-        #expect(missing.status == 1)
-        #expect(missing.errorCode == "NotFound")
-        #expect(!FileManager.default.fileExists(atPath: target), "no empty file after a failed get")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: s3.place.directory).allSatisfy { !$0.contains("partial") })
-
-        #expect(try await s3.cli("s3", "put", s3.place.image, "s3://\(s3.bucket)/images/disk.raw").status == 0)
-        let got = try await s3.cli("s3", "get", "s3://\(s3.bucket)/images/disk.raw", target)
-        #expect(got.status == 0, "\(got.stderr)")
-        #expect(try Data(contentsOf: URL(fileURLWithPath: target)) == Data(contentsOf: URL(fileURLWithPath: s3.place.image)))
-        #expect(try FileManager.default.contentsOfDirectory(atPath: s3.place.directory).allSatisfy { !$0.contains("partial") })
-
-        let listed = try await s3.cli("s3", "ls", "s3://\(s3.bucket)/")
-        let lines = listed.text.split(separator: "\n")
-        try #require(lines.count == 2, "\(listed.text)")
-        #expect(lines[0].contains("SIZE") && lines[0].contains("LAST MODIFIED") && lines[0].hasSuffix("KEY"))
-        #expect(lines[1].contains("64.0 KiB (65536 bytes)") && lines[1].hasSuffix("images/disk.raw"))
-        let json = try await s3.cli("s3", "ls", "s3://\(s3.bucket)/", "--json")
-        #expect((json.json as? [[String: Any]])?.first?["size"] as? Int == 65536)
-    }
-
-    @Test("an orphan sidecar (a .json without its image) is reported once per pass as skipped, with the reason")
-    func orphanSidecar() async throws {
-        let s3 = try await S3Place()
-        defer { s3.place.remove() }
-        let sidecar = s3.place.directory + "/notes.json"
-        try #"{"description":"x"}"#.write(toFile: sidecar, atomically: false, encoding: .utf8)
-        let key = "incoming/web@acme/notes.json"
-        #expect(try await s3.cli("s3", "put", sidecar, "s3://\(s3.bucket)/\(key)").status == 0)
-        for _ in 1...2 {
-            let pass = try await s3.cli("run", "--json")
-            #expect(pass.status == 0, "an orphan needs no person: \(pass.stderr)")
-            let skipped = try #require(pass.object["skipped"] as? [[String: Any]])
-            let orphan = skipped.filter { $0["key"] as? String == key }
-            #expect(orphan.count == 1, "\(pass.text)")
-            #expect((orphan.first?["reason"] as? String)?.contains("without an image") == true)
-            #expect((pass.object["imported"] as? [Any])?.isEmpty == true)
-        }
-        // Human run output names it too with --verbose.
-        let verbose = try await s3.cli("run", "--verbose")
-        #expect(verbose.text.contains("skipped   \(key): a .json object without an image"), "\(verbose.text)")
-        // The object is left alone.
-        let listed = try await s3.cli("s3", "ls", "s3://\(s3.bucket)/incoming/", "--json")
-        #expect((listed.json as? [[String: Any]])?.map { $0["key"] as? String } == [key])
-    }
-
-    /// Runs the built binary with `environment` changes (credentials are read from the environment, which
-    /// an in-process call cannot change for itself alone).
-    static func binary(_ arguments: [String], environment changes: [String: String]) throws -> CommandLineTests.Result {
-        let binary = try #require(CommandLineTests.binary, "the snapimport executable is not built (swift build first)")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(changes) { _, new in new }
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CommandLineTests.Result(
-            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-            stderr: String(decoding: errData, as: UTF8.self))
-    }
-
-    @Test("refused credentials are a configuration error: exit 2 (s3 ls, s3 get, import, run)")
-    func badCredentials() async throws {
-        let s3 = try await S3Place()
-        defer { s3.place.remove() }
-        #expect(try await s3.cli("s3", "put", s3.place.image, "s3://\(s3.bucket)/incoming/web@acme/d.raw").status == 0)
-        let wrong = ["AWS_SECRET_ACCESS_KEY": "not-the-secret"]
-        let config = ["--config", s3.place.config]
-        let ls = try Self.binary(["s3", "ls", "s3://\(s3.bucket)/", "--json"] + config, environment: wrong)
-        #expect(ls.status == 2, "\(ls.stderr)")
-        #expect(ls.errorCode == "AccessDenied")
-        let target = s3.place.directory + "/x.raw"
-        let get = try Self.binary(["s3", "get", "s3://\(s3.bucket)/incoming/web@acme/d.raw", target] + config, environment: wrong)
-        #expect(get.status == 2)
-        #expect(!FileManager.default.fileExists(atPath: target))
-        let imported = try Self.binary(["import", "s3://\(s3.bucket)/incoming/web@acme/d.raw"] + config, environment: wrong)
-        #expect(imported.status == 2, "\(imported.stderr)")
-        let run = try Self.binary(["run"] + config, environment: wrong)
-        #expect(run.status == 2, "\(run.stdout) \(run.stderr)")
-        // The same commands with the right secret work.
-        #expect(try Self.binary(["s3", "ls", "s3://\(s3.bucket)/"] + config, environment: [:]).status == 0)
-    }
-
-    /// Prometheus text as `name{labels}` → value.
-    static func samples(_ text: String) -> [String: Double] {
-        var result: [String: Double] = [:]
-        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
-            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
-                continue
+            init() async throws {
+                let endpoint = ProcessInfo.processInfo.environment["SNAPIMPORT_TEST_S3_ENDPOINT"] ?? ""
+                bucket = "ops14-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+                place = try OperatorTests.Place(
+                    "[s3]\nendpoint = \"\(endpoint)\"\nbucket = \"\(bucket)\"\nregion = \"us-east-1\"\n")
+                let made = try await Op.execute(["s3", "mb", "s3://\(bucket)", "--config", place.config])
+                try #require(made.status == 0, "\(made.stderr)")
             }
-            result[String(line[..<space])] = value
-        }
-        return result
-    }
 
-    static func scrape(_ port: Int) throws -> (status: Int32, body: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["curl", "-sS", "-f", "-m", "5", "http://127.0.0.1:\(port)/metrics"]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-
-    @Test("watch --metrics --log-format json: /metrics counts an import; every stderr line is a JSON object")
-    func watchMetricsAndLogs() async throws {
-        let s3 = try await S3Place()
-        defer { s3.place.remove() }
-        let binary = try #require(CommandLineTests.binary, "the snapimport executable is not built (swift build first)")
-        let orphan = s3.place.directory + "/orphan.json"
-        try "{}".write(toFile: orphan, atomically: false, encoding: .utf8)
-        #expect(try await s3.cli("s3", "put", orphan, "s3://\(s3.bucket)/incoming/web@acme/gone.raw.json").status == 0)
-
-        let errPath = s3.place.directory + "/watch.err"
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = [
-            "watch", "--interval", "1", "--metrics", "127.0.0.1:0", "--log-format", "json", "--verbose",
-            "--config", s3.place.config,
-        ]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        let started = Date().timeIntervalSince1970
-        try process.run()
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        func logLines() -> [String] {
-            ((try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
-        }
-        func waitFor(_ what: String, seconds: Double, _ condition: () throws -> Bool) async throws {
-            let deadline = Date().addingTimeInterval(seconds)
-            while Date() < deadline {
-                if try condition() { return }
-                try await Task.sleep(for: .milliseconds(200))
+            func cli(_ arguments: String...) async throws -> OperatorTests.Captured {
+                try await Op.execute(arguments + ["--config", place.config])
             }
-            Issue.record("timed out waiting for \(what); log:\n\(logLines().joined(separator: "\n"))")
-            throw CancellationError()
         }
-        // The listener logs its port (chosen free: 127.0.0.1:0).
-        var port = 0
-        try await waitFor("the metrics listener", seconds: 60) {
-            for line in logLines() {
-                if let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                    (object["message"] as? String)?.hasPrefix("serving metrics") == true,
-                    let text = object["port"] as? String, let value = Int(text)
-                {
-                    port = value
-                    return true
+
+        @Test("a failed s3 get leaves no file; a good one leaves only the file; s3 ls is a table with sizes")
+        func s3GetAndList() async throws {
+            let s3 = try await S3Place()
+            defer { s3.place.remove() }
+            let target = s3.place.directory + "/out.raw"
+            let missing = try await s3.cli("s3", "get", "s3://\(s3.bucket)/no/such/key", target, "--json")
+            #expect(missing.status == 1)
+            #expect(missing.errorCode == "NotFound")
+            #expect(!FileManager.default.fileExists(atPath: target), "no empty file after a failed get")
+            #expect(
+                try FileManager.default.contentsOfDirectory(atPath: s3.place.directory).allSatisfy {
+                    !$0.contains("partial")
+                })
+
+            #expect(try await s3.cli("s3", "put", s3.place.image, "s3://\(s3.bucket)/images/disk.raw").status == 0)
+            let got = try await s3.cli("s3", "get", "s3://\(s3.bucket)/images/disk.raw", target)
+            #expect(got.status == 0, "\(got.stderr)")
+            #expect(
+                try Data(contentsOf: URL(fileURLWithPath: target))
+                    == Data(contentsOf: URL(fileURLWithPath: s3.place.image)))
+            #expect(
+                try FileManager.default.contentsOfDirectory(atPath: s3.place.directory).allSatisfy {
+                    !$0.contains("partial")
+                })
+
+            let listed = try await s3.cli("s3", "ls", "s3://\(s3.bucket)/")
+            let lines = listed.text.split(separator: "\n")
+            try #require(lines.count == 2, "\(listed.text)")
+            #expect(lines[0].contains("SIZE") && lines[0].contains("LAST MODIFIED") && lines[0].hasSuffix("KEY"))
+            #expect(lines[1].contains("64.0 KiB (65536 bytes)") && lines[1].hasSuffix("images/disk.raw"))
+            let json = try await s3.cli("s3", "ls", "s3://\(s3.bucket)/", "--json")
+            #expect((json.json as? [[String: Any]])?.first?["size"] as? Int == 65536)
+        }
+
+        @Test("an orphan sidecar (a .json without its image) is reported once per pass as skipped, with the reason")
+        func orphanSidecar() async throws {
+            let s3 = try await S3Place()
+            defer { s3.place.remove() }
+            let sidecar = s3.place.directory + "/notes.json"
+            try #"{"description":"x"}"#.write(toFile: sidecar, atomically: false, encoding: .utf8)
+            let key = "incoming/web@acme/notes.json"
+            #expect(try await s3.cli("s3", "put", sidecar, "s3://\(s3.bucket)/\(key)").status == 0)
+            for _ in 1...2 {
+                let pass = try await s3.cli("run", "--json")
+                #expect(pass.status == 0, "an orphan needs no person: \(pass.stderr)")
+                let skipped = try #require(pass.object["skipped"] as? [[String: Any]])
+                let orphan = skipped.filter { $0["key"] as? String == key }
+                #expect(orphan.count == 1, "\(pass.text)")
+                #expect((orphan.first?["reason"] as? String)?.contains("without an image") == true)
+                #expect((pass.object["imported"] as? [Any])?.isEmpty == true)
+            }
+            // Human run output names it too with --verbose.
+            let verbose = try await s3.cli("run", "--verbose")
+            #expect(verbose.text.contains("skipped   \(key): a .json object without an image"), "\(verbose.text)")
+            // The object is left alone.
+            let listed = try await s3.cli("s3", "ls", "s3://\(s3.bucket)/incoming/", "--json")
+            #expect((listed.json as? [[String: Any]])?.map { $0["key"] as? String } == [key])
+        }
+
+        /// Runs the built binary with `environment` changes (credentials are read from the environment, which
+        /// an in-process call cannot change for itself alone).
+        static func binary(_ arguments: [String], environment changes: [String: String]) throws
+            -> CommandLineTests.Result
+        {
+            let binary = try #require(
+                CommandLineTests.binary, "the snapimport executable is not built (swift build first)")
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = arguments
+            process.environment = ProcessInfo.processInfo.environment.merging(changes) { _, new in new }
+            let out = Pipe()
+            let err = Pipe()
+            process.standardOutput = out
+            process.standardError = err
+            try process.run()
+            let errData = err.fileHandleForReading.readDataToEndOfFile()
+            let outData = out.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return CommandLineTests.Result(
+                status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                stderr: String(decoding: errData, as: UTF8.self))
+        }
+
+        @Test("refused credentials are a configuration error: exit 2 (s3 ls, s3 get, import, run)")
+        func badCredentials() async throws {
+            let s3 = try await S3Place()
+            defer { s3.place.remove() }
+            #expect(
+                try await s3.cli("s3", "put", s3.place.image, "s3://\(s3.bucket)/incoming/web@acme/d.raw").status == 0)
+            let wrong = ["AWS_SECRET_ACCESS_KEY": "not-the-secret"]
+            let config = ["--config", s3.place.config]
+            let ls = try Self.binary(["s3", "ls", "s3://\(s3.bucket)/", "--json"] + config, environment: wrong)
+            #expect(ls.status == 2, "\(ls.stderr)")
+            #expect(ls.errorCode == "AccessDenied")
+            let target = s3.place.directory + "/x.raw"
+            let get = try Self.binary(
+                ["s3", "get", "s3://\(s3.bucket)/incoming/web@acme/d.raw", target] + config, environment: wrong)
+            #expect(get.status == 2)
+            #expect(!FileManager.default.fileExists(atPath: target))
+            let imported = try Self.binary(
+                ["import", "s3://\(s3.bucket)/incoming/web@acme/d.raw"] + config, environment: wrong)
+            #expect(imported.status == 2, "\(imported.stderr)")
+            let run = try Self.binary(["run"] + config, environment: wrong)
+            #expect(run.status == 2, "\(run.stdout) \(run.stderr)")
+            // The same commands with the right secret work.
+            #expect(try Self.binary(["s3", "ls", "s3://\(s3.bucket)/"] + config, environment: [:]).status == 0)
+        }
+
+        /// Prometheus text as `name{labels}` → value.
+        static func samples(_ text: String) -> [String: Double] {
+            var result: [String: Double] = [:]
+            for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+                guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
+                    continue
                 }
+                result[String(line[..<space])] = value
             }
-            return false
+            return result
         }
-        #expect(port > 0)
-        // A second daemon on the same address: a configuration error naming it, exit 2.
-        let clash = try Self.binary(
-            ["watch", "--metrics", "127.0.0.1:\(port)", "--json", "--config", s3.place.config], environment: [:])
-        #expect(clash.status == 2, "\(clash.stderr)")
-        #expect(clash.errorCode == "InvalidConfiguration")
-        #expect(clash.stderr.contains("cannot serve metrics at 127.0.0.1:\(port): Address already in use"))
-        // A first idle pass: nothing imported, the orphan skipped.
-        try await waitFor("an idle pass", seconds: 60) {
-            (Self.samples(try Self.scrape(port).body)["snapimport_passes_total"] ?? 0) >= 1
-        }
-        let before = Self.samples(try Self.scrape(port).body)
-        #expect(before[#"snapimport_imports_total{result="imported"}"#] == 0)
-        #expect((before[#"snapimport_imports_total{result="skipped"}"#] ?? 0) >= 1, "the orphan sidecar")
 
-        // An image arrives: the counters move.
-        #expect(try await s3.cli("s3", "put", s3.place.image, "s3://\(s3.bucket)/incoming/web@acme/disk.raw").status == 0)
-        try await waitFor("the import", seconds: 90) {
-            Self.samples(try Self.scrape(port).body)[#"snapimport_imports_total{result="imported"}"#] == 1
+        static func scrape(_ port: Int) throws -> (status: Int32, body: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["curl", "-sS", "-f", "-m", "5", "http://127.0.0.1:\(port)/metrics"]
+            let out = Pipe()
+            process.standardOutput = out
+            try process.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: data, as: UTF8.self))
         }
-        let scraped = try Self.scrape(port)
-        #expect(scraped.status == 0)
-        let after = Self.samples(scraped.body)
-        #expect(after["snapimport_import_bytes_total"] == 65536)
-        #expect(after["snapimport_imports_in_flight"] == 0)
-        let last = try #require(after["snapimport_last_pass_timestamp_seconds"])
-        #expect(last >= started && last <= Date().timeIntervalSince1970 + 1)
-        #expect((after["snapimport_pass_duration_seconds_count"] ?? 0) >= 2)
-        #expect(scraped.body.contains("# TYPE snapimport_imports_total counter"))
-        #expect(scraped.body.contains("# TYPE snapimport_imports_in_flight gauge"))
-        #expect(scraped.body.contains("# TYPE snapimport_pass_duration_seconds histogram"))
-        // Anything else is 404.
-        let other = Process()
-        other.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        other.arguments = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/"]
-        let code = Pipe()
-        other.standardOutput = code
-        try other.run()
-        let answer = String(decoding: code.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        other.waitUntilExit()
-        #expect(answer == "404")
 
-        // Stop it (SIGTERM) and read every line it wrote.
-        kill(process.processIdentifier, SIGTERM)
-        try await waitFor("the daemon to stop", seconds: 60) { !process.isRunning }
-        #expect(process.terminationStatus == 0)
-        let lines = logLines()
-        #expect(lines.count >= 5)
-        var messages: [String: [String: Any]] = [:]
-        for line in lines {
-            let object = try #require(
-                try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not a JSON object: \(line)")
-            #expect(object["time"] is String && object["level"] is String && object["message"] is String, "\(line)")
-            #expect(!line.contains("object(bucket:"), "a Swift description in \(line)")
-            if let message = object["message"] as? String { messages[message] = object }
+        @Test("watch --metrics --log-format json: /metrics counts an import; every stderr line is a JSON object")
+        func watchMetricsAndLogs() async throws {
+            let s3 = try await S3Place()
+            defer { s3.place.remove() }
+            let binary = try #require(
+                CommandLineTests.binary, "the snapimport executable is not built (swift build first)")
+            let orphan = s3.place.directory + "/orphan.json"
+            try "{}".write(toFile: orphan, atomically: false, encoding: .utf8)
+            #expect(
+                try await s3.cli("s3", "put", orphan, "s3://\(s3.bucket)/incoming/web@acme/gone.raw.json").status == 0)
+
+            let errPath = s3.place.directory + "/watch.err"
+            _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = [
+                "watch", "--interval", "1", "--metrics", "127.0.0.1:0", "--log-format", "json", "--verbose",
+                "--config", s3.place.config,
+            ]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+            let started = Date().timeIntervalSince1970
+            try process.run()
+            defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+            func logLines() -> [String] {
+                ((try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            }
+            func waitFor(_ what: String, seconds: Double, _ condition: () throws -> Bool) async throws {
+                let deadline = Date().addingTimeInterval(seconds)
+                while Date() < deadline {
+                    if try condition() { return }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                Issue.record("timed out waiting for \(what); log:\n\(logLines().joined(separator: "\n"))")
+                throw CancellationError()
+            }
+            // The listener logs its port (chosen free: 127.0.0.1:0).
+            var port = 0
+            try await waitFor("the metrics listener", seconds: 60) {
+                for line in logLines() {
+                    if let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                        (object["message"] as? String)?.hasPrefix("serving metrics") == true,
+                        let text = object["port"] as? String, let value = Int(text)
+                    {
+                        port = value
+                        return true
+                    }
+                }
+                return false
+            }
+            #expect(port > 0)
+            // A second daemon on the same address: a configuration error naming it, exit 2.
+            let clash = try Self.binary(
+                ["watch", "--metrics", "127.0.0.1:\(port)", "--json", "--config", s3.place.config], environment: [:])
+            #expect(clash.status == 2, "\(clash.stderr)")
+            #expect(clash.errorCode == "InvalidConfiguration")
+            #expect(clash.stderr.contains("cannot serve metrics at 127.0.0.1:\(port): Address already in use"))
+            // A first idle pass: nothing imported, the orphan skipped.
+            try await waitFor("an idle pass", seconds: 60) {
+                (Self.samples(try Self.scrape(port).body)["snapimport_passes_total"] ?? 0) >= 1
+            }
+            let before = Self.samples(try Self.scrape(port).body)
+            #expect(before[#"snapimport_imports_total{result="imported"}"#] == 0)
+            #expect((before[#"snapimport_imports_total{result="skipped"}"#] ?? 0) >= 1, "the orphan sidecar")
+
+            // An image arrives: the counters move.
+            #expect(
+                try await s3.cli("s3", "put", s3.place.image, "s3://\(s3.bucket)/incoming/web@acme/disk.raw").status
+                    == 0)
+            try await waitFor("the import", seconds: 90) {
+                Self.samples(try Self.scrape(port).body)[#"snapimport_imports_total{result="imported"}"#] == 1
+            }
+            let scraped = try Self.scrape(port)
+            #expect(scraped.status == 0)
+            let after = Self.samples(scraped.body)
+            #expect(after["snapimport_import_bytes_total"] == 65536)
+            #expect(after["snapimport_imports_in_flight"] == 0)
+            let last = try #require(after["snapimport_last_pass_timestamp_seconds"])
+            #expect(last >= started && last <= Date().timeIntervalSince1970 + 1)
+            #expect((after["snapimport_pass_duration_seconds_count"] ?? 0) >= 2)
+            #expect(scraped.body.contains("# TYPE snapimport_imports_total counter"))
+            #expect(scraped.body.contains("# TYPE snapimport_imports_in_flight gauge"))
+            #expect(scraped.body.contains("# TYPE snapimport_pass_duration_seconds histogram"))
+            // Anything else is 404.
+            let other = Process()
+            other.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            other.arguments = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/"]
+            let code = Pipe()
+            other.standardOutput = code
+            try other.run()
+            let answer = String(decoding: code.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            other.waitUntilExit()
+            #expect(answer == "404")
+
+            // Stop it (SIGTERM) and read every line it wrote.
+            kill(process.processIdentifier, SIGTERM)
+            try await waitFor("the daemon to stop", seconds: 60) { !process.isRunning }
+            #expect(process.terminationStatus == 0)
+            let lines = logLines()
+            #expect(lines.count >= 5)
+            var messages: [String: [String: Any]] = [:]
+            for line in lines {
+                let object = try #require(
+                    try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                    "not a JSON object: \(line)")
+                #expect(object["time"] is String && object["level"] is String && object["message"] is String, "\(line)")
+                #expect(!line.contains("object(bucket:"), "a Swift description in \(line)")
+                if let message = object["message"] as? String { messages[message] = object }
+            }
+            let imported = try #require(messages["imported"], "an 'imported' line")
+            #expect(imported["key"] as? String == "incoming/web@acme/disk.raw")
+            #expect(imported["project"] as? String == "web@acme")
+            #expect((imported["etag"] as? String)?.isEmpty == false)
+            #expect((imported["snapshot"] as? String)?.hasPrefix("snap-") == true)
+            let begun = try #require(messages["snapshot begun"])
+            let source = try #require(begun["source"] as? [String: Any], "the source as an object")
+            #expect(source["kind"] as? String == "object")
+            #expect(source["bucket"] as? String == s3.bucket)
+            #expect(messages.keys.contains { $0.hasPrefix("heartbeat") }, "an idle pass logs a heartbeat (debug)")
+            #expect(
+                messages.keys.contains { $0.hasPrefix("skipped: a .json object without an image") },
+                "the orphan is reported")
         }
-        let imported = try #require(messages["imported"], "an 'imported' line")
-        #expect(imported["key"] as? String == "incoming/web@acme/disk.raw")
-        #expect(imported["project"] as? String == "web@acme")
-        #expect((imported["etag"] as? String)?.isEmpty == false)
-        #expect((imported["snapshot"] as? String)?.hasPrefix("snap-") == true)
-        let begun = try #require(messages["snapshot begun"])
-        let source = try #require(begun["source"] as? [String: Any], "the source as an object")
-        #expect(source["kind"] as? String == "object")
-        #expect(source["bucket"] as? String == s3.bucket)
-        #expect(messages.keys.contains { $0.hasPrefix("heartbeat") }, "an idle pass logs a heartbeat (debug)")
-        #expect(
-            messages.keys.contains { $0.hasPrefix("skipped: a .json object without an image") },
-            "the orphan is reported")
     }
-}
 }
