@@ -285,7 +285,8 @@ public enum DiskImage {
                 if count < 0 && errno == EINTR { continue }
                 guard count > 0 else {
                     throw DiskImageError(
-                        .ioError, "writing the raw disk to \(name) failed at byte \(position + UInt64(offset)): "
+                        .ioError,
+                        "writing the raw disk to \(name) failed at byte \(position + UInt64(offset)): "
                             + String(cString: strerror(errno)))
                 }
                 offset += count
@@ -444,4 +445,3 @@ struct BootSniffingReader: DiskReader {
         return try inner.next()
     }
 }
-

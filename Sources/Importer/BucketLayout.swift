@@ -245,4 +245,3 @@ public struct ErrorReport: Sendable, Equatable, Codable {
         return Array(data) + [0x0A]
     }
 }
-

@@ -25,7 +25,6 @@ public struct ImageImporter: Sendable {
         self.progressInterval = progressInterval
     }
 
-
     /// Block writes in flight at once (each hashes its block, then stores it): hashing spreads over the
     /// cores and stores overlap with the download. Memory: this many blocks plus two handed over.
     public static let blockWriters = 6
@@ -76,7 +75,10 @@ public struct ImageImporter: Sendable {
         logger[metadataKey: "snapshot"] = "\(writer.id)"
         logger.info(
             "importing",
-            metadata: ["format": "\(info.format.rawValue)", "virtualSize": "\(info.virtualSize)", "bootable": "\(info.bootable)"])
+            metadata: [
+                "format": "\(info.format.rawValue)", "virtualSize": "\(info.virtualSize)",
+                "bootable": "\(info.bootable)",
+            ])
         let started = ContinuousClock.now
         do {
             try await withTaskCancellationHandler {

@@ -163,7 +163,8 @@ public struct ImportPipeline: ObjectImporting {
             } catch {
                 let failure = ImportFailure.importerError(error)
                 if failure.code != .notFound && failure.code != .objectChanged {
-                    return .retried(code: failure.code.name, message: "moving to failed/: \(failure.message)", attempts: 0)
+                    return .retried(
+                        code: failure.code.name, message: "moving to failed/: \(failure.message)", attempts: 0)
                 }
             }
             return .rejected(code: code, message: message)
@@ -239,7 +240,9 @@ public struct ImportPipeline: ObjectImporting {
             if failure.code != .leaseLost {
                 do {
                     let catalog = catalog
-                    try await uncancelled { try await catalog.fail(claim, code: code, message: message, permanent: false) }
+                    try await uncancelled {
+                        try await catalog.fail(claim, code: code, message: message, permanent: false)
+                    }
                 } catch {
                     logger.warning("recording the failed attempt failed (its lease will expire): \(error)")
                 }
@@ -250,7 +253,8 @@ public struct ImportPipeline: ObjectImporting {
         do {
             try await catalog.fail(claim, code: code, message: finalMessage, permanent: true)
         } catch {
-            return .retried(code: code, message: "\(message) (recording the rejection failed: \(error))", attempts: claim.attempts)
+            return .retried(
+                code: code, message: "\(message) (recording the rejection failed: \(error))", attempts: claim.attempts)
         }
         do {
             try await mover.moveToFailed(candidate, code: code, message: finalMessage)
@@ -280,7 +284,8 @@ public struct ImportPipeline: ObjectImporting {
         let head = try await store.head(key: candidate.key)
         guard head.etag == candidate.etag else {
             throw ImporterError(
-                .objectChanged, "\(candidate.key) was replaced since the listing (ETag \(head.etag), not \(candidate.etag))")
+                .objectChanged,
+                "\(candidate.key) was replaced since the listing (ETag \(head.etag), not \(candidate.etag))")
         }
         let claimedFormat = try Self.format(sidecar?.format, key: candidate.key)
         _ = try Self.shareTargets(sidecar, key: candidate.key)
@@ -403,7 +408,8 @@ public struct ImportPipeline: ObjectImporting {
         guard let format = ImageFormat(rawValue: normalized) else {
             throw ImporterError(
                 .invalidSidecar,
-                "format '\(name)' for \(key) is not one of \(ImageFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+                "format '\(name)' for \(key) is not one of \(ImageFormat.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         return format
     }

@@ -105,7 +105,8 @@ final class AppContext: Sendable {
         } catch let error as ImporterError where error.code == .notFound {
             throw DiskImageError(.notFound, "no object \(string)")
         } catch let error as ImporterError where error.code == .accessDenied {
-            throw CommandOutput.failure(code: "AccessDenied", message: "\(string): \(error.message)", json: json, exit: 2)
+            throw CommandOutput.failure(
+                code: "AccessDenied", message: "\(string): \(error.message)", json: json, exit: 2)
         } catch {
             throw DiskImageError(.ioError, "\(string): \(error)")
         }
@@ -153,7 +154,8 @@ final class AppContext: Sendable {
                 throw error
             } catch {
                 throw CommandOutput.failure(
-                    code: "InvalidConfiguration", message: "cannot open the store: \(ErrorText.plain(error))", json: json, exit: 2)
+                    code: "InvalidConfiguration", message: "cannot open the store: \(ErrorText.plain(error))",
+                    json: json, exit: 2)
             }
         }
         if let url = config.store.catalog {

@@ -66,7 +66,8 @@ enum CommandOutput {
     static func line(_ s: SnapshotRecord, caller: Caller = .operator) -> String {
         let grants = s.isOwned(by: caller) ? s.sharedWith : []
         let shared = grants.isEmpty ? "" : " shared:\(grants.map(\.description).joined(separator: ","))"
-        return "\(s.id)  \(s.owner)  \(s.state.rawValue)  \(s.visibility.rawValue)\(shared)  \(ByteCount.human(s.virtualSize))  "
+        return
+            "\(s.id)  \(s.owner)  \(s.state.rawValue)  \(s.visibility.rawValue)\(shared)  \(ByteCount.human(s.virtualSize))  "
             + "\(s.format)\(s.bootable ? " bootable" : "")  \(s.description)"
     }
 

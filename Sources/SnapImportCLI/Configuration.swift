@@ -160,7 +160,8 @@ struct Configuration: Sendable, Equatable {
 
     func validate(origin: String) throws {
         guard s3.addressing == "path" || s3.addressing == "virtual" else {
-            throw ValidationError("\(origin): [s3] addressing must be \"path\" or \"virtual\", not \"\(s3.addressing)\"")
+            throw ValidationError(
+                "\(origin): [s3] addressing must be \"path\" or \"virtual\", not \"\(s3.addressing)\"")
         }
         guard limits.concurrentImportsPerCustomer > 0, limits.concurrentImports > 0, limits.maxAttempts > 0 else {
             throw ValidationError("\(origin): [limits] counts must be positive")

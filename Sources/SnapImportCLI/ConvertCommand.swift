@@ -4,7 +4,7 @@ import DiskImage
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `snapimport convert SOURCE --output FILE`: validates the image and writes its virtual disk as a sparse
@@ -35,7 +35,8 @@ struct ConvertCommand: AsyncParsableCommand {
         let config = try AppContext(global).configuration
         if output == "-" && isatty(STDOUT_FILENO) == 1 {
             throw CommandOutput.failure(
-                code: "InvalidArgument", message: "--output - writes a raw disk to stdout, which is a terminal: redirect it",
+                code: "InvalidArgument",
+                message: "--output - writes a raw disk to stdout, which is a terminal: redirect it",
                 json: global.json, exit: 2)
         }
         do {

@@ -62,7 +62,8 @@ struct ImportCommand: AsyncParsableCommand {
                     let location = try S3Location(source, requireKey: true)
                     let key = location.key
                     let owner = try Self.owner(of: key, project: project, layout: context.settings(bucket: "").layout)
-                    let result = try await context.withPipeline(bucket: location.bucket, logger: logger) { pipeline, _ in
+                    let result = try await context.withPipeline(bucket: location.bucket, logger: logger) {
+                        pipeline, _ in
                         try await pipeline.importObjectManually(
                             key: key, owner: owner, description: description, claimedFormat: claimed,
                             progress: progress)

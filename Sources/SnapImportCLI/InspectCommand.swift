@@ -45,7 +45,9 @@ struct InspectCommand: AsyncParsableCommand {
             print("format:         \(result.format?.rawValue ?? "unknown")")
             if let container = result.container { print("container:      \(container.rawValue)") }
             print("image size:     \(ByteCount.human(bytes.size))")
-            print("virtual size:   \(result.virtualSize == 0 && result.format == nil ? "unknown" : ByteCount.human(result.virtualSize))")
+            print(
+                "virtual size:   \(result.virtualSize == 0 && result.format == nil ? "unknown" : ByteCount.human(result.virtualSize))"
+            )
             print("allocated:      \(ByteCount.human(result.allocatedBytes))")
             print("bootable:       \(result.bootable ? "yes" : "no")")
             print("verdict:        \(result.verdict.rawValue)")

@@ -76,7 +76,9 @@ struct S3Command: AsyncParsableCommand {
                     // Standard output is written as a stream, never reopened by path: reopening
                     // /dev/stdout would truncate a file that stdout is redirected to.
                     let stdout = FileHandle.standardOutput
-                    head = try await context.s3().getObject(bucket: target.bucket, key: target.key, range: nil, ifMatch: nil) {
+                    head = try await context.s3().getObject(
+                        bucket: target.bucket, key: target.key, range: nil, ifMatch: nil
+                    ) {
                         stdout.write(Data($0))
                     }
                 } else {
@@ -95,7 +97,8 @@ struct S3Command: AsyncParsableCommand {
             bar.finish()
             if global.json {
                 CommandOutput.printJSON(
-                    TransferResult(bucket: target.bucket, key: target.key, size: head?.size ?? 0, etag: head?.etag ?? ""))
+                    TransferResult(
+                        bucket: target.bucket, key: target.key, size: head?.size ?? 0, etag: head?.etag ?? ""))
             }
         }
     }
@@ -108,7 +111,8 @@ struct S3Command: AsyncParsableCommand {
         @Argument(help: "Source file.") var file: String
         @Argument(help: "s3://bucket/key") var location: String
         @Option(name: .long, help: "Content-Type of the object.") var contentType: String?
-        @Option(name: .long, help: "User metadata NAME=VALUE (x-amz-meta-NAME); repeatable.") var metadata: [String] = []
+        @Option(name: .long, help: "User metadata NAME=VALUE (x-amz-meta-NAME); repeatable.") var metadata: [String] =
+            []
 
         func validate() throws {
             _ = try S3Location(location, requireKey: true)
@@ -235,7 +239,8 @@ extension S3Command.Get {
     /// `dir/.name.snapimport-partial`: where the download goes until it is complete.
     static func partialPath(for path: String) -> String {
         let url = URL(fileURLWithPath: path)
-        return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).snapimport-partial").path
+        return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).snapimport-partial")
+            .path
     }
 
     /// A destination that cannot be written is refused before anything is downloaded, naming the path.

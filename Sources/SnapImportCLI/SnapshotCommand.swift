@@ -55,7 +55,8 @@ struct SnapshotCommand: AsyncParsableCommand {
         func validate() throws {
             if let state, SnapshotState(rawValue: state) == nil {
                 throw ValidationError(
-                    "--state must be one of \(SnapshotState.allCases.map(\.rawValue).joined(separator: ", ")), got '\(state)'")
+                    "--state must be one of \(SnapshotState.allCases.map(\.rawValue).joined(separator: ", ")), got '\(state)'"
+                )
             }
             if let owner {
                 do {
@@ -70,7 +71,9 @@ struct SnapshotCommand: AsyncParsableCommand {
             let caller = try Arguments.caller(common.project, json: common.global.json)
             let owner = try owner.map { try Arguments.project($0, json: common.global.json) }
             let wanted = state.flatMap(SnapshotState.init(rawValue:))
-            let all = try await AppContext(common.global).withExistingStore { try await $0.listSnapshots(caller: caller) }
+            let all = try await AppContext(common.global).withExistingStore {
+                try await $0.listSnapshots(caller: caller)
+            }
             let snapshots = all.filter { snapshot in
                 if let wanted, snapshot.state != wanted { return false }
                 if let owner, snapshot.owner != owner { return false }

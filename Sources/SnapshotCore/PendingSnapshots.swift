@@ -10,7 +10,6 @@ public struct PendingSnapshots: LedgerBacked {
     /// Where volume files live (recovery removes half-written ones).
     let volumesDirectory: String
 
-
     /// How many pending or deleting snapshots recovery reads at once.
     static let recoveryPage = 500
 
