@@ -230,6 +230,7 @@ let package = Package(
             dependencies: [
                 "SnapImportCLI", "Importer", "S3", "SnapshotCore", "Observability", "BuildInfo",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
         ),

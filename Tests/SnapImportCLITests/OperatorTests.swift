@@ -1,3 +1,4 @@
+import ArgumentParser
 import BuildInfo
 import Foundation
 import Logging
@@ -106,6 +107,19 @@ struct OperatorTests {
         let commit = try #require(BuildInfo.commit, "a build from a checkout records its commit")
         let bare = commit.hasSuffix("-dirty") ? String(commit.dropLast("-dirty".count)) : commit
         #expect(Self.git(["cat-file", "-e", bare + "^{commit}"]) != nil, "\(commit) is a commit of this repository")
+    }
+
+    @Test("the committed man page (scripts/install's fallback) names every subcommand")
+    func manualIsCurrent() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let page = try String(contentsOf: root.appendingPathComponent("docs/man/snapimport.1"), encoding: .utf8)
+        #expect(page.contains(".Dt SNAPIMPORT 1"))
+        for command in SnapImport.configuration.subcommands {
+            let name = command._commandName
+            #expect(page.contains(".It Em \(name)\n"), "\(name) is missing: run scripts/gen-manual")
+        }
+        #expect(page.contains(".It Fl -log-format Ar log-format"), "the global options are in the page")
     }
 
     @Test("usage errors honour --json: {\"error\":{\"code\":\"Usage\"}} on stdout, exit 2")
