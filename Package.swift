@@ -31,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // MARK: C shims
@@ -142,6 +144,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: Operating the daemons: JSON logs, the metrics registry and its /metrics listener (shared by
+        // `watch` and `serve`)
+        .target(
+            name: "Observability",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // MARK: The EC2-compatible API server
         .target(
             name: "API",
@@ -157,13 +173,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The version and the git commit of the build (`snapimport --version`): a prebuild command writes
+        // the commit into a generated file on every build.
+        .target(
+            name: "BuildInfo",
+            swiftSettings: swiftSettings,
+            plugins: ["GitCommitPlugin"]
+        ),
+        .plugin(name: "GitCommitPlugin", capability: .buildTool()),
 
         // MARK: The command line: a library (the composition root) and a one-file executable
         .target(
             name: "SnapImportCLI",
             dependencies: [
                 "S3", "DiskImage", "SnapshotCore", "SnapshotSQLite", "SnapshotPostgres", "BlockStoreFS",
-                "BlockStoreS3", "SnapshotStores", "Importer", "BlockingIO", "API",
+                "BlockStoreS3", "SnapshotStores", "Importer", "BlockingIO", "API", "Observability", "BuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -241,7 +265,11 @@ let package = Package(
         ),
         .testTarget(
             name: "SnapImportCLITests",
-            dependencies: ["SnapImportCLI", "Importer", "S3", "SnapshotCore"],
+            dependencies: [
+                "SnapImportCLI", "Importer", "S3", "SnapshotCore", "Observability", "BuildInfo",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// Entry points: detect an image's format from its content, run the safety checks, and read it.
 ///
 /// Safety model (after OpenStack's format inspector, written for CVE-2022-47951, CVE-2024-32498 and
@@ -77,8 +83,10 @@ public enum DiskImage {
         var result = Inspection(
             format: nil, virtualSize: 0, allocatedBytes: 0, bootable: false, verdict: .ok, reasons: [])
         var container: ContainerKind?
+        var opened: Unwrapped?
         do {
             let unwrapped = try Containers.unwrap(source, limits: limits, isCancelled: isCancelled, report: &container)
+            opened = unwrapped
             result.container = unwrapped.container
             result.format = try? detectBare(unwrapped.source)
             var reader = try openBare(unwrapped, claimedFormat: claimedFormat, limits: limits)
@@ -97,6 +105,20 @@ public enum DiskImage {
         } catch let error as DiskImageError {
             result.verdict = .rejected
             result.reasons.append(.init(code: error.code.name, message: error.message))
+            // A disk refused for its size or for not being the claimed format still has a size worth
+            // showing: read its headers again without those two rules (no data is read).
+            if result.virtualSize == 0, let opened,
+                error.code == .virtualSizeTooLarge || error.code == .formatMismatch
+            {
+                var lenient = limits
+                lenient.maxVirtualSize = .max
+                if let reader = try? openBare(opened, claimedFormat: nil, limits: lenient) {
+                    result.format = result.format ?? reader.info.format
+                    result.virtualSize = reader.info.virtualSize
+                    result.allocatedBytes = reader.info.allocatedBytes
+                    result.bootable = reader.info.bootable
+                }
+            }
         } catch {
             result.verdict = .rejected
             result.reasons.append(.init(code: DiskImageError.Code.ioError.name, message: "\(error)"))
@@ -242,6 +264,50 @@ public enum DiskImage {
         try writer.finish()
         return ConversionResult(virtualSize: reader.info.virtualSize, dataBytesWritten: written)
     }
+
+    /// Writes the virtual disk of `reader` as a raw stream to the file descriptor `descriptor` (a pipe,
+    /// standard output): every byte in order, zero regions as zeros, since a stream has no holes.
+    ///
+    /// - Returns: the non-zero data bytes written and the virtual size.
+    /// - Throws: the reader's errors; `IOError` naming `name` when a write fails (a closed pipe).
+    @discardableResult
+    public static func convert(
+        _ reader: inout any DiskReader, toStream descriptor: Int32, name: String = "standard output"
+    ) throws -> ConversionResult {
+        let size = reader.info.virtualSize
+        let zeros = [UInt8](repeating: 0, count: 1 << 20)
+        var position: UInt64 = 0
+        var dataBytes: UInt64 = 0
+        func put(_ bytes: UnsafeRawBufferPointer) throws {
+            var offset = 0
+            while offset < bytes.count {
+                let count = write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else {
+                    throw DiskImageError(
+                        .ioError,
+                        "writing the raw disk to \(name) failed at byte \(position + UInt64(offset)): "
+                            + String(cString: strerror(errno)))
+                }
+                offset += count
+            }
+            position += UInt64(bytes.count)
+        }
+        func zeroFill(to end: UInt64) throws {
+            while position < end {
+                let count = Int(min(UInt64(zeros.count), end - position))
+                try zeros.withUnsafeBytes { try put(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+            }
+        }
+        while let extent = try reader.next() {
+            guard case .data(let offset, let bytes) = extent, offset >= position else { continue }
+            try zeroFill(to: offset)
+            try bytes.withUnsafeBytes { try put($0) }
+            dataBytes += UInt64(bytes.count)
+        }
+        try zeroFill(to: size)
+        return ConversionResult(virtualSize: size, dataBytesWritten: dataBytes)
+    }
 }
 
 /// A reader that can check all of its mapping metadata without reading guest data (`DiskImage.inspect`).
@@ -379,4 +445,3 @@ struct BootSniffingReader: DiskReader {
         return try inner.next()
     }
 }
-

@@ -108,12 +108,16 @@ public struct BucketLayout: Sendable, Equatable {
         public var etag: String
         public var size: UInt64
         public var sidecarKey: String?
+        /// Set for an object of the listing that is not an image and will not be imported (an orphan
+        /// sidecar): the pass reports it as skipped with this reason and touches nothing.
+        public var skipReason: String?
 
-        public init(key: String, etag: String, size: UInt64, sidecarKey: String? = nil) {
+        public init(key: String, etag: String, size: UInt64, sidecarKey: String? = nil, skipReason: String? = nil) {
             self.key = key
             self.etag = etag
             self.size = size
             self.sidecarKey = sidecarKey
+            self.skipReason = skipReason
         }
     }
 
@@ -131,6 +135,21 @@ public struct BucketLayout: Sendable, Equatable {
                     sidecarKey: keys.contains(sidecar) ? sidecar : nil))
         }
         return result
+    }
+
+    /// The objects of a listing of `incoming/` that are neither images nor the sidecar of a listed image:
+    /// a `<name>.json` whose image `<name>` is not there (not uploaded yet, or a stray JSON file). Each is
+    /// a candidate with a ``Candidate/skipReason``.
+    public func unimportable(from objects: [(key: String, etag: String, size: UInt64)]) -> [Candidate] {
+        var keys = Set<String>()
+        for object in objects { keys.insert(object.key) }
+        return objects.compactMap { object in
+            guard case .sidecar(let image) = role(of: object.key), !keys.contains(image) else { return nil }
+            return Candidate(
+                key: object.key, etag: object.etag, size: object.size,
+                skipReason: "a .json object without an image: \(image) is not in the bucket "
+                    + "(a sidecar waits for its image; an image named *.json is never imported)")
+        }
     }
 
     /// The customer part of an owner text, used for the per-customer concurrency bound.
@@ -226,4 +245,3 @@ public struct ErrorReport: Sendable, Equatable, Codable {
         return Array(data) + [0x0A]
     }
 }
-

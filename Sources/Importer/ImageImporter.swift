@@ -25,7 +25,6 @@ public struct ImageImporter: Sendable {
         self.progressInterval = progressInterval
     }
 
-
     /// Block writes in flight at once (each hashes its block, then stores it): hashing spreads over the
     /// cores and stores overlap with the download. Memory: this many blocks plus two handed over.
     public static let blockWriters = 6
@@ -76,7 +75,10 @@ public struct ImageImporter: Sendable {
         logger[metadataKey: "snapshot"] = "\(writer.id)"
         logger.info(
             "importing",
-            metadata: ["format": "\(info.format)", "virtualSize": "\(info.virtualSize)", "bootable": "\(info.bootable)"])
+            metadata: [
+                "format": "\(info.format.rawValue)", "virtualSize": "\(info.virtualSize)",
+                "bootable": "\(info.bootable)",
+            ])
         let started = ContinuousClock.now
         do {
             try await withTaskCancellationHandler {
@@ -87,7 +89,9 @@ public struct ImageImporter: Sendable {
             }
             try Task.checkCancellation()
             let record = try await writer.commit()
-            logger.debug("committed", metadata: ["seconds": "\(ContinuousClock.now - started)"])
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            logger.debug("committed", metadata: ["seconds": "\((seconds * 1000).rounded() / 1000)"])
             return record
         } catch {
             _ = try? await uncancelled { await writer.abort() }

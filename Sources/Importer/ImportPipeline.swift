@@ -86,8 +86,10 @@ public struct ImportPipeline: ObjectImporting {
     public func listCandidates() async throws -> [BucketLayout.Candidate] {
         let objects = try await store.list(prefix: layout.incoming)
         // Each worker walks the listing from its own random point, so concurrent workers divide it (ClaimOrder).
-        return ClaimOrder.forThisWorker(
-            layout.candidates(from: objects.map { (key: $0.key, etag: $0.etag, size: $0.size) }))
+        let listed = objects.map { (key: $0.key, etag: $0.etag, size: $0.size) }
+        // Objects that will never be imported (a sidecar without its image) come last, as skipped
+        // candidates: every pass reports them with the reason instead of ignoring them silently.
+        return ClaimOrder.forThisWorker(layout.candidates(from: listed)) + layout.unimportable(from: listed)
     }
 
     public func ownerText(of candidate: BucketLayout.Candidate) -> String? {
@@ -107,13 +109,19 @@ public struct ImportPipeline: ObjectImporting {
         logger[metadataKey: "etag"] = "\(candidate.etag)"
         if let ownerText { logger[metadataKey: "project"] = "\(ownerText)" }
         var movePending = false
-        let outcome = await importObject(
-            candidate, ownerText: ownerText, committed: committed, movePending: &movePending, logger: &logger)
+        let outcome: ImportOutcome
+        if let reason = candidate.skipReason {
+            outcome = .skipped(reason: reason)
+        } else {
+            outcome = await importObject(
+                candidate, ownerText: ownerText, committed: committed, movePending: &movePending, logger: &logger)
+        }
         let moveNote = movePending ? " (the move to processed/ is left to the next pass)" : ""
         switch outcome {
         case .imported(let id): logger.info("imported\(moveNote)", metadata: ["snapshot": "\(id)"])
         case .alreadyImported(let id): logger.info("already imported\(moveNote)", metadata: ["snapshot": "\(id)"])
-        case .rejected(let code, let message): logger.warning("rejected: \(code): \(message)")
+        case .rejected(let code, let message):
+            logger.warning("rejected: \(code): \(message)", metadata: ["code": "\(code)"])
         case .retried(let code, _, let attempts) where code == ImporterError.Code.cancelled.name:
             // Interrupted, not failed: the claim was released and the attempt given back.
             logger.info(
@@ -122,7 +130,12 @@ public struct ImportPipeline: ObjectImporting {
                 (\(attempts) of \(settings.maxAttempts) attempts used)
                 """)
         case .retried(let code, let message, let attempts):
-            logger.warning("transient failure (attempt \(attempts) of \(settings.maxAttempts)): \(code): \(message)")
+            logger.warning(
+                "transient failure (attempt \(attempts) of \(settings.maxAttempts)): \(code): \(message)",
+                metadata: ["code": "\(code)", "attempt": "\(attempts)"])
+        case .skipped(let reason) where candidate.skipReason != nil:
+            // Not an image (an orphan sidecar …): said once per pass, at a level an operator sees.
+            logger.info("skipped: \(reason)")
         case .skipped(let reason): logger.debug("skipped: \(reason)")
         }
         return ImportResult(
@@ -177,7 +190,8 @@ public struct ImportPipeline: ObjectImporting {
             } catch {
                 let failure = ImportFailure.importerError(error)
                 if failure.code != .notFound && failure.code != .objectChanged {
-                    return .retried(code: failure.code.name, message: "moving to failed/: \(failure.message)", attempts: 0)
+                    return .retried(
+                        code: failure.code.name, message: "moving to failed/: \(failure.message)", attempts: 0)
                 }
             }
             return .rejected(code: code, message: message)
@@ -260,7 +274,9 @@ public struct ImportPipeline: ObjectImporting {
             if failure.code != .leaseLost {
                 do {
                     let catalog = catalog
-                    try await uncancelled { try await catalog.fail(claim, code: code, message: message, permanent: false) }
+                    try await uncancelled {
+                        try await catalog.fail(claim, code: code, message: message, permanent: false)
+                    }
                 } catch {
                     logger.warning("recording the failed attempt failed (its lease will expire): \(error)")
                 }
@@ -271,7 +287,8 @@ public struct ImportPipeline: ObjectImporting {
         do {
             try await catalog.fail(claim, code: code, message: finalMessage, permanent: true)
         } catch {
-            return .retried(code: code, message: "\(message) (recording the rejection failed: \(error))", attempts: claim.attempts)
+            return .retried(
+                code: code, message: "\(message) (recording the rejection failed: \(error))", attempts: claim.attempts)
         }
         do {
             try await mover.moveToFailed(candidate, code: code, message: finalMessage)
@@ -302,7 +319,8 @@ public struct ImportPipeline: ObjectImporting {
         let head = try await store.head(key: candidate.key)
         guard head.etag == candidate.etag else {
             throw ImporterError(
-                .objectChanged, "\(candidate.key) was replaced since the listing (ETag \(head.etag), not \(candidate.etag))")
+                .objectChanged,
+                "\(candidate.key) was replaced since the listing (ETag \(head.etag), not \(candidate.etag))")
         }
         let claimedFormat = try Self.format(sidecar?.format, key: candidate.key)
         _ = try Self.shareTargets(sidecar, key: candidate.key)
@@ -470,7 +488,8 @@ public struct ImportPipeline: ObjectImporting {
         guard let format = ImageFormat(rawValue: normalized) else {
             throw ImporterError(
                 .invalidSidecar,
-                "format '\(name)' for \(key) is not one of \(ImageFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+                "format '\(name)' for \(key) is not one of \(ImageFormat.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         return format
     }

@@ -37,7 +37,7 @@ extension AppContext {
                 concurrentTasks: config.limits.concurrentImports,
                 concurrentTasksPerCustomer: config.limits.concurrentImportsPerCustomer,
                 leaseDuration: base.leaseDuration, maxAttempts: config.limits.maxAttempts,
-                workerID: Self.workerID)
+                workerID: workerID.rawValue)
         return (tasks, ImportTaskRunner(tasks: tasks, pipeline: pipeline, options: runnerOptions, logger: logger))
     }
 }

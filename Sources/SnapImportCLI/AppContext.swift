@@ -4,6 +4,7 @@ import DiskImage
 import Foundation
 import Importer
 import Logging
+import Observability
 import S3
 import SnapshotCore
 import SnapshotPostgres
@@ -20,6 +21,8 @@ import Synchronization
 final class AppContext: Sendable {
     let json: Bool
     let verbose: Bool
+    /// `--log-format`: text lines or one JSON object per line.
+    let logFormat: LogFormat
     let environment: [String: String]
     let configuration: Configuration
     // Made on first use, then kept for the run.
@@ -29,6 +32,7 @@ final class AppContext: Sendable {
     init(_ global: GlobalOptions, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
         json = global.json
         verbose = global.verbose
+        logFormat = global.logFormat
         self.environment = environment
         do {
             configuration = try Configuration.load(path: global.config, environment: environment)
@@ -37,10 +41,11 @@ final class AppContext: Sendable {
         }
     }
 
-    /// A logger writing to stderr (no global bootstrap: the label names the command), at `level`, or at
-    /// debug with `--verbose` and warning otherwise.
+    /// A logger writing to stderr in the `--log-format` (no global bootstrap: the label names the
+    /// command), at `level`, or at debug with `--verbose` and warning otherwise.
     func logger(_ label: String, level: Logger.Level? = nil) -> Logger {
-        var logger = Logger(label: label, factory: { StreamLogHandler.standardError(label: $0) })
+        let format = logFormat
+        var logger = Logger(label: label, factory: { format.handler(label: $0) })
         logger.logLevel = verbose ? .debug : (level ?? .warning)
         return logger
     }
@@ -99,6 +104,9 @@ final class AppContext: Sendable {
             head = try await store.head(key: location.key)
         } catch let error as ImporterError where error.code == .notFound {
             throw DiskImageError(.notFound, "no object \(string)")
+        } catch let error as ImporterError where error.code == .accessDenied {
+            throw CommandOutput.failure(
+                code: "AccessDenied", message: "\(string): \(error.message)", json: json, exit: 2)
         } catch {
             throw DiskImageError(.ioError, "\(string): \(error)")
         }
@@ -146,7 +154,8 @@ final class AppContext: Sendable {
                 throw error
             } catch {
                 throw CommandOutput.failure(
-                    code: "InvalidConfiguration", message: "cannot open the store: \(error)", json: json, exit: 2)
+                    code: "InvalidConfiguration", message: "cannot open the store: \(ErrorText.plain(error))",
+                    json: json, exit: 2)
             }
         }
         if let url = config.store.catalog {

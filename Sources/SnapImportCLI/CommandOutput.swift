@@ -29,25 +29,30 @@ enum CommandOutput {
     static func failure(_ error: any Error, json: Bool) -> CommandError {
         if let error = error as? CommandError { return error }
         guard let error = error as? SnapshotError else {
-            return failure(code: "Error", message: "\(error)", json: json, exit: 1)
+            return failure(code: "Error", message: ErrorText.plain(error), json: json, exit: 1)
         }
         let usage = error.code == .invalidArgument || error.code == .invalidProject
         return failure(code: error.code.description, message: error.message, json: json, exit: usage ? 2 : 1)
     }
 
-    /// An S3 failure in the CLI contract's terms: exit 1 (2 for a refused request).
+    /// An S3 failure in the CLI contract's terms: exit 1; 2 for a refused request and for credentials
+    /// the server refuses (`AccessDenied`: an unknown key, a wrong secret, no right on the bucket), which
+    /// are configuration errors like any other.
     static func s3Failure(_ error: any Error, json: Bool) -> CommandError {
         if let error = error as? CommandError { return error }
         guard let error = error as? S3Error else {
             return failure(code: "Error", message: "\(error)", json: json, exit: 1)
         }
         let code: String
+        var status: Int32 = error.code == .invalidRequest ? 2 : 1
         switch error.code {
         case .noSuchKey, .noSuchBucket, .noSuchUpload: code = "NotFound"
-        case .accessDenied, .signatureDoesNotMatch, .invalidAccessKeyID: code = "AccessDenied"
+        case .accessDenied, .signatureDoesNotMatch, .invalidAccessKeyID:
+            code = "AccessDenied"
+            status = 2
         default: code = error.awsCode ?? error.code.description
         }
-        return failure(code: code, message: error.description, json: json, exit: error.code == .invalidRequest ? 2 : 1)
+        return failure(code: code, message: error.description, json: json, exit: status)
     }
 
     /// Prints `value` as one pretty JSON document on stdout (the snapshot, volume, … documents).
@@ -61,7 +66,8 @@ enum CommandOutput {
     static func line(_ s: SnapshotRecord, caller: Caller = .operator) -> String {
         let grants = s.isOwned(by: caller) ? s.sharedWith : []
         let shared = grants.isEmpty ? "" : " shared:\(grants.map(\.description).joined(separator: ","))"
-        return "\(s.id)  \(s.owner)  \(s.state.rawValue)  \(s.visibility.rawValue)\(shared)  \(s.virtualSize) bytes  "
+        return
+            "\(s.id)  \(s.owner)  \(s.state.rawValue)  \(s.visibility.rawValue)\(shared)  \(ByteCount.human(s.virtualSize))  "
             + "\(s.format)\(s.bootable ? " bootable" : "")  \(s.description)"
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SnapshotCore
 import TOMLKit
 
 /// The parsed `snapimport.toml` (architecture.md, "Configuration").
@@ -79,7 +80,7 @@ struct Configuration: Sendable, Equatable {
             do {
                 text = try String(contentsOfFile: path, encoding: .utf8)
             } catch {
-                throw ValidationError("cannot read configuration \(path): \(error)")
+                throw ValidationError("cannot read configuration \(path): \(ErrorText.plain(error))")
             }
             config = try parse(text, origin: path)
             // A relative store path in the file belongs to the file, not to wherever the command runs:
@@ -179,7 +180,8 @@ struct Configuration: Sendable, Equatable {
 
     func validate(origin: String) throws {
         guard s3.addressing == "path" || s3.addressing == "virtual" else {
-            throw ValidationError("\(origin): [s3] addressing must be \"path\" or \"virtual\", not \"\(s3.addressing)\"")
+            throw ValidationError(
+                "\(origin): [s3] addressing must be \"path\" or \"virtual\", not \"\(s3.addressing)\"")
         }
         guard limits.concurrentImportsPerCustomer > 0, limits.concurrentImports > 0, limits.maxAttempts > 0 else {
             throw ValidationError("\(origin): [limits] counts must be positive")

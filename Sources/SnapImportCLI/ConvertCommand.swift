@@ -1,13 +1,15 @@
-import BlockingIO
 import ArgumentParser
+import BlockingIO
 import DiskImage
+import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `snapimport convert SOURCE --output FILE`: validates the image and writes its virtual disk as a sparse
-/// raw file (holes where the disk is zero). Exit 1 when the image is rejected.
+/// raw file (holes where the disk is zero), or with `--output -` as a raw stream on stdout (the summary then
+/// goes to stderr, with `--json` too, so stdout carries only the disk). Exit 1 when the image is rejected.
 struct ConvertCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert", abstract: "Validate an image and write its virtual disk as a sparse raw file.")
@@ -17,7 +19,7 @@ struct ConvertCommand: AsyncParsableCommand {
     @Argument(help: "A local image path or s3://bucket/key.")
     var source: String
 
-    @Option(name: .long, help: "The raw file to write (created or truncated).")
+    @Option(name: .long, help: "The raw file to write (created or truncated); '-' writes the disk to stdout.")
     var output: String
 
     @Option(name: .long, help: "The format the image must be (raw, iso, qcow2, vmdk, vhd|vpc, vhdx, vdi).")
@@ -31,6 +33,12 @@ struct ConvertCommand: AsyncParsableCommand {
         let claimed = try format.map(parseImageFormat)
         DiskImage.tuneAllocatorForLargeExtents()
         let config = try AppContext(global).configuration
+        if output == "-" && isatty(STDOUT_FILENO) == 1 {
+            throw CommandOutput.failure(
+                code: "InvalidArgument",
+                message: "--output - writes a raw disk to stdout, which is a terminal: redirect it",
+                json: global.json, exit: 2)
+        }
         do {
             let bytes = try await openSource(source, global: global)
             let limits = InspectionLimits(maxVirtualSize: config.limits.maxVirtualSize)
@@ -38,6 +46,9 @@ struct ConvertCommand: AsyncParsableCommand {
             // Parsing and writing block: they run on the blocking executor.
             let (format, result) = try await BlockingExecutor.shared.run { () -> (ImageFormat, ConversionResult) in
                 var reader = try DiskImage.open(bytes, claimedFormat: claimed, limits: limits)
+                if output == "-" {
+                    return (reader.info.format, try DiskImage.convert(&reader, toStream: STDOUT_FILENO))
+                }
                 do {
                     return (reader.info.format, try DiskImage.convert(&reader, toRawFile: output))
                 } catch {
@@ -46,15 +57,24 @@ struct ConvertCommand: AsyncParsableCommand {
                     throw error
                 }
             }
-            if global.json {
-                CommandOutput.printJSON(
-                    ConvertSummary(
-                        format: format.rawValue, virtualSize: result.virtualSize,
-                        dataBytesWritten: result.dataBytesWritten, output: output))
+            let summary = ConvertSummary(
+                format: format.rawValue, virtualSize: result.virtualSize, dataBytesWritten: result.dataBytesWritten,
+                output: output)
+            let text =
+                "\(format) → raw \(output == "-" ? "stdout" : output): \(ByteCount.human(result.virtualSize)) virtual, "
+                + "\(ByteCount.human(result.dataBytesWritten)) of data written"
+            if output == "-" {
+                // Standard output holds the disk: the summary goes to stderr.
+                if global.json {
+                    let data = (try? JSONEncoder().encode(summary)).map { String(decoding: $0, as: UTF8.self) }
+                    CommandOutput.stderr(data ?? text)
+                } else {
+                    CommandOutput.stderr(text)
+                }
+            } else if global.json {
+                CommandOutput.printJSON(summary)
             } else {
-                print(
-                    "\(format) → raw \(output): \(result.virtualSize) bytes virtual, "
-                        + "\(result.dataBytesWritten) bytes of data written")
+                print(text)
             }
         } catch let error as DiskImageError {
             throw CommandOutput.failure(code: error.code.name, message: error.message, json: global.json, exit: 1)

@@ -62,7 +62,8 @@ struct ImportCommand: AsyncParsableCommand {
                     let location = try S3Location(source, requireKey: true)
                     let key = location.key
                     let owner = try Self.owner(of: key, project: project, layout: context.settings(bucket: "").layout)
-                    let result = try await context.withPipeline(bucket: location.bucket, logger: logger) { pipeline, _ in
+                    let result = try await context.withPipeline(bucket: location.bucket, logger: logger) {
+                        pipeline, _ in
                         try await pipeline.importObjectManually(
                             key: key, owner: owner, description: description, claimedFormat: claimed,
                             progress: progress)
@@ -102,8 +103,30 @@ struct ImportCommand: AsyncParsableCommand {
         if json {
             FileHandle.standardOutput.write(Data(SnapshotDocument.encoded(record)))
         } else {
-            print(String(decoding: SnapshotDocument.encoded(record), as: UTF8.self), terminator: "")
+            print(Self.humanText(record, alreadyImported: alreadyImported), terminator: "")
         }
+    }
+
+    /// What `import` prints without `--json`: the snapshot's ID and what an operator checks next.
+    static func humanText(_ record: SnapshotRecord, alreadyImported: Bool) -> String {
+        var source = ""
+        switch record.source {
+        case .object(let bucket, let key, let etag): source = "s3://\(bucket)/\(key) (ETag \(etag))"
+        case .file(let path): source = path
+        case .volume(let id): source = "volume \(id)"
+        case .template(let id): source = "template \(id)"
+        }
+        return """
+            \(alreadyImported ? "already imported as" : "imported") \(record.id)
+              project:      \(record.owner)
+              description:  \(record.description)
+              format:       \(record.format)\(record.bootable ? " (bootable)" : "")
+              virtual size: \(ByteCount.human(record.virtualSize))
+              stored:       \(ByteCount.human(record.storedBytes))
+              source:       \(source)
+              checksum:     \(record.checksum ?? "-")
+
+            """
     }
 
     /// The owner of an object: its `incoming/` folder's project when it sits in one (then `--project`
@@ -167,7 +190,9 @@ struct ImportCommand: AsyncParsableCommand {
         case let error as DiskImageError:
             return CommandOutput.failure(code: error.code.name, message: error.message, json: json, exit: 1)
         case let error as ImporterError:
-            return CommandOutput.failure(code: error.code.name, message: error.message, json: json, exit: 1)
+            // Refused credentials are a configuration error (2), like a missing bucket setting.
+            return CommandOutput.failure(
+                code: error.code.name, message: error.message, json: json, exit: error.code == .accessDenied ? 2 : 1)
         case let error as SnapshotError:
             return CommandOutput.failure(error, json: json)
         case let error as ValidationError:

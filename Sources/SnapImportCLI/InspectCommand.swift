@@ -44,8 +44,11 @@ struct InspectCommand: AsyncParsableCommand {
         } else {
             print("format:         \(result.format?.rawValue ?? "unknown")")
             if let container = result.container { print("container:      \(container.rawValue)") }
-            print("virtual size:   \(result.virtualSize) bytes")
-            print("allocated:      \(result.allocatedBytes) bytes")
+            print("image size:     \(ByteCount.human(bytes.size))")
+            print(
+                "virtual size:   \(result.virtualSize == 0 && result.format == nil ? "unknown" : ByteCount.human(result.virtualSize))"
+            )
+            print("allocated:      \(ByteCount.human(result.allocatedBytes))")
             print("bootable:       \(result.bootable ? "yes" : "no")")
             print("verdict:        \(result.verdict.rawValue)")
             for reason in result.reasons { print("reason:         \(reason.code): \(reason.message)") }

@@ -38,6 +38,8 @@ struct RunCommand: AsyncParsableCommand {
             return importer.summaries.last ?? PassSummary()
         }
         CommandOutput.report(summary, json: global.json, verbose: global.verbose)
+        // Refused credentials (the listing was denied) are a configuration error: 2, as for a bad config.
+        if summary.listingError?.code == .accessDenied { throw ExitCode(2) }
         if !summary.succeeded { throw ExitCode(1) }
     }
 }

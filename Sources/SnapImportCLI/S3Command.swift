@@ -11,7 +11,7 @@ struct S3Command: AsyncParsableCommand {
     /// `s3 ls s3://B/PREFIX`: every key under the prefix (recursive, all pages).
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "ls", abstract: "List every object under a prefix: size, last-modified, key.")
+            commandName: "ls", abstract: "List every object under a prefix: a table of size, last-modified and key.")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "s3://bucket/prefix (the prefix may be empty).") var location: String
 
@@ -29,13 +29,11 @@ struct S3Command: AsyncParsableCommand {
             if global.json {
                 CommandOutput.printJSON(objects.map(ListedObject.init))
             } else {
-                var out = ""
+                var table = Table("SIZE", "LAST MODIFIED", "KEY", rightAligned: [0])
                 for object in objects {
-                    let size = String(object.size)
-                    out += String(repeating: " ", count: max(0, 12 - size.count)) + size + "  "
-                        + (object.lastModified.map(rfc3339) ?? "-") + "  " + object.key + "\n"
+                    table.append(ByteCount.human(object.size), object.lastModified.map(rfc3339) ?? "-", object.key)
                 }
-                FileHandle.standardOutput.write(Data(out.utf8))
+                FileHandle.standardOutput.write(Data(table.render().utf8))
             }
         }
     }
@@ -63,29 +61,44 @@ struct S3Command: AsyncParsableCommand {
             let path = file
             let bar = ProgressBar(label: "get", enabled: file != "-" && isatty(STDERR_FILENO) == 1)
             let head: ObjectHead?
+            // A file is written under a temporary name beside it and renamed once complete: a failed
+            // download (no such key, denied, interrupted) leaves neither an empty nor a partial file.
+            let partial = file == "-" ? "" : Self.partialPath(for: path)
+            if file != "-" {
+                try Self.checkDestination(path, json: global.json)
+            }
             do {
                 if parallel > 1 {
                     head = try await context.s3().downloadFile(
-                        bucket: target.bucket, key: target.key, path: path, concurrency: parallel, chunkSize: chunkSize,
-                        progress: { bar.update(done: $0, total: $1) })
+                        bucket: target.bucket, key: target.key, path: partial, concurrency: parallel,
+                        chunkSize: chunkSize, progress: { bar.update(done: $0, total: $1) })
                 } else if file == "-" {
                     // Standard output is written as a stream, never reopened by path: reopening
                     // /dev/stdout would truncate a file that stdout is redirected to.
                     let stdout = FileHandle.standardOutput
-                    head = try await context.s3().getObject(bucket: target.bucket, key: target.key, range: nil, ifMatch: nil) {
+                    head = try await context.s3().getObject(
+                        bucket: target.bucket, key: target.key, range: nil, ifMatch: nil
+                    ) {
                         stdout.write(Data($0))
                     }
                 } else {
-                    head = try await context.s3().getObject(bucket: target.bucket, key: target.key, toFile: path)
+                    head = try await context.s3().getObject(bucket: target.bucket, key: target.key, toFile: partial)
+                }
+                if file != "-", rename(partial, path) != 0 {
+                    let reason = String(cString: strerror(errno))
+                    throw CommandOutput.failure(
+                        code: "IOError", message: "cannot write \(path): \(reason)", json: global.json, exit: 1)
                 }
             } catch {
                 bar.finish()
+                if file != "-" { unlink(partial) }
                 throw CommandOutput.s3Failure(error, json: global.json)
             }
             bar.finish()
             if global.json {
                 CommandOutput.printJSON(
-                    TransferResult(bucket: target.bucket, key: target.key, size: head?.size ?? 0, etag: head?.etag ?? ""))
+                    TransferResult(
+                        bucket: target.bucket, key: target.key, size: head?.size ?? 0, etag: head?.etag ?? ""))
             }
         }
     }
@@ -98,7 +111,8 @@ struct S3Command: AsyncParsableCommand {
         @Argument(help: "Source file.") var file: String
         @Argument(help: "s3://bucket/key") var location: String
         @Option(name: .long, help: "Content-Type of the object.") var contentType: String?
-        @Option(name: .long, help: "User metadata NAME=VALUE (x-amz-meta-NAME); repeatable.") var metadata: [String] = []
+        @Option(name: .long, help: "User metadata NAME=VALUE (x-amz-meta-NAME); repeatable.") var metadata: [String] =
+            []
 
         func validate() throws {
             _ = try S3Location(location, requireKey: true)
@@ -219,4 +233,27 @@ func parseMetadata(_ pairs: [String]) throws -> [String: String] {
 /// RFC 3339 UTC with seconds, e.g. `2026-11-24T22:31:20Z`.
 func rfc3339(_ date: Date) -> String {
     date.formatted(.iso8601)
+}
+
+extension S3Command.Get {
+    /// `dir/.name.snapimport-partial`: where the download goes until it is complete.
+    static func partialPath(for path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).snapimport-partial")
+            .path
+    }
+
+    /// A destination that cannot be written is refused before anything is downloaded, naming the path.
+    static func checkDestination(_ path: String, json: Bool) throws {
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw CommandOutput.failure(
+                code: "InvalidArgument", message: "cannot write \(path): it is a directory", json: json, exit: 2)
+        }
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw CommandOutput.failure(
+                code: "NotFound", message: "cannot write \(path): no directory \(directory)", json: json, exit: 1)
+        }
+    }
 }

@@ -1,4 +1,5 @@
 public import ArgumentParser
+import BuildInfo
 import Foundation
 
 
@@ -9,6 +10,7 @@ public struct SnapImport: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "snapimport",
         abstract: "Turn disk images uploaded to object storage into volume snapshots.",
+        version: BuildInfo.versionLine,
         subcommands: [
             RunCommand.self,
             WatchCommand.self,
@@ -35,7 +37,12 @@ public struct SnapImport: AsyncParsableCommand {
     /// Errors are printed here, once: a ``CommandError`` as `error: <code>: <message>` on stderr (and
     /// `{"error":{"code","message"}}` on stdout with `--json`); ArgumentParser's usage failures (its
     /// EX_USAGE, 64) become the contract's status 2; help and `--version` print and return 0.
+    ///
+    /// The global options (`--config FILE`, `--json`, `--verbose`, `--log-format F`) may also come before
+    /// the subcommand (`snapimport --config /etc/x.toml run`); with `--json` anywhere, a usage error is
+    /// also `{"error":{"code":"Usage","message":…}}` on stdout.
     public static func execute(_ arguments: [String]) async -> Int32 {
+        let arguments = GlobalOptions.movingLeadingOptions(arguments)
         do {
             var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? any AsyncParsableCommand {
@@ -55,6 +62,9 @@ public struct SnapImport: AsyncParsableCommand {
                 return 0
             }
             if !message.isEmpty { CommandOutput.stderr(message) }
+            if code == .validationFailure && GlobalOptions.asksForJSON(arguments) {
+                CommandOutput.printJSON(["error": ["code": "Usage", "message": SnapImport.message(for: error)]])
+            }
             return code == .validationFailure ? 2 : code.rawValue
         }
     }

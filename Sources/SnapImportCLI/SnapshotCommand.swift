@@ -40,17 +40,73 @@ struct SnapshotCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Snapshots you own, shared with you, or public.")
+        static let configuration = CommandConfiguration(
+            abstract: "Snapshots you own, shared with you, or public: a table, or an array with --json.")
         @OptionGroup var common: Common
+        @Option(name: .long, help: "Only snapshots in this state (pending, available, error, deleting).")
+        var state: String?
+        @Option(name: .long, help: "Only snapshots owned by this project (P@C).")
+        var owner: String?
+        @Flag(name: .long, help: "Only shared snapshots: yours that you granted, or others' granted to you.")
+        var shared = false
+        @Flag(name: .long, help: "Only public snapshots.")
+        var `public` = false
+
+        func validate() throws {
+            if let state, SnapshotState(rawValue: state) == nil {
+                throw ValidationError(
+                    "--state must be one of \(SnapshotState.allCases.map(\.rawValue).joined(separator: ", ")), got '\(state)'"
+                )
+            }
+            if let owner {
+                do {
+                    _ = try ProjectRef(parsing: owner)
+                } catch {
+                    throw ValidationError("--owner \(owner): \(error)")
+                }
+            }
+        }
 
         func run() async throws {
             let caller = try Arguments.caller(common.project, json: common.global.json)
-            let snapshots = try await AppContext(common.global).withExistingStore { try await $0.listSnapshots(caller: caller) }
-            if common.global.json {
-                CommandOutput.printDocument(snapshots.map { SnapshotView($0, caller: caller) })
-            } else {
-                for snapshot in snapshots { print(CommandOutput.line(snapshot, caller: caller)) }
+            let owner = try owner.map { try Arguments.project($0, json: common.global.json) }
+            let wanted = state.flatMap(SnapshotState.init(rawValue:))
+            let all = try await AppContext(common.global).withExistingStore {
+                try await $0.listSnapshots(caller: caller)
             }
+            let snapshots = all.filter { snapshot in
+                if let wanted, snapshot.state != wanted { return false }
+                if let owner, snapshot.owner != owner { return false }
+                if self.public, snapshot.visibility != .public { return false }
+                if shared {
+                    guard !snapshot.sharedWith.isEmpty else { return false }
+                    if case .project(let me) = caller, snapshot.owner != me, !snapshot.sharedWith.contains(me) {
+                        return false
+                    }
+                }
+                return true
+            }
+            let views = snapshots.map { SnapshotView($0, caller: caller) }
+            if common.global.json {
+                CommandOutput.printDocument(views)
+            } else {
+                print(Self.table(views), terminator: "")
+            }
+        }
+
+        /// The human listing: one row per snapshot, the virtual size as `1.0 GiB (1073741824 bytes)`.
+        static func table(_ views: [SnapshotView]) -> String {
+            var table = Table(
+                "ID", "PROJECT", "STATE", "VISIBILITY", "SIZE", "FORMAT", "BOOTABLE", "CREATED", "SHARED WITH",
+                "DESCRIPTION", rightAligned: [4])
+            for view in views {
+                table.append(
+                    view.id, view.project, view.state, view.visibility, ByteCount.human(view.virtualSize), view.format,
+                    view.bootable ? "yes" : "no", view.createdAt,
+                    view.sharedWith.map { $0.isEmpty ? "-" : $0.joined(separator: ",") } ?? "-",
+                    view.description.isEmpty ? "-" : view.description)
+            }
+            return table.render()
         }
     }
 
@@ -99,8 +155,8 @@ struct SnapshotCommand: AsyncParsableCommand {
                     state:        \(view.state)
                     visibility:   \(view.visibility)
                     sharedWith:   \(view.sharedWith.map { $0.joined(separator: ", ") } ?? "-")
-                    virtualSize:  \(view.virtualSize)
-                    storedBytes:  \(view.storedBytes)
+                    virtualSize:  \(ByteCount.human(view.virtualSize))
+                    storedBytes:  \(ByteCount.human(view.storedBytes))
                     format:       \(view.format)
                     bootable:     \(view.bootable)
                     source:       \(source)

@@ -27,19 +27,46 @@ struct VolumeCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Volumes you own.")
+        static let configuration = CommandConfiguration(abstract: "Volumes you own: a table, or an array with --json.")
         @OptionGroup var common: SnapshotCommand.Common
+        @Option(name: .long, help: "Only volumes in this state: available (detached) or in-use (attached).")
+        var state: String?
+        @Option(name: .long, help: "Only volumes made from this snapshot (snap-…).")
+        var snapshot: String?
+
+        func validate() throws {
+            if let state, !["available", "in-use"].contains(state) {
+                throw ValidationError("--state must be available or in-use, got '\(state)'")
+            }
+        }
 
         func run() async throws {
             let caller = try Arguments.caller(common.project, json: common.global.json)
-            let views = try await AppContext(common.global).withExistingStore { service in
+            let all = try await AppContext(common.global).withExistingStore { service in
                 try await service.listVolumes(caller: caller).map { VolumeView($0, path: service.volumePath($0)) }
+            }
+            let views = all.filter { view in
+                if let state, (view.attachedTo == nil ? "available" : "in-use") != state { return false }
+                if let snapshot, view.snapshotId != snapshot { return false }
+                return true
             }
             if common.global.json {
                 CommandOutput.printDocument(views)
             } else {
-                for view in views { Swift.print(line(view)) }
+                Swift.print(Self.table(views), terminator: "")
             }
+        }
+
+        /// The human listing: one row per volume.
+        static func table(_ views: [VolumeView]) -> String {
+            var table = Table(
+                "ID", "PROJECT", "STATE", "SIZE", "SNAPSHOT", "ATTACHED TO", "CREATED", "PATH", rightAligned: [3])
+            for view in views {
+                table.append(
+                    view.id, view.project, view.attachedTo == nil ? "available" : "in-use", ByteCount.human(view.size),
+                    view.snapshotId ?? "-", view.attachedTo ?? "-", view.createdAt, view.path)
+            }
+            return table.render()
         }
     }
 
@@ -95,7 +122,7 @@ struct VolumeCommand: AsyncParsableCommand {
 }
 
 private func line(_ v: VolumeView) -> String {
-    "\(v.id)  \(v.project)  \(v.size) bytes  from \(v.snapshotId ?? "-")  attached \(v.attachedTo ?? "-")  \(v.path)"
+    "\(v.id)  \(v.project)  \(ByteCount.human(v.size))  from \(v.snapshotId ?? "-")  attached \(v.attachedTo ?? "-")  \(v.path)"
 }
 
 private func print(_ view: VolumeView, json: Bool) {

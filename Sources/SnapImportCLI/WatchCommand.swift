@@ -3,6 +3,7 @@ import DiskImage
 import Foundation
 import Importer
 import Logging
+import Observability
 import ServiceLifecycle
 import UnixSignals
 
@@ -21,7 +22,16 @@ struct WatchCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds in-flight imports get to finish after SIGTERM/SIGINT.")
     var shutdownGrace: Double = 20
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port).", valueName: "host:port"))
+    var metrics: String?
+
     func validate() throws {
+        if let metrics, MetricsServer.parseAddress(metrics) == nil {
+            throw ValidationError("--metrics wants HOST:PORT (e.g. 127.0.0.1:9464), got '\(metrics)'")
+        }
         guard interval > 0, interval <= 86_400 else { throw ValidationError("--interval must be 0 < S <= 86400") }
         guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be >= 0") }
     }
@@ -34,30 +44,47 @@ struct WatchCommand: AsyncParsableCommand {
         let logger = context.logger("snapimport.watch", level: .info)
         let interval = interval
         let grace = shutdownGrace
+        let listen = metrics.flatMap(MetricsServer.parseAddress)
         try await context.withPipeline(bucket: bucket, logger: logger) { pipeline, service in
             let settings = pipeline.settings
+            let importMetrics = ImportMetrics()
+            let worker = MeteredWorker(pipeline, metrics: importMetrics, logger: logger)
             let importer = Importer(
-                worker: pipeline,
+                worker: worker,
                 options: .init(
                     concurrentImports: config.limits.concurrentImports,
                     concurrentImportsPerCustomer: config.limits.concurrentImportsPerCustomer,
                     interval: .milliseconds(Int64(interval * 1000)),
                     shutdownGracePeriod: .milliseconds(Int64(grace * 1000))),
-                clock: ContinuousClock(), logger: logger)
+                clock: ContinuousClock(), logger: logger, onPass: { worker.passEnded($0) })
             logger.info(
                 "watching s3://\(bucket)/\(settings.layout.incoming)",
                 metadata: ["interval": "\(interval)s", "worker": "\(settings.workerID)"])
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+                .init(service: importer),
+                .init(
+                    service: GarbageCollectionService(
+                        service: service, interval: .seconds(3600), clock: ContinuousClock(), logger: logger)),
+            ]
+            if let listen {
+                services.append(
+                    .init(
+                        service: MetricsServer(
+                            host: listen.host, port: listen.port, registry: importMetrics.registry,
+                            logger: context.logger("snapimport.metrics", level: .info))))
+            }
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [
-                        .init(service: importer),
-                        .init(
-                            service: GarbageCollectionService(
-                                service: service, interval: .seconds(3600), clock: ContinuousClock(), logger: logger)),
-                    ],
+                    services: services,
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger))
-            try await group.run()
+            do {
+                try await group.run()
+            } catch let error as MetricsServerError {
+                // The --metrics address is part of the command's configuration: exit 2.
+                throw CommandOutput.failure(
+                    code: "InvalidConfiguration", message: error.description, json: global.json, exit: 2)
+            }
         }
     }
 }

@@ -10,7 +10,6 @@ public struct PendingSnapshots: LedgerBacked {
     /// Where volume files live (recovery removes half-written ones).
     let volumesDirectory: String
 
-
     /// How many pending or deleting snapshots recovery reads at once.
     static let recoveryPage = 500
 
@@ -65,7 +64,7 @@ public struct PendingSnapshots: LedgerBacked {
         }
         logger.info(
             "snapshot begun",
-            metadata: ["snapshot": "\(record.id)", "project": "\(record.owner)", "source": "\(record.source)"])
+            metadata: ["snapshot": "\(record.id)", "project": "\(record.owner)", "source": record.source.logValue])
         return SnapshotWriter(pending: self, record: record, claim: request.claim, lease: lease)
     }
 
@@ -292,4 +291,18 @@ private enum RecoveryOutcome {
     case failed
     /// Removed, its import claim released.
     case released
+}
+
+extension SnapshotSource {
+    /// The source as a log field: a nested object with the fields of its JSON form (`kind`, `bucket`,
+    /// `key`, `etag` …), never a Swift description such as `object(bucket: …)`.
+    var logValue: Logger.MetadataValue {
+        switch self {
+        case .object(let bucket, let key, let etag):
+            .dictionary(["kind": "object", "bucket": .string(bucket), "key": .string(key), "etag": .string(etag)])
+        case .file(let path): .dictionary(["kind": "file", "path": .string(path)])
+        case .volume(let id): .dictionary(["kind": "volume", "volumeId": .string(id.rawValue)])
+        case .template(let id): .dictionary(["kind": "template", "templateId": .string(id.rawValue)])
+        }
+    }
 }

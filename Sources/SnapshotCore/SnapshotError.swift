@@ -70,7 +70,7 @@ public struct SnapshotError: Error, CustomStringConvertible, Equatable, Sendable
 
     public var description: String {
         if let underlying {
-            return "\(code): \(message) (\(underlying))"
+            return "\(code): \(message) (\(ErrorText.plain(underlying)))"
         }
         return "\(code): \(message)"
     }

@@ -58,6 +58,23 @@ struct BucketLayoutTests {
             ])
     }
 
+    @Test("a .json whose image is not listed is unimportable, with a reason; a sidecar beside its image is not")
+    func unimportable() {
+        let layout = BucketLayout()
+        let listing: [(key: String, etag: String, size: UInt64)] = [
+            ("incoming/p@c/a.qcow2", "1", 10),
+            ("incoming/p@c/a.qcow2.json", "2", 5),
+            ("incoming/p@c/orphan.vmdk.json", "3", 5),
+            ("incoming/p@c/notes.json", "5", 7),
+            ("incoming/p@c/dir/", "d", 0),
+        ]
+        let skipped = layout.unimportable(from: listing)
+        #expect(skipped.map(\.key) == ["incoming/p@c/orphan.vmdk.json", "incoming/p@c/notes.json"])
+        #expect(skipped.allSatisfy { $0.skipReason?.contains("without an image") == true })
+        #expect(skipped.first?.skipReason?.contains("incoming/p@c/orphan.vmdk is not in the bucket") == true)
+        #expect(layout.candidates(from: listing).allSatisfy { $0.skipReason == nil })
+    }
+
     @Test("the customer of an owner")
     func customer() {
         #expect(BucketLayout.customer(ofOwner: "web@acme") == "acme")
