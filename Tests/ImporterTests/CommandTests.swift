@@ -213,7 +213,7 @@ struct CommandTests {
         // 2. SIGTERM while the committed import moves to processed/ (copies take 2 s): the move is finished.
         let second = try Tools.start(binary, ["watch", "--interval", "0.2", "--shutdown-grace", "20", "--config", config])
         try await waitFor("the committed snapshot") { try await snapshots().contains { $0.state == .available } }
-        try await Task.sleep(for: .milliseconds(200))
+        try await Task.sleep(for: .milliseconds(500))
         #expect(try await keys(client, bucket, "\(e2e.prefix)incoming/") == [key], "caught before the move ended")
         kill(second.0.processIdentifier, SIGTERM)
         let finished = Tools.finish(second)
@@ -222,7 +222,12 @@ struct CommandTests {
         for line in log2.split(separator: "\n") where line.contains("shut") || line.contains("grace period") {
             print("watch log (move): \(line)")
         }
-        #expect(log2.contains("finishing the move of 1 committed import(s); 0 import(s) in progress"), "\(log2)")
+        // The test sees the catalog commit a moment before the worker counts it as committed: on a loaded
+        // machine SIGTERM can land in between, and the worker then (truthfully) reports it as in progress.
+        #expect(
+            log2.contains("finishing the move of 1 committed import(s); 0 import(s) in progress")
+                || log2.contains("finishing the move of 0 committed import(s); 1 import(s) in progress"),
+            "\(log2)")
         #expect(log2.contains("shutdown: 1 imported (0 of them left for the next pass"), "\(log2)")
         #expect(log2.contains("abandoned 0"), "\(log2)")
         #expect(!log2.contains("grace period over"), "\(log2)")
