@@ -1,4 +1,5 @@
-public import Foundation
+public import SigV4
+import Foundation
 public import Hummingbird
 public import Logging
 import NIOCore
@@ -92,7 +93,7 @@ public struct EC2Responder: HTTPResponder {
         // signature covers it.
         var headers = request.headers.map { (name: $0.name.rawName, value: $0.value) }
         if let authority = request.head.authority { headers.insert((name: "Host", value: authority), at: 0) }
-        let signed = SignedRequest(
+        let signed = SigV4IncomingRequest(
             method: request.method.rawValue, path: request.uri.path, query: rawQuery, headers: headers, body: body)
         let authenticated = try await authenticator.authenticate(signed)
         guard let action = parameters["Action"], !action.isEmpty else {

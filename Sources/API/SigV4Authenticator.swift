@@ -32,16 +32,11 @@ public struct SigV4Authenticator: EC2Authenticator {
         self.clock = clock
     }
 
-    public func authenticate(_ request: SignedRequest) async throws -> Authenticated {
+    public func authenticate(_ request: SigV4IncomingRequest) async throws -> Authenticated {
         var found: Key?
         let identity: SigV4Identity
         do {
-            identity = try await verifier.verify(
-                SigV4IncomingRequest(
-                    method: request.method, path: request.path, query: request.query, headers: request.headers,
-                    body: request.body),
-                now: clock()
-            ) { accessKeyID in
+            identity = try await verifier.verify(request, now: clock()) { accessKeyID in
                 found = try await lookup(accessKeyID)
                 return found?.secret
             }

@@ -1,5 +1,6 @@
 import API
 import Foundation
+import SigV4
 import SnapshotCore
 import Testing
 
@@ -14,7 +15,7 @@ struct AuthenticatorTests {
     static func request(
         body: String = body, signature: String = "c245e5ea9e6de1423d9cf7e0f416cdffd03ac762fd289d698acf93679f34bafd",
         authorization: Bool = true
-    ) -> SignedRequest {
+    ) -> SigV4IncomingRequest {
         var headers: [(name: String, value: String)] = [
             ("Host", "127.0.0.1:5056"), ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"),
             ("X-Amz-Date", "20261130T162812Z"), ("User-Agent", "aws-cli/1.45.11"),
@@ -27,7 +28,7 @@ struct AuthenticatorTests {
                         + "SignedHeaders=content-type;host;x-amz-date, Signature=\(signature)"
                 ))
         }
-        return SignedRequest(method: "POST", path: "/", query: "", headers: headers, body: Array(body.utf8))
+        return SigV4IncomingRequest(method: "POST", path: "/", query: "", headers: headers, body: Array(body.utf8))
     }
 
     static func authenticator(at now: Date = signed) -> SigV4Authenticator {
@@ -37,7 +38,7 @@ struct AuthenticatorTests {
         }
     }
 
-    func refusal(_ request: SignedRequest, at now: Date = signed) async -> (String, Int)? {
+    func refusal(_ request: SigV4IncomingRequest, at now: Date = signed) async -> (String, Int)? {
         do {
             _ = try await Self.authenticator(at: now).authenticate(request)
             return nil

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
+import SigV4
 import SnapshotCore
 import Testing
 
@@ -14,7 +15,7 @@ import Testing
 @Suite("EC2 responder in process")
 struct ResponderTests {
     struct TestAuthenticator: EC2Authenticator {
-        func authenticate(_ request: SignedRequest) async throws -> Authenticated {
+        func authenticate(_ request: SigV4IncomingRequest) async throws -> Authenticated {
             guard let header = request.headers.first(where: { $0.name.lowercased() == "authorization" })?.value else {
                 throw EC2Error(.missingAuthenticationToken, "Request is missing Authentication Token")
             }
@@ -91,7 +92,7 @@ struct ResponderTests {
     func internalError() async throws {
         struct Broken: EC2Authenticator {
             struct Boom: Error {}
-            func authenticate(_ request: SignedRequest) async throws -> Authenticated { throw Boom() }
+            func authenticate(_ request: SigV4IncomingRequest) async throws -> Authenticated { throw Boom() }
         }
         var logger = Logger(label: "test.api")
         logger.logLevel = .critical
