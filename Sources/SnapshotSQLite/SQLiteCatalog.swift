@@ -38,10 +38,11 @@ public final class SQLiteCatalog: Catalog {
     /// are narrowed to 0600 when opened.
     static func restrictMode(_ path: String) throws {
         let files = FileManager.default
-        if !files.fileExists(atPath: path) {
-            // An empty file is an empty SQLite database. A racing creator makes this fail harmlessly.
-            _ = files.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
-        }
+        // An empty file is an empty SQLite database. O_EXCL, not `FileManager.createFile`: that one writes
+        // a temporary file and renames it over the path, which would replace a database another process
+        // created and began writing a moment ago (its connections keep the old inode: lost writes and
+        // "database disk image is malformed"). With O_EXCL a racing creator simply finds the file there.
+        createExclusively(path, mode: 0o600)
         for file in [path, path + "-wal", path + "-shm"] where files.fileExists(atPath: file) {
             let mode = (try files.attributesOfItem(atPath: file)[.posixPermissions] as? NSNumber)?.intValue
             if mode.map({ $0 & 0o077 != 0 }) ?? true {
@@ -913,30 +914,45 @@ public final class SQLiteCatalog: Catalog {
 }
 
 extension DatabasePool {
-    /// Opens a pool and migrates it. Several processes opening a brand-new file at once race in two
-    /// places, both retried briefly: SQLITE_BUSY on the first `PRAGMA journal_mode = WAL` (SQLite does
-    /// not hand it to the busy handler), and two migrators that both saw the schema unapplied — the
-    /// loser's transaction fails with "already exists" and rolls back; on retry it finds the migration
-    /// recorded and does nothing. Used by the catalog and the block store's index.
+    /// Opens a pool and migrates it. Several processes opening the same file at once race in two
+    /// places, both retried briefly:
+    /// - SQLITE_BUSY on the first `PRAGMA journal_mode = WAL` (SQLite does not hand it to the busy
+    ///   handler);
+    /// - two migrators that both read the migration table before either applied a migration. GRDB runs
+    ///   each migration in its own transaction, so the loser's fails ("table already exists",
+    ///   "duplicate column name", …) and rolls back. Which message depends on the migration, so the race
+    ///   is recognised by its effect instead: a migration failed and, meanwhile, someone else recorded
+    ///   more migrations. On retry the loser finds them applied and goes on with the rest.
+    /// An error with no such progress is a real one and is thrown. Used by the catalog and the block
+    /// store's index.
     package static func openMigrated(
         path: String, configuration: Configuration, migrator: DatabaseMigrator
     ) throws -> DatabasePool {
         var attempt = 0
         while true {
+            var pool: DatabasePool?
+            var appliedBefore: Set<String> = []
             do {
-                let pool = try DatabasePool(path: path, configuration: configuration)
-                try migrator.migrate(pool)
-                return pool
-            } catch let error as DatabaseError where isOpeningRace(error) && attempt < 40 {
+                pool = try DatabasePool(path: path, configuration: configuration)
+                appliedBefore = try pool!.read { try migrator.appliedIdentifiers($0) }
+                try migrator.migrate(pool!)
+                return pool!
+            } catch let error as DatabaseError where attempt < 40 {
+                let migratedMeanwhile = pool.map { pool in
+                    let now = try? pool.read { try migrator.appliedIdentifiers($0) }
+                    return now.map { !$0.isSubset(of: appliedBefore) } ?? false
+                } ?? false
+                guard error.resultCode == .SQLITE_BUSY || migratedMeanwhile else { throw error }
                 attempt += 1
                 // Opening is synchronous (once per store); the wait between tries blocks like the open does.
                 BlockingExecutor.sleepBlocking(.milliseconds(Int.random(in: 20...100)))
             }
         }
     }
+}
 
-    private static func isOpeningRace(_ error: DatabaseError) -> Bool {
-        error.resultCode == .SQLITE_BUSY
-            || (error.resultCode == .SQLITE_ERROR && (error.message ?? "").contains("already exists"))
-    }
+/// Creates an empty file unless one exists (O_EXCL: never replaces a file another process created).
+private func createExclusively(_ path: String, mode: mode_t) {
+    let descriptor = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode)
+    if descriptor >= 0 { close(descriptor) }
 }

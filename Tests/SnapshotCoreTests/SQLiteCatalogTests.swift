@@ -3,6 +3,7 @@ import SnapshotCore
 import SnapshotSQLite
 import SnapshotStores
 import BlockStoreFS
+import Synchronization
 import Testing
 
 @testable import CatalogTestSupport
@@ -65,6 +66,33 @@ struct SQLiteCatalogTests {
             #expect(Set(try await a.snapshots().map(\.id)).count == 16)
             try await a.close()
             try await b.close()
+        }
+    }
+
+    @Test("many processes opening one brand-new catalog at once all succeed: racing migrations are retried, not fatal")
+    func racingFirstOpen() async throws {
+        // Every migration (CREATE TABLE, ALTER TABLE ADD COLUMN, …) can lose this race, each with its own
+        // SQLite message; each opener has its own connections, as separate processes do.
+        try await Self.withDirectory { directory in
+            for round in 0..<12 {
+                let path = directory + "/catalog-\(round).sqlite"
+                // Threads, not tasks: six openers really at once even on two cores.
+                let failures = Mutex<[String]>([])
+                let threads = (0..<6).map { _ in
+                    Thread {
+                        do { _ = try SQLiteCatalog(path: path) } catch { failures.withLock { $0.append("\(error)") } }
+                    }
+                }
+                threads.forEach { $0.start() }
+                while threads.contains(where: { !$0.isFinished }) { try await Task.sleep(for: .milliseconds(5)) }
+                let opened = failures.withLock { $0 }.map { Result<Void, any Error>.failure(SnapshotError(.catalog, $0)) }
+                for case .failure(let error) in opened {
+                    Issue.record("round \(round): \(error)")
+                }
+                let catalog = try SQLiteCatalog(path: path)
+                #expect(try await catalog.snapshots().isEmpty)
+                try await catalog.close()
+            }
         }
     }
 
