@@ -33,6 +33,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
     ],
     targets: [
         // MARK: C shims
@@ -173,6 +174,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // MARK: The web console of `snapimport serve` (/console/): sessions, pages, actions over SnapshotService
+        .target(
+            name: "Console",
+            dependencies: [
+                "Importer", "SnapshotCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The version and the git commit of the build (`snapimport --version`): a prebuild command writes
         // the commit into a generated file on every build.
         .target(
@@ -187,7 +201,8 @@ let package = Package(
             name: "SnapImportCLI",
             dependencies: [
                 "S3", "DiskImage", "SnapshotCore", "SnapshotSQLite", "SnapshotPostgres", "BlockStoreFS",
-                "BlockStoreS3", "SnapshotStores", "Importer", "BlockingIO", "API", "Observability", "BuildInfo",
+                "BlockStoreS3", "SnapshotStores", "Importer", "BlockingIO", "API", "Console", "Observability",
+                "BuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -257,6 +272,16 @@ let package = Package(
             name: "APITests",
             dependencies: [
                 "API", "SnapImportCLI", "SnapshotCore", "SigV4", "Importer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ConsoleTests",
+            dependencies: [
+                "Console", "SnapshotCore", "Importer",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],

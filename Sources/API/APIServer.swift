@@ -49,11 +49,12 @@ public enum APIServer {
         }
     }
 
-    /// The application. `onListening` gets the bound port (useful with port 0).
-    public static func application(
-        responder: EC2Responder, settings: Settings, logger: Logger,
+    /// The application around `responder` (the ``EC2Responder``, or it mounted beside the console).
+    /// `onListening` gets the bound port (useful with port 0).
+    public static func application<Responder: HTTPResponder>(
+        responder: Responder, settings: Settings, logger: Logger,
         onListening: @escaping @Sendable (Int) async -> Void = { _ in }
-    ) throws -> some ApplicationProtocol {
+    ) throws -> some ApplicationProtocol where Responder.Context == BasicRequestContext {
         let server: HTTPServerBuilder
         switch (settings.tlsCertificate, settings.tlsKey) {
         case (nil, nil):

@@ -1,4 +1,5 @@
 import API
+import Console
 import ArgumentParser
 import DiskImage
 import Foundation
@@ -8,7 +9,8 @@ import ServiceLifecycle
 import SnapshotCore
 import UnixSignals
 
-/// `snapimport serve [--listen HOST:PORT]`: the EC2-compatible API (docs/api.md) until SIGTERM/SIGINT.
+/// `snapimport serve [--listen HOST:PORT]`: the EC2-compatible API (docs/api.md) and the web console at
+/// `/console/` (docs/console.md) until SIGTERM/SIGINT.
 ///
 /// One `ServiceGroup` holds the HTTP server, the import-task runner (ImportSnapshot), the garbage
 /// collector and, with `[api] watch = true`, `watch`'s importer. On SIGTERM/SIGINT the server stops
@@ -53,9 +55,11 @@ struct ServeCommand: AsyncParsableCommand {
             // still answers everything else, and ImportSnapshot says why it cannot.
             var workers = workers
             var imports: (any ImportTaskActions)?
+            var tasks: ImportTasks?
             do {
                 let engine = try context.importTaskEngine(service: service, logger: logger)
                 imports = ImportSnapshotActions(tasks: engine.tasks)
+                tasks = engine.tasks
                 workers.append(.init(service: engine.runner))
             } catch {
                 logger.warning("import tasks are unavailable (ImportSnapshot answers UnsupportedOperation): \(error)")
@@ -67,8 +71,11 @@ struct ServeCommand: AsyncParsableCommand {
                 actions: actions, authenticator: context.authenticator(service: service), logger: logger)
             let application: any Service
             do {
+                let console = try context.console(
+                    service: service, imports: tasks, secure: settings.tlsCertificate != nil, logger: logger)
                 application = try APIServer.application(
-                    responder: responder, settings: settings, logger: lifecycleLogger
+                    responder: ConsoleMount(console: console, api: responder), settings: settings,
+                    logger: lifecycleLogger
                 ) { port in
                     // The one line on stdout: scripts and tests read the bound port from it.
                     FileHandle.standardOutput.write(
