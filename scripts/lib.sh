@@ -40,6 +40,16 @@ ensure_aws_clients() {
     command -v aws >/dev/null 2>&1 || { echo "aws not on PATH after pip install" >&2; return 1; }
 }
 
+# ensure_browser: Debian's Chromium and Playwright for Python (the console's browser tests drive the system
+# Chromium through executable_path; Playwright never downloads a browser here).
+ensure_browser() {
+    ensure_packages chromium fonts-dejavu-core
+    python3 -c 'import playwright.sync_api' 2>/dev/null && return 0
+    log "installing playwright from PyPI"
+    python3 -m pip install -q playwright 2>&1 | grep -v "Running pip as the 'root' user" >&2 || true
+    python3 -c 'import playwright.sync_api' || { echo "playwright not importable after pip install" >&2; return 1; }
+}
+
 ensure_build_deps() {
     ensure_packages libcurl4-openssl-dev zlib1g-dev libzstd-dev libarchive-dev pkg-config ca-certificates
 }

@@ -86,15 +86,15 @@ public struct ConsoleResponder: HTTPResponder {
         do {
             return try await route(&request, session: &session)
         } catch let error as ConsoleError {
-            return errorPage(error, session: session)
+            return errorPage(error, session: session, path: request.uri.path)
         } catch let error as SnapshotError {
-            return errorPage(ConsoleError(error), session: session)
+            return errorPage(ConsoleError(error), session: session, path: request.uri.path)
         } catch {
             logger.error(
                 "console request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             return errorPage(
                 ConsoleError(500, "InternalError", "An internal error has occurred. The server log has the details."),
-                session: session)
+                session: session, path: request.uri.path)
         }
     }
 
@@ -537,7 +537,7 @@ public struct ConsoleResponder: HTTPResponder {
             status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: render(template, context))))
     }
 
-    private func errorPage(_ error: ConsoleError, session: ConsoleSession?) -> Response {
+    private func errorPage(_ error: ConsoleError, session: ConsoleSession?, path: String) -> Response {
         var context: [String: Any] = [
             "title": error.code, "code": error.code, "message": error.message,
             "heading": Self.heading(error.status),
@@ -546,6 +546,13 @@ public struct ConsoleResponder: HTTPResponder {
             context = base(session, title: error.code).merging(context) { $1 }
             context["back"] = "/console/"
             context["backText"] = "Back to Snapshots"
+            // After a refused action on a snapshot that exists, back to it.
+            let parts = path.split(separator: "/")
+            if error.status != 404, parts.count >= 3, parts[1] == "snapshots", let id = SnapshotID(rawValue: String(parts[2])) {
+                context["back"] = "/console/snapshots/\(id)"
+                context["backText"] = "Back to \(id)"
+                context["home"] = true
+            }
         } else {
             context["back"] = "/console/signin"
             context["backText"] = "Sign in"

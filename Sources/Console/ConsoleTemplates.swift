@@ -107,7 +107,7 @@ enum ConsoleTemplates {
               <td data-label="ID"><a class="id" href="/console/snapshots/{{id}}">{{id}}</a></td>
               <td data-label="Description" class="desc">{{description}}{{^description}}<span class="muted">—</span>{{/description}}</td>
               <td data-label="State"><span class="state state-{{state}}">{{state}}</span></td>
-              <td data-label="Size"><span title="{{exactSize}}">{{humanSize}}</span><span class="exact">{{exactSize}}</span></td>
+              <td data-label="Size"><span>{{humanSize}}<span class="exact">{{exactSize}}</span></span></td>
               <td data-label="Format">{{format}}</td>
               <td data-label="Bootable">{{#bootable}}Yes{{/bootable}}{{^bootable}}No{{/bootable}}</td>
               <td data-label="Created"><time datetime="{{createdISO}}">{{created}}</time></td>
@@ -314,11 +314,11 @@ enum ConsoleTemplates {
             <dt>Object</dt><dd class="wrap mono">s3://{{task.bucket}}/{{task.key}}</dd>
             <dt>Project</dt><dd>{{task.owner}}</dd>
             <dt>State</dt><dd><span id="task-state" class="state state-{{task.state}}">{{task.state}}</span></dd>
-            <dt>Progress</dt><dd><progress id="task-progress" max="100" {{#task.hasPercent}}value="{{task.percent}}"{{/task.hasPercent}} aria-describedby="task-percent">{{task.percent}}%</progress> <span id="task-percent">{{task.percentText}}</span></dd>
-            <dt>Status</dt><dd id="task-message" class="wrap">{{task.message}}</dd>
+            {{^task.failed}}<dt>Progress</dt><dd><progress id="task-progress" max="100" {{#task.hasPercent}}value="{{task.percent}}"{{/task.hasPercent}} aria-describedby="task-percent">{{task.percent}}%</progress> <span id="task-percent">{{task.percentText}}</span></dd>{{/task.failed}}
+            {{^task.failed}}<dt>Status</dt><dd id="task-message" class="wrap">{{task.message}}</dd>{{/task.failed}}
             {{#task.snapshot}}<dt>Snapshot</dt><dd><a class="id" href="/console/snapshots/{{task.snapshot}}">{{task.snapshot}}</a></dd>{{/task.snapshot}}
           </dl>
-          {{#task.failed}}<p class="alert" role="alert"><strong>{{task.code}}</strong> {{task.message}}</p>{{/task.failed}}
+          {{#task.failed}}<p class="alert" role="alert"><strong>{{task.code}}</strong> {{task.reason}}</p>{{/task.failed}}
           {{#task.active}}<p class="muted" id="task-refresh">This page follows the import while it runs. <a href="/console/tasks/{{task.id}}">Refresh</a></p>{{/task.active}}
         </section>
         {{#task.active}}<script src="/console/progress.js" defer></script>{{/task.active}}
@@ -330,7 +330,7 @@ enum ConsoleTemplates {
         <section class="card narrow">
           <h1>{{heading}}</h1>
           <p class="alert" role="alert"><strong class="code">{{code}}</strong> {{message}}</p>
-          <p><a href="{{back}}">{{backText}}</a></p>
+          <p class="row"><a class="button" href="{{back}}">{{backText}}</a>{{#home}}<a href="/console/">All snapshots</a>{{/home}}</p>
         </section>
         {{> footer}}
         """
@@ -386,7 +386,7 @@ enum ConsoleTemplates {
         .danger-outline{border-color:#e0a8a4;color:var(--danger);font-size:.88rem;padding:.3rem .7rem}
         form button.primary{margin-top:1.2rem}
         .row{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;margin-top:1.2rem}
-        .row button{margin-top:0}
+        form .row button,form .row button.primary{margin-top:0}
         .filter{margin:.5rem 0 1rem;max-width:36rem}
         .filter label{margin-top:0}
         .filter .row{margin-top:0;flex-wrap:nowrap}
@@ -403,6 +403,7 @@ enum ConsoleTemplates {
         th{font-size:.8rem;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);background:#fafbfc}
         tbody tr:last-child td{border-bottom:none}
         td.desc{max-width:22rem;overflow-wrap:anywhere}
+        td a.id{white-space:nowrap}
         td.right{text-align:right}
         .exact{display:block;font-size:.78rem;color:var(--muted)}
         .badge{display:inline-block;border-radius:999px;padding:.05rem .55rem;font-size:.8rem;font-weight:600;white-space:nowrap}
@@ -428,6 +429,7 @@ enum ConsoleTemplates {
           table.snapshots td{border:none;padding:.2rem .8rem;display:grid;grid-template-columns:6.5rem 1fr;gap:.5rem}
           table.snapshots td::before{content:attr(data-label);font-size:.78rem;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);padding-top:.15rem}
           td.desc{max-width:none}
+          table.snapshots td>*{justify-self:start}
           .props{grid-template-columns:1fr;gap:.1rem}
           .props dd{margin-bottom:.5rem}
           h1{font-size:1.35rem}

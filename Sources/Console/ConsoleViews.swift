@@ -98,6 +98,7 @@ enum ConsoleViews {
         if t.state == .deleted {
             task["failed"] = true
             task["code"] = code(t)
+            task["reason"] = reason(t)
         }
         return task
     }
@@ -108,6 +109,15 @@ enum ConsoleViews {
         case .active: t.statusMessage ?? "pending"
         case .deleted: t.statusMessage ?? "The import ended without a snapshot."
         }
+    }
+
+    /// The failure without its `ClientError: <Code>: ` prefix (the code is shown beside it).
+    static func reason(_ t: ImportTaskRecord) -> String {
+        let text = message(t)
+        let prefix = "ClientError: \(code(t)): "
+        if text.hasPrefix(prefix) { return String(text.dropFirst(prefix.count)) }
+        if text.hasPrefix("ServerError: ") { return String(text.dropFirst("ServerError: ".count)) }
+        return text
     }
 
     static func percentText(_ t: ImportTaskRecord) -> String {

@@ -11,8 +11,10 @@ struct BrowserTests {
         "owner, grantee and stranger: groups, description, grant/revoke, shared access, volume, import, delete, CSRF",
         .enabled(if: Browser.missing == nil, "\(Browser.missing ?? "")"))
     func walkThrough() async throws {
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("console-e2e-\(UUID().uuidString)")
-            .path
+        // The test's work folder (scripts/test's SNAPIMPORT_TEST_WORK, else the temporary directory); kept so that the
+        // screenshots can be looked at.
+        let root = ProcessInfo.processInfo.environment["SNAPIMPORT_TEST_WORK"] ?? FileManager.default.temporaryDirectory.path
+        let work = root + "/console-e2e-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: work + "/screenshots", withIntermediateDirectories: true)
         print("console e2e work folder: \(work)")
         let bucket = "console-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
