@@ -203,7 +203,8 @@ public struct ConsoleResponder: HTTPResponder {
                 status: .forbidden,
                 failure: ConsoleError(
                     403, "InvalidCSRFToken",
-                    "The sign-in form has expired or was not sent by this console. Try again (cookies must be enabled)."),
+                    "The sign-in form has expired or was not sent by this console. Try again (cookies must be enabled)."
+                ),
                 accessKeyID: form["access_key_id"] ?? "")
         }
         let id = form.trimmed("access_key_id") ?? ""
@@ -288,16 +289,24 @@ public struct ConsoleResponder: HTTPResponder {
         switch group {
         case .mine:
             if caller == .operator {
-                return ("All snapshots", "The operator sees and manages every project's snapshots.", none ?? "No snapshots yet.")
+                return (
+                    "All snapshots", "The operator sees and manages every project's snapshots.",
+                    none ?? "No snapshots yet."
+                )
             }
             return (
                 "My snapshots", "Snapshots of your project. Private unless you share them.",
                 none ?? "Your project has no snapshots yet. Use Import from bucket to create one."
             )
         case .shared:
-            return ("Shared with me", "Other projects' snapshots they granted to your project.", none ?? "No project shared a snapshot with you.")
+            return (
+                "Shared with me", "Other projects' snapshots they granted to your project.",
+                none ?? "No project shared a snapshot with you."
+            )
         case .public:
-            return ("Public", "Snapshots with shared access enabled, visible to everyone.", none ?? "No public snapshots.")
+            return (
+                "Public", "Snapshots with shared access enabled, visible to everyone.", none ?? "No public snapshots."
+            )
         }
     }
 
@@ -346,7 +355,8 @@ public struct ConsoleResponder: HTTPResponder {
         case "delete":
             context["title"] = "Delete \(id)"
             context["heading"] = "Delete"
-            context["question"] = "Delete snapshot \(id)\(snapshot.description.isEmpty ? "" : " (\(snapshot.description))")?"
+            context["question"] =
+                "Delete snapshot \(id)\(snapshot.description.isEmpty ? "" : " (\(snapshot.description))")?"
             context["detail"] = "Its blocks are freed. Volumes already made from it stay. This cannot be undone."
             context["action"] = "/console/snapshots/\(id)/delete"
             context["danger"] = true
@@ -445,7 +455,8 @@ public struct ConsoleResponder: HTTPResponder {
     private func startImport(_ session: ConsoleSession, _ form: ConsoleForm) async throws -> Response {
         guard let imports else { throw Self.importsUnavailable }
         guard let bucket = form.trimmed("bucket") ?? settings.defaultBucket else {
-            throw ConsoleError(400, "InvalidArgument", "Name the bucket that holds the image (no bucket is configured).")
+            throw ConsoleError(
+                400, "InvalidArgument", "Name the bucket that holds the image (no bucket is configured).")
         }
         guard let key = form["key"], !key.trimmingCharacters(in: .whitespaces).isEmpty else {
             throw ConsoleError(400, "InvalidArgument", "Give the key of the image in the bucket.")
@@ -487,14 +498,16 @@ public struct ConsoleResponder: HTTPResponder {
 
     static let importsUnavailable = ConsoleError(
         503, "UnsupportedOperation",
-        "Imports from a bucket need the [s3] section of the configuration (endpoint and credentials); this server has none.")
+        "Imports from a bucket need the [s3] section of the configuration (endpoint and credentials); this server has none."
+    )
 
     // MARK: - Helpers
 
     private func snapshotID(_ text: String) throws -> SnapshotID {
         guard let id = SnapshotID(rawValue: text) else {
             throw ConsoleError(
-                404, "InvalidSnapshotID.Malformed", "\"\(text.prefix(64))\" is not a snapshot ID (snap- and 8 hexadecimal digits).")
+                404, "InvalidSnapshotID.Malformed",
+                "\"\(text.prefix(64))\" is not a snapshot ID (snap- and 8 hexadecimal digits).")
         }
         return id
     }
@@ -523,7 +536,10 @@ public struct ConsoleResponder: HTTPResponder {
 
     /// The context every signed-in page starts from: the header's project and sign-out token.
     private func base(_ session: ConsoleSession, title: String) -> [String: Any] {
-        ["title": title, "csrf": session.csrfToken, "session": ["caller": "\(session.caller)", "csrf": session.csrfToken]]
+        [
+            "title": title, "csrf": session.csrfToken,
+            "session": ["caller": "\(session.caller)", "csrf": session.csrfToken],
+        ]
     }
 
     func render(_ template: String, _ context: [String: Any]) -> String {
@@ -548,7 +564,9 @@ public struct ConsoleResponder: HTTPResponder {
             context["backText"] = "Back to Snapshots"
             // After a refused action on a snapshot that exists, back to it.
             let parts = path.split(separator: "/")
-            if error.status != 404, parts.count >= 3, parts[1] == "snapshots", let id = SnapshotID(rawValue: String(parts[2])) {
+            if error.status != 404, parts.count >= 3, parts[1] == "snapshots",
+                let id = SnapshotID(rawValue: String(parts[2]))
+            {
                 context["back"] = "/console/snapshots/\(id)"
                 context["backText"] = "Back to \(id)"
                 context["home"] = true

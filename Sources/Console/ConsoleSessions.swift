@@ -77,7 +77,8 @@ public actor ConsoleSessionStore {
     }
 
     private func isExpired(_ session: ConsoleSession, _ now: Date) -> Bool {
-        now.timeIntervalSince(session.lastSeen) >= idleTimeout || now.timeIntervalSince(session.createdAt) >= absoluteTimeout
+        now.timeIntervalSince(session.lastSeen) >= idleTimeout
+            || now.timeIntervalSince(session.createdAt) >= absoluteTimeout
     }
 
     private func purge(_ now: Date) {

@@ -155,7 +155,7 @@ enum ConsoleTemplates {
             <dt>Project</dt><dd>{{snap.project}}</dd>
             <dt>Description</dt><dd>{{snap.description}}</dd>
             <dt>State</dt><dd>{{snap.state}}{{#snap.failure}} — {{snap.failure}}{{/snap.failure}}</dd>
-            <dt>Visibility</dt><dd>{{#snap.isPublic}}Public (shared access enabled){{/snap.isPublic}}{{^snap.isPublic}}Private{{/snap.isPublic}}</dd>
+            <dt>Visibility</dt><dd>{{#snap.isPublic}}Public (shared access enabled){{/snap.isPublic}}{{^snap.isPublic}}Private{{#snap.viaGrant}} (access granted to your project){{/snap.viaGrant}}{{/snap.isPublic}}</dd>
             <dt>Virtual size</dt><dd>{{snap.humanSize}} <span class="muted">({{snap.exactSize}})</span></dd>
             <dt>Stored</dt><dd>{{snap.humanStored}} <span class="muted">({{snap.exactStored}})</span></dd>
             <dt>Format</dt><dd>{{snap.format}}</dd>

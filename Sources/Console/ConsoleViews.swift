@@ -65,12 +65,16 @@ enum ConsoleViews {
         let view = SnapshotView(s, caller: caller)
         var snap: [String: Any] = [
             "id": view.id, "project": view.project, "state": view.state, "format": view.format,
-            "bootable": view.bootable, "humanSize": humanSize(view.virtualSize), "exactSize": exactSize(view.virtualSize),
+            "bootable": view.bootable, "humanSize": humanSize(view.virtualSize),
+            "exactSize": exactSize(view.virtualSize),
             "humanStored": humanSize(view.storedBytes), "exactStored": exactSize(view.storedBytes),
             "created": date(s.createdAt), "createdISO": view.createdAt,
         ]
         if !view.description.isEmpty { snap["description"] = view.description }
         if view.visibility == "public" { snap["isPublic"] = true }
+        if !s.isOwned(by: caller), case .project(let project) = caller, s.sharedWith.contains(project) {
+            snap["viaGrant"] = true
+        }
         if let checksum = view.checksum { snap["checksum"] = checksum }
         if let failure = view.failure { snap["failure"] = failure }
         switch view.source {

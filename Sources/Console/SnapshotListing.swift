@@ -59,7 +59,8 @@ public struct SnapshotListing: Sendable {
                 rows.append(snapshot)
                 if rows.count == limit {
                     // Whether anything follows is learnt on the next page; an empty last page is rare.
-                    return SnapshotListingPage(snapshots: rows, next: page.next == nil && snapshot == page.snapshots.last ? nil : cursor)
+                    return SnapshotListingPage(
+                        snapshots: rows, next: page.next == nil && snapshot == page.snapshots.last ? nil : cursor)
                 }
             }
             guard page.next != nil else { return SnapshotListingPage(snapshots: rows, next: nil) }

@@ -13,7 +13,8 @@ struct BrowserTests {
     func walkThrough() async throws {
         // The test's work folder (scripts/test's SNAPIMPORT_TEST_WORK, else the temporary directory); kept so that the
         // screenshots can be looked at.
-        let root = ProcessInfo.processInfo.environment["SNAPIMPORT_TEST_WORK"] ?? FileManager.default.temporaryDirectory.path
+        let root =
+            ProcessInfo.processInfo.environment["SNAPIMPORT_TEST_WORK"] ?? FileManager.default.temporaryDirectory.path
         let work = root + "/console-e2e-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: work + "/screenshots", withIntermediateDirectories: true)
         print("console e2e work folder: \(work)")
@@ -30,7 +31,8 @@ struct BrowserTests {
         bucket = "\(bucket)"
         """.write(toFile: config, atomically: false, encoding: .utf8)
         func cli(_ args: [String]) throws -> Browser.Result {
-            let result = try Browser.run(Browser.binary!, args + ["--config", config], environment: Browser.s3Environment)
+            let result = try Browser.run(
+                Browser.binary!, args + ["--config", config], environment: Browser.s3Environment)
             try #require(result.status == 0, "snapimport \(args.joined(separator: " ")): \(result)")
             return result
         }
@@ -66,7 +68,8 @@ struct BrowserTests {
             for who in ["alice@acme", "bob@acme", "carol@other"] {
                 let key = try cli(["keys", "create", "--project", who, "--json"]).object
                 keys[who] = [
-                    "id": try #require(key["accessKeyId"] as? String), "secret": try #require(key["secretAccessKey"] as? String),
+                    "id": try #require(key["accessKeyId"] as? String),
+                    "secret": try #require(key["secretAccessKey"] as? String),
                 ]
             }
             let plain = try importDisk("alice@acme", "web <script>alert('x')</script>", seed: 1)

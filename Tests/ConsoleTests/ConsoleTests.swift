@@ -45,7 +45,10 @@ struct ConsoleTests {
     func tokens() {
         let tokens = (0..<100).map { _ in SecureToken.make() }
         #expect(Set(tokens).count == 100)
-        #expect(tokens.allSatisfy { $0.count == 43 && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" } })
+        #expect(
+            tokens.allSatisfy {
+                $0.count == 43 && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }
+            })
         #expect(SecureToken.equal(tokens[0], tokens[0]))
         #expect(!SecureToken.equal(tokens[0], tokens[1]))
         #expect(!SecureToken.equal(tokens[0], String(tokens[0].dropLast())))
@@ -99,16 +102,19 @@ struct ConsoleTests {
             let hostile = "<script>alert(\"x\")</script><img src=x onerror='y'>&amp;"
             let snap = try await f.snapshot(f.alice, hostile)
             try await f.signInOK()
-            for path in ["/console/", "/console/snapshots/\(snap.id)", "/console/snapshots/\(snap.id)/description",
-                "/console/snapshots/\(snap.id)/delete", "/console/?q=%3Cscript%3E"]
-            {
+            for path in [
+                "/console/", "/console/snapshots/\(snap.id)", "/console/snapshots/\(snap.id)/description",
+                "/console/snapshots/\(snap.id)/delete", "/console/?q=%3Cscript%3E",
+            ] {
                 let page = try await f.get(path)
                 #expect(page.status == 200, "\(path)")
                 #expect(!page.body.contains("<script>alert"), "\(path)")
                 #expect(!page.body.contains("<img src=x"), "\(path)")
             }
             let list = try await f.get("/console/")
-            #expect(list.body.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&lt;img src=x onerror=&#39;y&#39;&gt;&amp;amp;"))
+            #expect(
+                list.body.contains(
+                    "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&lt;img src=x onerror=&#39;y&#39;&gt;&amp;amp;"))
             let missing = try await f.get("/console/snapshots/snap-0000abcd")
             #expect(missing.status == 404 && missing.body.contains("NotFound"))
             let malformed = try await f.get("/console/snapshots/%3Cb%3E")
@@ -153,9 +159,12 @@ struct ConsoleTests {
                 #expect(page.body.contains(shared.id.rawValue) && page.body.contains(open.id.rawValue))
                 #expect(!page.body.contains(hidden.id.rawValue))
                 seen += mine.filter { page.body.contains("href=\"/console/snapshots/\($0)\"") }
-                guard let range = page.body.range(of: #"href="(/console/\?mine=[^"]+)">Next page"#, options: .regularExpression)
+                guard
+                    let range = page.body.range(
+                        of: #"href="(/console/\?mine=[^"]+)">Next page"#, options: .regularExpression)
                 else { break }
-                path = String(page.body[range].dropFirst(6).prefix { $0 != "\"" }).replacingOccurrences(of: "&amp;", with: "&")
+                path = String(page.body[range].dropFirst(6).prefix { $0 != "\"" }).replacingOccurrences(
+                    of: "&amp;", with: "&")
             }
             #expect(seen == mine, "every owned snapshot once, in order, two a page")
             let filtered = try await f.get("/console/?q=MINE%203")
@@ -187,9 +196,13 @@ struct ConsoleTests {
             self.client = client
         }
 
-        static func with(secure: Bool = false, pageSize: Int = 20, _ body: @Sendable (Fixture) async throws -> Void) async throws {
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("console-\(UUID().uuidString)")
-                .path
+        static func with(secure: Bool = false, pageSize: Int = 20, _ body: @Sendable (Fixture) async throws -> Void)
+            async throws
+        {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "console-\(UUID().uuidString)"
+            )
+            .path
             defer { try? FileManager.default.removeItem(atPath: directory) }
             var logger = Logger(label: "test.console")
             logger.logLevel = .critical
@@ -197,11 +210,13 @@ struct ConsoleTests {
                 catalog: MemoryCatalog(), blocks: MemoryBlockStore(), volumesDirectory: directory + "/volumes",
                 options: SnapshotServiceOptions(blockSize: 4096), logger: logger)
             let console = try ConsoleResponder(
-                service: service, imports: nil, settings: .init(secureCookies: secure, pageSize: pageSize), logger: logger
+                service: service, imports: nil, settings: .init(secureCookies: secure, pageSize: pageSize),
+                logger: logger
             ) { id in
                 try await service.accessKey(id).map { ConsoleResponder.Key(secret: $0.secret, caller: $0.caller) }
             }
-            let app = Application(responder: console, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
+            let app = Application(
+                responder: console, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
             try await app.test(.router) { client in
                 let fixture = Fixture(service: service, client: client)
                 let key = try await service.accessKeys.createAccessKey(for: .project(fixture.alice))
@@ -231,7 +246,8 @@ struct ConsoleTests {
                 uri: path, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }
             ) { $0 }
             for line in response.headers[values: .setCookie] {
-                let pair = line.prefix { $0 != ";" }.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                let pair = line.prefix { $0 != ";" }.split(
+                    separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                 let value = pair.count > 1 ? String(pair[1]) : ""
                 cookies[String(pair[0])] = line.contains("Max-Age=0") ? nil : value
             }
@@ -250,7 +266,8 @@ struct ConsoleTests {
             let token = try #require(Self.value(of: "signin_token", in: page.body))
             let id = keyID.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
             let pass = (secret ?? self.secret).addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
-            let response = try await post("/console/signin", "signin_token=\(token)&access_key_id=\(id)&secret_access_key=\(pass)")
+            let response = try await post(
+                "/console/signin", "signin_token=\(token)&access_key_id=\(id)&secret_access_key=\(pass)")
             let lines = response.headers[values: .setCookie].filter { !$0.contains("Max-Age=0") }
             return (response.status, lines, response.body)
         }

@@ -60,7 +60,9 @@ enum Browser {
         if s3Endpoint == nil { return "SNAPIMPORT_TEST_S3_ENDPOINT is unset (scripts/test sets it)" }
         if aws == nil { return "the aws CLI is not installed (pip install awscli; scripts/test does)" }
         if chromium == nil { return "chromium is not installed (apt-get install chromium; scripts/test does)" }
-        if !hasPlaywright { return "Playwright for Python is not installed (pip install playwright; scripts/test does)" }
+        if !hasPlaywright {
+            return "Playwright for Python is not installed (pip install playwright; scripts/test does)"
+        }
         return nil
     }()
 
@@ -68,7 +70,8 @@ enum Browser {
         try run(aws!, args + ["--endpoint-url", s3Endpoint!, "--region", "us-east-1"], environment: s3Environment)
     }
 
-    static func run(_ executable: String, _ args: [String], environment extra: [String: String] = [:]) throws -> Result {
+    static func run(_ executable: String, _ args: [String], environment extra: [String: String] = [:]) throws -> Result
+    {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = args

@@ -134,6 +134,7 @@ def main():
         expect(bob.get_by_role("link", name="Grant access for other project")).to_have_count(0)
         expect(bob.get_by_role("button", name="Create volume")).to_be_visible()
         expect(bob.locator(".props")).not_to_contain_text("Source")
+        expect(bob.locator(".props")).to_contain_text("access granted to your project")
         shot(bob, "grantee-properties")
         # Even with a valid session and token, deleting another project's snapshot is refused by the core.
         token = csrf(bob)
