@@ -1,6 +1,7 @@
 import ArgumentParser
 import BuildInfo
 import Foundation
+import Importer
 import Logging
 import Observability
 @testable import SnapImportCLI
@@ -158,6 +159,35 @@ struct OperatorTests {
             GlobalOptions.movingLeadingOptions(["--config", "c", "s3", "ls", "s3://b/", "--", "-x"])
                 == ["s3", "ls", "s3://b/", "--config", "c", "--", "-x"])
         #expect(GlobalOptions.movingLeadingOptions(["--json", "nonsense"]) == ["--json", "nonsense"])
+    }
+
+    @Test("an unknown command is reported as one, with --json before it too; the root help lists the global options")
+    func unknownCommandAndRootHelp() async throws {
+        for arguments in [["--json", "no-such"], ["no-such", "--json"], ["--config", "x.toml", "--json", "no-such"]] {
+            let result = try await Self.execute(arguments)
+            #expect(result.status == 2, "\(arguments)")
+            #expect(result.errorCode == "Usage", "\(arguments): \(result.text)")
+            let message = (result.object["error"] as? [String: Any])?["message"] as? String ?? ""
+            #expect(message.contains("Unknown command 'no-such'"), "\(arguments): \(message)")
+            #expect(message.contains("snapshot"), "the message lists the commands: \(message)")
+        }
+        let plain = try await Self.execute(["lst"])
+        #expect(plain.status == 2)
+        #expect(plain.stdout.isEmpty)
+        #expect(plain.stderr.contains("Unknown command 'lst'"), "\(plain.stderr)")
+        // Options, `help` and real subcommands are not taken for unknown commands.
+        #expect(GlobalOptions.unknownCommand(["--json", "snapshot", "list"]) == nil)
+        #expect(GlobalOptions.unknownCommand(["help", "run"]) == nil)
+        #expect(GlobalOptions.unknownCommand(["--version"]) == nil)
+
+        let help = try await Self.execute(["--help"])
+        #expect(help.status == 0)
+        // Every global option, as the subcommands' own help names it, is in the root help.
+        let names = GlobalOptions.helpMessage().matches(of: /--[a-z][a-z-]*/).map { String($0.output) }
+        #expect(Set(names).isSuperset(of: ["--config", "--json", "--verbose", "--log-format"]), "\(names)")
+        for name in Set(names) where name != "--help" {
+            #expect(help.text.contains(name), "root help lacks \(name)")
+        }
     }
 
     // MARK: - Human output and listings
@@ -680,5 +710,35 @@ extension OperatorTests {
                 messages.keys.contains { $0.hasPrefix("skipped: a .json object without an image") },
                 "the orphan is reported")
         }
+    }
+}
+
+@Suite("run's live lines on a terminal")
+struct LiveImportLinesTests {
+    @Test("one line per import in flight, oldest first, cut to the terminal's width; redrawn in place")
+    func lines() throws {
+        let inFlight = InFlightImports()
+        let a = ImportProgress(total: 700 << 20)
+        a.add(245 << 20)
+        let b = ImportProgress()
+        b.add(3 << 20)
+        inFlight.begin("incoming/web@acme/disk.qcow2", progress: a)
+        inFlight.begin("incoming/db@acme/" + String(repeating: "long-", count: 30) + "name.vmdk", progress: b)
+        let lines = LiveImportLines.lines(inFlight.entries, columns: 100)
+        #expect(lines.count == 2)
+        #expect(lines[0].hasPrefix("incoming/web@acme/disk.qcow2  [=======             ]  35%"), "\(lines[0])")
+        #expect(lines[0].hasSuffix("245.0 MiB of 700.0 MiB"), "\(lines[0])")
+        #expect(lines[1].hasPrefix("…"), "a long key keeps its end: \(lines[1])")
+        #expect(lines[1].contains("name.vmdk  ["))
+        #expect(lines[1].contains("?%") && lines[1].hasSuffix("3.0 MiB"), "unknown total: \(lines[1])")
+        #expect(lines.allSatisfy { $0.count < 100 }, "no line wraps")
+        #expect(LiveImportLines.lines(inFlight.entries, columns: 60).allSatisfy { $0.count < 60 })
+
+        // Replacing 2 drawn lines: back 2 lines, clear below, the new ones; the last redraw erases.
+        #expect(LiveImportLines.redraw(previous: 0, lines: ["x"]) == "x\n")
+        #expect(LiveImportLines.redraw(previous: 2, lines: ["x"]) == "\u{1B}[2F\u{1B}[Jx\n")
+        #expect(LiveImportLines.redraw(previous: 1, lines: []) == "\u{1B}[1F\u{1B}[J")
+        inFlight.end("incoming/web@acme/disk.qcow2")
+        #expect(inFlight.entries.map(\.key).count == 1)
     }
 }
