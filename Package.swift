@@ -241,6 +241,9 @@ let package = Package(
             path: "Tests/CatalogTestSupport",
             swiftSettings: swiftSettings
         ),
+        // Child processes of the tests (the built snapimport, qemu-img, the aws CLI, python): one runner
+        // for every test target that starts processes.
+        .target(name: "ProcessTestSupport", path: "Tests/ProcessTestSupport", swiftSettings: swiftSettings),
         .testTarget(
             name: "SnapshotCoreTests",
             dependencies: ["SnapshotCore", "SnapshotSQLite", "SnapshotStores", "BlockStoreFS", "CatalogTestSupport"],
@@ -265,13 +268,14 @@ let package = Package(
             name: "ImporterTests",
             dependencies: [
                 "Importer", "S3", "DiskImage", "SnapshotCore", "SnapshotStores", "SnapshotPostgres", "BlockStoreS3",
+                "ProcessTestSupport",
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "APITests",
             dependencies: [
-                "API", "SnapImportCLI", "SnapshotCore", "SigV4", "Importer",
+                "API", "SnapImportCLI", "SnapshotCore", "SigV4", "Importer", "ProcessTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
@@ -291,7 +295,7 @@ let package = Package(
         .testTarget(
             name: "SnapImportCLITests",
             dependencies: [
-                "SnapImportCLI", "Importer", "S3", "SnapshotCore", "Observability", "BuildInfo",
+                "SnapImportCLI", "Importer", "S3", "SnapshotCore", "Observability", "BuildInfo", "ProcessTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -55,12 +55,18 @@ public struct ImportPipeline: ObjectImporting {
     public let catalog: any ImportCatalog
     public let settings: Settings
     public let logger: Logger
+    /// Where the imports in flight are announced with their progress (for a live display), if anywhere.
+    public let inFlight: InFlightImports?
 
-    public init(store: any ObjectStore, catalog: any ImportCatalog, settings: Settings, logger: Logger) {
+    public init(
+        store: any ObjectStore, catalog: any ImportCatalog, settings: Settings, logger: Logger,
+        inFlight: InFlightImports? = nil
+    ) {
         self.store = store
         self.catalog = catalog
         self.settings = settings
         self.logger = logger
+        self.inFlight = inFlight
     }
 
     private var layout: BucketLayout { settings.layout }
@@ -209,6 +215,8 @@ public struct ImportPipeline: ObjectImporting {
         let importLogger = logger
         let attempt: Result<(SnapshotRecord, Sidecar?), any Error>
         let progress = ImportProgress(total: candidate.size)
+        inFlight?.begin(candidate.key, progress: progress)
+        defer { inFlight?.end(candidate.key) }
         do {
             attempt = .success(
                 try await whileHoldingLease(claim, progress: progress) {

@@ -170,6 +170,12 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
         do {
             candidates = try await worker.listCandidates()
         } catch {
+            // Stopped while listing (watch's shutdown cancels the pass): not a storage failure, and
+            // nothing was started, so the pass simply ends empty.
+            if error is CancellationError || Task.isCancelled {
+                logger.info("pass stopped while listing incoming/: shutting down")
+                return PassSummary()
+            }
             let failure = error as? ImporterError ?? ImporterError(.storageUnavailable, "\(error)", underlying: error)
             logger.error("listing incoming/ failed: \(failure)")
             let summary = PassSummary(listingError: failure)

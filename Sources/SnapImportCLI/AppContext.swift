@@ -266,7 +266,8 @@ final class AppContext: Sendable {
     /// Opens the store (creating it when needed) and wires the pipeline for objects of `bucket`
     /// (`run`, `watch`, `import s3://…`), runs `body`, closes the store.
     func withPipeline<R: Sendable>(
-        bucket: String, logger: Logger, _ body: (ImportPipeline, SnapshotService) async throws -> R
+        bucket: String, logger: Logger, inFlight: InFlightImports? = nil,
+        _ body: (ImportPipeline, SnapshotService) async throws -> R
     ) async throws -> R {
         let client = try s3()
         let settings = settings(bucket: bucket)
@@ -274,7 +275,7 @@ final class AppContext: Sendable {
             try await withLiveWorker(service) { service in
                 let pipeline = ImportPipeline(
                     store: S3ObjectStore(client: client, bucket: bucket), catalog: CoreImportCatalog(service: service),
-                    settings: settings, logger: logger)
+                    settings: settings, logger: logger, inFlight: inFlight)
                 return try await body(pipeline, service)
             }
         }

@@ -20,7 +20,9 @@ struct RunCommand: AsyncParsableCommand {
         let context = try AppContext(global)
         let config = context.configuration
         let logger = context.logger("snapimport.run")
-        let summary = try await context.withPipeline(bucket: try context.bucket(), logger: logger) {
+        // On a terminal, a live line per import in flight (not with --json, whose stdout is one document).
+        let live = isatty(STDERR_FILENO) == 1 && !global.json ? InFlightImports() : nil
+        let summary = try await context.withPipeline(bucket: try context.bucket(), logger: logger, inFlight: live) {
             pipeline, service in
             let importer = Importer(
                 worker: pipeline,
@@ -32,7 +34,15 @@ struct RunCommand: AsyncParsableCommand {
                 configuration: .init(
                     services: [.init(service: importer, successTerminationBehavior: .gracefullyShutdownGroup)],
                     gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-            try await group.run()
+            if let live {
+                try await withThrowingDiscardingTaskGroup { lines in
+                    lines.addTask { await LiveImportLines(live).run() }
+                    try await group.run()
+                    lines.cancelAll()
+                }
+            } else {
+                try await group.run()
+            }
             // Blocks of imports that a crash abandoned (and of deleted snapshots) go at the end of a pass.
             await GarbageCollectionService<ContinuousClock>.collect(service, logger: logger)
             return importer.summaries.last ?? PassSummary()

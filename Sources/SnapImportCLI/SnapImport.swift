@@ -10,6 +10,7 @@ public struct SnapImport: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "snapimport",
         abstract: "Turn disk images uploaded to object storage into volume snapshots.",
+        discussion: GlobalOptions.summary,
         version: BuildInfo.versionLine,
         subcommands: [
             RunCommand.self,
@@ -42,6 +43,14 @@ public struct SnapImport: AsyncParsableCommand {
     /// the subcommand (`snapimport --config /etc/x.toml run`); with `--json` anywhere, a usage error is
     /// also `{"error":{"code":"Usage","message":…}}` on stdout.
     public static func execute(_ arguments: [String]) async -> Int32 {
+        if let word = GlobalOptions.unknownCommand(arguments) {
+            let message = "Unknown command '\(word)'. Commands: \(GlobalOptions.subcommandNames.joined(separator: ", "))."
+            CommandOutput.stderr("Error: \(message)\n\(usageString())\n  See 'snapimport --help' for more information.")
+            if GlobalOptions.asksForJSON(arguments) {
+                CommandOutput.printJSON(["error": ["code": "Usage", "message": message]])
+            }
+            return 2
+        }
         let arguments = GlobalOptions.movingLeadingOptions(arguments)
         do {
             var command = try parseAsRoot(arguments)

@@ -1,4 +1,5 @@
 import Foundation
+import ProcessTestSupport
 import Testing
 
 /// `snapimport serve` as a process on a real port, driven by the real aws CLI and boto3 (and a

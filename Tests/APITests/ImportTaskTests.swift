@@ -1,4 +1,5 @@
 import Foundation
+import ProcessTestSupport
 import Testing
 
 /// ImportSnapshot end to end: objects in SeaweedFS, `snapimport serve` running the import-task engine,

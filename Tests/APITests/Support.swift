@@ -1,37 +1,15 @@
 import Foundation
+import ProcessTestSupport
 import Testing
 
 /// Running the built `snapimport`, the aws CLI and the boto3 fixture as child processes.
 enum Tools {
-    struct Result: CustomStringConvertible {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var json: Any? { try? JSONSerialization.jsonObject(with: Data(stdout.utf8)) }
-        var object: [String: Any] { json as? [String: Any] ?? [:] }
-        var description: String { "exit \(status)\nstdout: \(stdout)\nstderr: \(stderr)" }
-        /// The code in the aws CLI's `An error occurred (<Code>) when calling …` line.
-        var awsErrorCode: String? {
-            guard let open = stderr.range(of: "An error occurred ("),
-                let close = stderr[open.upperBound...].firstIndex(of: ")")
-            else { return nil }
-            return String(stderr[open.upperBound..<close])
-        }
-    }
+    typealias Result = ProcessOutput
 
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
+    static let root = ChildProcess.repositoryRoot
 
     /// The built executable (next to the test bundle, or in .build/debug).
-    static let binary: String? = {
-        let argv0 = URL(fileURLWithPath: CommandLine.arguments.first ?? "").deletingLastPathComponent()
-        let candidates = [
-            argv0.appendingPathComponent("snapimport").path,
-            argv0.deletingLastPathComponent().appendingPathComponent("snapimport").path,
-            root.appendingPathComponent(".build/debug/snapimport").path,
-        ]
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }()
+    static let binary = ChildProcess.snapimportBinary
 
     /// An executable on PATH.
     static func which(_ name: String) -> String? {
@@ -61,30 +39,18 @@ enum Tools {
 
     static func run(_ executable: String, _ args: [String], environment extra: [String: String] = [:]) throws -> Result
     {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = args
-        var environment = ProcessInfo.processInfo.environment
-        for key in ["SNAPIMPORT_CATALOG", "SNAPIMPORT_STORE", "SNAPIMPORT_BLOCKS", "AWS_PROFILE", "AWS_ENDPOINT_URL"] {
-            environment[key] = nil
-        }
-        environment.merge(extra) { $1 }
-        process.environment = environment
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("api-out-\(UUID().uuidString)")
-        let err = FileManager.default.temporaryDirectory.appendingPathComponent("api-err-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(at: out)
-            try? FileManager.default.removeItem(at: err)
-        }
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
-        try process.run()
-        process.waitUntilExit()
-        return Result(
-            status: process.terminationStatus, stdout: try String(contentsOf: out, encoding: .utf8),
-            stderr: try String(contentsOf: err, encoding: .utf8))
+        let unset = ["SNAPIMPORT_CATALOG", "SNAPIMPORT_STORE", "SNAPIMPORT_BLOCKS", "AWS_PROFILE", "AWS_ENDPOINT_URL"]
+        return try ChildProcess.run(executable, args, environment: ChildProcess.environment(removing: unset, adding: extra))
+    }
+}
+
+extension ProcessOutput {
+    /// The code in the aws CLI's `An error occurred (<Code>) when calling …` line.
+    var awsErrorCode: String? {
+        guard let open = stderr.range(of: "An error occurred ("),
+            let close = stderr[open.upperBound...].firstIndex(of: ")")
+        else { return nil }
+        return String(stderr[open.upperBound..<close])
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import ProcessTestSupport
 import Testing
 
 /// `[api] watch = true`: one `serve` process also runs `watch`'s passes over incoming/.

@@ -1,4 +1,5 @@
 import Foundation
+import ProcessTestSupport
 import Importer
 import S3
 import SnapshotCore
@@ -118,7 +119,7 @@ struct CommandTests {
         }
         #expect(try await keys(client, bucket, "\(e2e.prefix)processed/").contains("\(e2e.prefix)processed/p@c/late.raw"))
         let stopping = clock.now
-        kill(watcher.0.processIdentifier, SIGTERM)
+        kill(watcher.processIdentifier, SIGTERM)
         let result = Tools.finish(watcher)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(clock.now - stopping < .seconds(10))
@@ -190,7 +191,7 @@ struct CommandTests {
         let first = try Tools.start(binary, ["watch", "--interval", "0.2", "--shutdown-grace", "1", "--config", config])
         try await waitFor("the pending snapshot") { try await snapshots().contains { $0.state == .pending } }
         let stopping = clock.now
-        kill(first.0.processIdentifier, SIGTERM)
+        kill(first.processIdentifier, SIGTERM)
         let stopped = Tools.finish(first)
         let took = clock.now - stopping
         print("watch SIGTERM mid-read with a 1 s grace and 2 s S3 requests: stopped after \(took)")
@@ -215,7 +216,7 @@ struct CommandTests {
         try await waitFor("the committed snapshot") { try await snapshots().contains { $0.state == .available } }
         try await Task.sleep(for: .milliseconds(500))
         #expect(try await keys(client, bucket, "\(e2e.prefix)incoming/") == [key], "caught before the move ended")
-        kill(second.0.processIdentifier, SIGTERM)
+        kill(second.processIdentifier, SIGTERM)
         let finished = Tools.finish(second)
         #expect(finished.status == 0, "\(finished.stderr)")
         let log2 = finished.stderr
@@ -265,13 +266,13 @@ struct CommandTests {
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(60)
         var sawPending = false
-        while !sawPending, clock.now < deadline, victim.0.isRunning {
+        while !sawPending, clock.now < deadline, victim.isRunning {
             sawPending = try await withStore(data: data, catalogURL: nil) { service in
                 try await service.listSnapshots(caller: .operator).contains { $0.state == .pending }
             }
             if !sawPending { try await Task.sleep(for: .milliseconds(30)) }
         }
-        kill(victim.0.processIdentifier, SIGKILL)
+        kill(victim.processIdentifier, SIGKILL)
         _ = Tools.finish(victim)
         try #require(sawPending, "the import was killed while writing its snapshot")
 

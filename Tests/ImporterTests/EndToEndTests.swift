@@ -1,4 +1,5 @@
 import Foundation
+import ProcessTestSupport
 import Importer
 import Logging
 import S3
@@ -290,10 +291,10 @@ struct EndToEndTests {
                     $0.state == .pending && $0.virtualSize == UInt64(48 << 20)
                 }
             }
-            if sawPending || !victim.0.isRunning { break }
+            if sawPending || !victim.isRunning { break }
             try await Task.sleep(for: .milliseconds(20))
         }
-        kill(victim.0.processIdentifier, SIGKILL)
+        kill(victim.processIdentifier, SIGKILL)
         _ = Tools.finish(victim)
         try #require(sawPending, "the worker was killed while writing the big snapshot")
         let held = try await withStore(data: dataA, catalogURL: catalog, blocks: shared) { service in

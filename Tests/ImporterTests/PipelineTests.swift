@@ -166,3 +166,61 @@ final class PipelineTests {
         #expect(try await pass(memory).imported.count == 1)
     }
 }
+
+/// A bucket that notes, at every read of an image's bytes, which imports the pipeline announces in flight.
+final class InFlightObservingStore: ObjectStore {
+    let base: MemoryObjectStore
+    let inFlight: InFlightImports
+    let seen = Mutex<[(key: String, total: UInt64?)]>([])
+
+    init(_ base: MemoryObjectStore, inFlight: InFlightImports) {
+        self.base = base
+        self.inFlight = inFlight
+    }
+
+    private func note() {
+        let entries = inFlight.entries.map { (key: $0.key, total: $0.progress.bytesTotal) }
+        seen.withLock { $0 += entries }
+    }
+
+    func list(prefix: String) async throws -> [ObjectSummary] { try await base.list(prefix: prefix) }
+    func head(key: String) async throws -> ObjectMetadata { try await base.head(key: key) }
+    func get(key: String, range: Range<UInt64>?, ifMatch: String?) async throws -> [UInt8] {
+        note()
+        return try await base.get(key: key, range: range, ifMatch: ifMatch)
+    }
+    func getBlocking(key: String, range: Range<UInt64>, ifMatch: String?) throws -> [UInt8] {
+        note()
+        return try base.getBlocking(key: key, range: range, ifMatch: ifMatch)
+    }
+    func put(key: String, body: [UInt8], contentType: String) async throws {
+        try await base.put(key: key, body: body, contentType: contentType)
+    }
+    func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) async throws {
+        try await base.copy(from: sourceKey, to: destinationKey, ifMatch: ifMatch)
+    }
+    func delete(key: String) async throws { try await base.delete(key: key) }
+}
+
+extension PipelineTests {
+    @Test("imports in flight are announced with their progress while they run, and withdrawn when they end")
+    func inFlightAnnounced() async throws {
+        let base = MemoryObjectStore()
+        base.store("incoming/p@c/x.raw", disk)
+        let inFlight = InFlightImports()
+        let store = InFlightObservingStore(base, inFlight: inFlight)
+        let logger = Logger(label: "pipeline")
+        let summary = try await withStore(data: data, catalogURL: nil) { service in
+            let pipeline = ImportPipeline(
+                store: store, catalog: CoreImportCatalog(service: service),
+                settings: .init(bucket: bucket, workerID: "unit"), logger: logger, inFlight: inFlight)
+            return await Importer(worker: pipeline, options: .init(once: true), clock: ContinuousClock(), logger: logger)
+                .runPass()
+        }
+        #expect(summary.imported.count == 1)
+        let seen = store.seen.withLock { $0 }
+        #expect(!seen.isEmpty, "the image was read while announced")
+        #expect(seen.allSatisfy { $0.key == "incoming/p@c/x.raw" && $0.total == UInt64(disk.count) }, "\(seen)")
+        #expect(inFlight.entries.isEmpty, "withdrawn once the import ended")
+    }
+}

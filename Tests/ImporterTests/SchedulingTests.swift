@@ -147,3 +147,45 @@ struct SchedulingTests {
         #expect(summary.skipped.count == 2)
     }
 }
+
+/// A worker whose listing hangs until its task is cancelled (a LIST in flight when `watch` stops), or fails.
+final class HangingListWorker: ObjectImporting {
+    let listing = Mutex(false)
+    let failure: (any Error)?
+    init(failure: (any Error)? = nil) { self.failure = failure }
+
+    func preparePass() async {}
+    func listCandidates() async throws -> [BucketLayout.Candidate] {
+        if let failure { throw failure }
+        listing.withLock { $0 = true }
+        try await Task.sleep(for: .seconds(3600))
+        return []
+    }
+    func ownerText(of candidate: BucketLayout.Candidate) -> String? { nil }
+    func importObject(_ candidate: BucketLayout.Candidate) async -> ImportResult {
+        ImportResult(key: candidate.key, etag: "e", owner: "", outcome: .skipped(reason: "unused"))
+    }
+}
+
+@Suite("Importer pass interrupted while listing")
+struct ListingInterruptedTests {
+    @Test("a pass stopped while listing ends empty, not as a storage failure; a real listing failure still is one")
+    func cancelledListing() async throws {
+        let worker = HangingListWorker()
+        let importer = Importer(worker: worker, options: .init(once: true), clock: ContinuousClock(), logger: Logger(label: "test"))
+        let pass = Task { await importer.runPass() }
+        while !worker.listing.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(2)) }
+        pass.cancel()
+        let summary = await pass.value
+        #expect(summary.listingError == nil, "\(String(describing: summary.listingError))")
+        #expect(summary.results.isEmpty)
+
+        struct Down: Error {}
+        let failing = Importer(
+            worker: HangingListWorker(failure: Down()), options: .init(once: true), clock: ContinuousClock(),
+            logger: Logger(label: "test"))
+        let failed = await failing.runPass()
+        #expect(failed.listingError?.code == .storageUnavailable)
+        #expect(!failed.succeeded)
+    }
+}

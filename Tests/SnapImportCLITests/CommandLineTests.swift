@@ -1,4 +1,5 @@
 import Foundation
+import ProcessTestSupport
 import Synchronization
 import Testing
 
@@ -6,52 +7,15 @@ import Testing
 /// "Command-line contract"): JSON fields, error documents and exit statuses.
 @Suite("snapimport snapshot/volume/instance/template commands")
 struct CommandLineTests {
-    struct Result {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var json: Any? { try? JSONSerialization.jsonObject(with: Data(stdout.utf8)) }
-        var object: [String: Any] { json as? [String: Any] ?? [:] }
-        var errorCode: String? { (object["error"] as? [String: Any])?["code"] as? String }
-    }
+    typealias Result = ProcessOutput
 
     /// The built executable, or nil (the test then records why it cannot run).
-    static let binary: String? = {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        let argv0 = URL(fileURLWithPath: CommandLine.arguments.first ?? "").deletingLastPathComponent()
-        let candidates = [
-            argv0.appendingPathComponent("snapimport").path,
-            argv0.deletingLastPathComponent().appendingPathComponent("snapimport").path,
-            root.appendingPathComponent(".build/debug/snapimport").path,
-        ]
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }()
+    static let binary = ChildProcess.snapimportBinary
 
     static func run(_ binary: String, _ args: [String], config: String, directory: String? = nil) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = args
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        var environment = ProcessInfo.processInfo.environment
-        environment["SNAPIMPORT_CONFIG"] = config
-        for key in ["SNAPIMPORT_CATALOG", "SNAPIMPORT_STORE", "SNAPIMPORT_BLOCKS"] { environment[key] = nil }
-        process.environment = environment
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("cli-out-\(UUID().uuidString)")
-        let err = FileManager.default.temporaryDirectory.appendingPathComponent("cli-err-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(at: out)
-            try? FileManager.default.removeItem(at: err)
-        }
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
-        try process.run()
-        process.waitUntilExit()
-        return Result(
-            status: process.terminationStatus, stdout: try String(contentsOf: out, encoding: .utf8),
-            stderr: try String(contentsOf: err, encoding: .utf8))
+        let environment = ChildProcess.environment(
+            removing: ["SNAPIMPORT_CATALOG", "SNAPIMPORT_STORE", "SNAPIMPORT_BLOCKS"], adding: ["SNAPIMPORT_CONFIG": config])
+        return try ChildProcess.run(binary, args, environment: environment, directory: directory)
     }
 
     @Test("8 processes at once on one SQLite catalog: every command succeeds, every ID is distinct")

@@ -1,6 +1,8 @@
 import ArgumentParser
 import BuildInfo
 import Foundation
+import ProcessTestSupport
+import Importer
 import Logging
 import Observability
 @testable import SnapImportCLI
@@ -75,18 +77,11 @@ struct OperatorTests {
     }
 
     static func git(_ arguments: [String]) -> String? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["git"] + arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return nil }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { return nil }
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path
+        guard let result = try? ChildProcess.run("/usr/bin/env", ["git"] + arguments, directory: directory),
+            result.status == 0
+        else { return nil }
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     // MARK: - Version, usage, global options
@@ -158,6 +153,35 @@ struct OperatorTests {
             GlobalOptions.movingLeadingOptions(["--config", "c", "s3", "ls", "s3://b/", "--", "-x"])
                 == ["s3", "ls", "s3://b/", "--config", "c", "--", "-x"])
         #expect(GlobalOptions.movingLeadingOptions(["--json", "nonsense"]) == ["--json", "nonsense"])
+    }
+
+    @Test("an unknown command is reported as one, with --json before it too; the root help lists the global options")
+    func unknownCommandAndRootHelp() async throws {
+        for arguments in [["--json", "no-such"], ["no-such", "--json"], ["--config", "x.toml", "--json", "no-such"]] {
+            let result = try await Self.execute(arguments)
+            #expect(result.status == 2, "\(arguments)")
+            #expect(result.errorCode == "Usage", "\(arguments): \(result.text)")
+            let message = (result.object["error"] as? [String: Any])?["message"] as? String ?? ""
+            #expect(message.contains("Unknown command 'no-such'"), "\(arguments): \(message)")
+            #expect(message.contains("snapshot"), "the message lists the commands: \(message)")
+        }
+        let plain = try await Self.execute(["lst"])
+        #expect(plain.status == 2)
+        #expect(plain.stdout.isEmpty)
+        #expect(plain.stderr.contains("Unknown command 'lst'"), "\(plain.stderr)")
+        // Options, `help` and real subcommands are not taken for unknown commands.
+        #expect(GlobalOptions.unknownCommand(["--json", "snapshot", "list"]) == nil)
+        #expect(GlobalOptions.unknownCommand(["help", "run"]) == nil)
+        #expect(GlobalOptions.unknownCommand(["--version"]) == nil)
+
+        let help = try await Self.execute(["--help"])
+        #expect(help.status == 0)
+        // Every global option, as the subcommands' own help names it, is in the root help.
+        let names = GlobalOptions.helpMessage().matches(of: /--[a-z][a-z-]*/).map { String($0.output) }
+        #expect(Set(names).isSuperset(of: ["--config", "--json", "--verbose", "--log-format"]), "\(names)")
+        for name in Set(names) where name != "--help" {
+            #expect(help.text.contains(name), "root help lacks \(name)")
+        }
     }
 
     // MARK: - Human output and listings
@@ -282,11 +306,7 @@ struct OperatorTests {
         // A qcow2 from qemu-img declaring 1 GiB: its header's size, though refused.
         guard let qemu = ProcessInfo.processInfo.environment["SNAPIMPORT_TEST_QEMU_IMG"], !qemu.isEmpty else { return }
         let qcow2 = place.directory + "/big.qcow2"
-        let made = Process()
-        made.executableURL = URL(fileURLWithPath: qemu)
-        made.arguments = ["create", "-q", "-f", "qcow2", qcow2, "1G"]
-        try made.run()
-        made.waitUntilExit()
+        try ChildProcess.run(qemu, ["create", "-q", "-f", "qcow2", qcow2, "1G"])
         let big = try await Self.execute(["inspect", qcow2, "--json", "--config", place.config])
         #expect(big.status == 1)
         #expect(big.object["format"] as? String == "qcow2")
@@ -313,12 +333,8 @@ struct OperatorTests {
             ["convert", "-q", "-n", "-O", "qcow2", place.image, qcow2],
             ["convert", "-q", "-O", "raw", qcow2, reference],
         ] {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: qemu)
-            process.arguments = arguments
-            try process.run()
-            process.waitUntilExit()
-            try #require(process.terminationStatus == 0, "qemu-img \(arguments)")
+            let made = try ChildProcess.run(qemu, arguments)
+            try #require(made.status == 0, "qemu-img \(arguments): \(made.stderr)")
         }
         let streamed = try await Self.execute(["convert", qcow2, "--output", "-", "--config", place.config])
         #expect(streamed.status == 0, "\(streamed.stderr)")
@@ -491,21 +507,7 @@ extension OperatorTests {
         {
             let binary = try #require(
                 CommandLineTests.binary, "the snapimport executable is not built (swift build first)")
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = arguments
-            process.environment = ProcessInfo.processInfo.environment.merging(changes) { _, new in new }
-            let out = Pipe()
-            let err = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            try process.run()
-            let errData = err.fileHandleForReading.readDataToEndOfFile()
-            let outData = out.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return CommandLineTests.Result(
-                status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                stderr: String(decoding: errData, as: UTF8.self))
+            return try ChildProcess.run(binary, arguments, environment: ChildProcess.environment(adding: changes))
         }
 
         @Test("refused credentials are a configuration error: exit 2 (s3 ls, s3 get, import, run)")
@@ -546,15 +548,9 @@ extension OperatorTests {
         }
 
         static func scrape(_ port: Int) throws -> (status: Int32, body: String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["curl", "-sS", "-f", "-m", "5", "http://127.0.0.1:\(port)/metrics"]
-            let out = Pipe()
-            process.standardOutput = out
-            try process.run()
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+            let result = try ChildProcess.run(
+                "/usr/bin/env", ["curl", "-sS", "-f", "-m", "5", "http://127.0.0.1:\(port)/metrics"])
+            return (result.status, result.stdout)
         }
 
         @Test("watch --metrics --log-format json: /metrics counts an import; every stderr line is a JSON object")
@@ -641,15 +637,9 @@ extension OperatorTests {
             #expect(scraped.body.contains("# TYPE snapimport_imports_in_flight gauge"))
             #expect(scraped.body.contains("# TYPE snapimport_pass_duration_seconds histogram"))
             // Anything else is 404.
-            let other = Process()
-            other.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            other.arguments = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/"]
-            let code = Pipe()
-            other.standardOutput = code
-            try other.run()
-            let answer = String(decoding: code.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            other.waitUntilExit()
-            #expect(answer == "404")
+            let other = try ChildProcess.run(
+                "/usr/bin/env", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/"])
+            #expect(other.stdout == "404")
 
             // Stop it (SIGTERM) and read every line it wrote.
             kill(process.processIdentifier, SIGTERM)
@@ -680,5 +670,35 @@ extension OperatorTests {
                 messages.keys.contains { $0.hasPrefix("skipped: a .json object without an image") },
                 "the orphan is reported")
         }
+    }
+}
+
+@Suite("run's live lines on a terminal")
+struct LiveImportLinesTests {
+    @Test("one line per import in flight, oldest first, cut to the terminal's width; redrawn in place")
+    func lines() throws {
+        let inFlight = InFlightImports()
+        let a = ImportProgress(total: 700 << 20)
+        a.add(245 << 20)
+        let b = ImportProgress()
+        b.add(3 << 20)
+        inFlight.begin("incoming/web@acme/disk.qcow2", progress: a)
+        inFlight.begin("incoming/db@acme/" + String(repeating: "long-", count: 30) + "name.vmdk", progress: b)
+        let lines = LiveImportLines.lines(inFlight.entries, columns: 100)
+        #expect(lines.count == 2)
+        #expect(lines[0].hasPrefix("incoming/web@acme/disk.qcow2  [=======             ]  35%"), "\(lines[0])")
+        #expect(lines[0].hasSuffix("245.0 MiB of 700.0 MiB"), "\(lines[0])")
+        #expect(lines[1].hasPrefix("…"), "a long key keeps its end: \(lines[1])")
+        #expect(lines[1].contains("name.vmdk  ["))
+        #expect(lines[1].contains("?%") && lines[1].hasSuffix("3.0 MiB"), "unknown total: \(lines[1])")
+        #expect(lines.allSatisfy { $0.count < 100 }, "no line wraps")
+        #expect(LiveImportLines.lines(inFlight.entries, columns: 60).allSatisfy { $0.count < 60 })
+
+        // Replacing 2 drawn lines: back 2 lines, clear below, the new ones; the last redraw erases.
+        #expect(LiveImportLines.redraw(previous: 0, lines: ["x"]) == "x\n")
+        #expect(LiveImportLines.redraw(previous: 2, lines: ["x"]) == "\u{1B}[2F\u{1B}[Jx\n")
+        #expect(LiveImportLines.redraw(previous: 1, lines: []) == "\u{1B}[1F\u{1B}[J")
+        inFlight.end("incoming/web@acme/disk.qcow2")
+        #expect(inFlight.entries.map(\.key).count == 1)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import ProcessTestSupport
 import Testing
 import BlockStoreS3
 import Importer
@@ -122,73 +123,35 @@ struct E2E: Sendable {
 
 // MARK: - Processes
 
-struct ProcessResult: Sendable {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
+typealias ProcessResult = ProcessOutput
 
 enum Tools {
     /// The built `snapimport` next to the test bundle (or from `swift build --show-bin-path`).
     static func snapimportBinary() throws -> String {
-        let fm = FileManager.default
-        var candidates: [String] = []
-        let argv0 = URL(fileURLWithPath: CommandLine.arguments.first ?? "").deletingLastPathComponent()
-        candidates.append(argv0.appendingPathComponent("snapimport").path)
-        candidates.append(argv0.deletingLastPathComponent().appendingPathComponent("snapimport").path)
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent()
-        candidates.append(root.appendingPathComponent(".build/debug/snapimport").path)
-        if let path = candidates.first(where: { fm.isExecutableFile(atPath: $0) }) { return path }
+        if let path = ChildProcess.snapimportBinary { return path }
+        let root = ChildProcess.repositoryRoot
         let binPath = try run("/usr/bin/env", ["swift", "build", "--show-bin-path"], directory: root.path).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let path = binPath + "/snapimport"
-        guard fm.isExecutableFile(atPath: path) else {
-            throw HarnessError("snapimport binary not found (tried \(candidates) and \(path)); run swift build first")
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw HarnessError("snapimport binary not found (next to the tests, .build/debug, \(path)); run swift build first")
         }
         return path
     }
 
     static func start(
         _ tool: String, _ args: [String], environment: [String: String]? = nil, directory: String? = nil
-    ) throws -> (Process, Pipe, Pipe) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = args
-        if let environment { process.environment = environment }
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        return (process, out, err)
+    ) throws -> ChildProcess {
+        try ChildProcess(tool, args, environment: environment, directory: directory)
     }
 
-    static func finish(_ started: (Process, Pipe, Pipe)) -> ProcessResult {
-        let (process, out, err) = started
-        // Read both pipes before waiting so a chatty child never blocks on a full pipe.
-        let errData = Mutex(Data())
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async {
-            let data = err.fileHandleForReading.readDataToEndOfFile()
-            errData.withLock { $0 = data }
-            group.leave()
-        }
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        process.waitUntilExit()
-        return ProcessResult(
-            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-            stderr: String(decoding: errData.withLock { $0 }, as: UTF8.self))
-    }
+    static func finish(_ started: ChildProcess) -> ProcessResult { started.wait() }
 
     @discardableResult
     static func run(
         _ tool: String, _ args: [String], environment: [String: String]? = nil, directory: String? = nil
     ) throws -> ProcessResult {
-        finish(try start(tool, args, environment: environment, directory: directory))
+        try ChildProcess.run(tool, args, environment: environment, directory: directory)
     }
 
     static func qemuImg(_ e2e: E2E, _ args: [String]) throws {
