@@ -1,4 +1,5 @@
 import Foundation
+import ProcessTestSupport
 import Testing
 
 /// The console in a real browser: `snapimport serve` as a process (SQLite catalog, SeaweedFS for the

@@ -1,18 +1,12 @@
 import Foundation
+import ProcessTestSupport
 import Testing
 
-/// Child processes for the browser test: the built `snapimport`, the aws CLI (for the S3 test server),
-/// Python with Playwright, and Debian's Chromium.
+/// Child processes for the browser test (through ProcessTestSupport): the built `snapimport`, the aws CLI
+/// (for the S3 test server), Python with Playwright, and Debian's Chromium; and `serve`, which runs
+/// while the test reads its port and its log.
 enum Browser {
-    struct Result: CustomStringConvertible {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var object: [String: Any] {
-            (try? JSONSerialization.jsonObject(with: Data(stdout.utf8))) as? [String: Any] ?? [:]
-        }
-        var description: String { "exit \(status)\nstdout: \(stdout.suffix(4000))\nstderr: \(stderr.suffix(8000))" }
-    }
+    typealias Result = ProcessOutput
 
     static let environment = ProcessInfo.processInfo.environment
     static let s3Endpoint = environment["SNAPIMPORT_TEST_S3_ENDPOINT"]
@@ -23,19 +17,10 @@ enum Browser {
         "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     ]
 
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
     static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("Fixtures/console_e2e.py").path
 
-    static let binary: String? = {
-        let argv0 = URL(fileURLWithPath: CommandLine.arguments.first ?? "").deletingLastPathComponent()
-        return [
-            argv0.appendingPathComponent("snapimport").path,
-            argv0.deletingLastPathComponent().appendingPathComponent("snapimport").path,
-            root.appendingPathComponent(".build/debug/snapimport").path,
-        ].first { FileManager.default.isExecutableFile(atPath: $0) }
-    }()
+    static let binary = ChildProcess.snapimportBinary
 
     static func which(_ name: String) -> String? {
         for folder in (environment["PATH"] ?? "").split(separator: ":") {
@@ -72,30 +57,13 @@ enum Browser {
 
     static func run(_ executable: String, _ args: [String], environment extra: [String: String] = [:]) throws -> Result
     {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = args
-        var environment = Self.environment
-        for key in ["SNAPIMPORT_CATALOG", "SNAPIMPORT_STORE", "SNAPIMPORT_BLOCKS", "AWS_PROFILE", "AWS_ENDPOINT_URL"] {
-            environment[key] = nil
-        }
-        environment.merge(extra) { $1 }
-        process.environment = environment
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("console-out-\(UUID().uuidString)")
-        let err = FileManager.default.temporaryDirectory.appendingPathComponent("console-err-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(at: out)
-            try? FileManager.default.removeItem(at: err)
-        }
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
-        try process.run()
-        process.waitUntilExit()
-        return Result(
-            status: process.terminationStatus, stdout: try String(contentsOf: out, encoding: .utf8),
-            stderr: try String(contentsOf: err, encoding: .utf8))
+        try ChildProcess.run(
+            executable, args,
+            environment: ChildProcess.environment(
+                removing: [
+                    "SNAPIMPORT_CATALOG", "SNAPIMPORT_STORE", "SNAPIMPORT_BLOCKS", "AWS_PROFILE", "AWS_ENDPOINT_URL",
+                ],
+                adding: extra))
     }
 
     /// `snapimport serve --listen 127.0.0.1:0` (the port is read from its one stdout line).
