@@ -81,21 +81,30 @@ public struct ConsoleResponder: HTTPResponder {
     }
 
     public func respond(to request: Request, context: Context) async throws -> Response {
+        let started = ContinuousClock.now
         var request = request
         var session: ConsoleSession?
+        let response: Response
         do {
-            return try await route(&request, session: &session)
+            response = try await route(&request, session: &session)
         } catch let error as ConsoleError {
-            return errorPage(error, session: session, path: request.uri.path)
+            response = errorPage(error, session: session, path: request.uri.path)
         } catch let error as SnapshotError {
-            return errorPage(ConsoleError(error), session: session, path: request.uri.path)
+            response = errorPage(ConsoleError(error), session: session, path: request.uri.path)
         } catch {
-            logger.error(
-                "console request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
-            return errorPage(
+            logger.error("console request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            response = errorPage(
                 ConsoleError(500, "InternalError", "An internal error has occurred. The server log has the details."),
                 session: session, path: request.uri.path)
         }
+        let elapsed = (ContinuousClock.now - started).components
+        logger.debug(
+            "\(request.method) \(request.uri.path) \(response.status.code)",
+            metadata: [
+                "status": "\(response.status.code)", "caller": "\(session.map { "\($0.caller)" } ?? "-")",
+                "ms": "\(Double(elapsed.seconds) * 1000 + Double(elapsed.attoseconds / 100_000_000_000_000) / 10)",
+            ])
+        return response
     }
 
     // MARK: - Routing
