@@ -51,6 +51,13 @@ public struct PassSummary: Sendable, Equatable {
         results.count { if case .skipped(let reason) = $0.outcome { reason.hasPrefix("being imported by") } else { false } }
     }
 
+    /// Objects another worker imported (and moves) while this pass ran: skipped at the cost of the claim.
+    public var importedByOthers: Int {
+        results.count {
+            if case .skipped(let reason) = $0.outcome { reason == ImportPipeline.importedByAnotherWorker } else { false }
+        }
+    }
+
     /// True when nothing needs a person: every object imported, already imported or skipped.
     public var succeeded: Bool {
         listingError == nil
@@ -103,6 +110,7 @@ public struct PassSummary: Sendable, Equatable {
         public var statistics: Statistics
         public struct Statistics: Encodable, Sendable {
             public var lostClaims: Int
+            public var importedByOthers: Int
             public var conflictsRetried: Int
         }
     }
@@ -110,7 +118,8 @@ public struct PassSummary: Sendable, Equatable {
     /// The summary as its JSON document.
     public var document: Document {
         var document = Document(
-            ok: succeeded, statistics: .init(lostClaims: lostClaims, conflictsRetried: conflictsRetried))
+            ok: succeeded, statistics: .init(
+                lostClaims: lostClaims, importedByOthers: importedByOthers, conflictsRetried: conflictsRetried))
         for result in results {
             var item = Document.Item(key: result.key, etag: result.etag, owner: result.owner)
             switch result.outcome {

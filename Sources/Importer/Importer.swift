@@ -256,7 +256,8 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
         let counts =
             "\(summary.imported.count) imported, \(summary.rejected.count) rejected, "
             + "\(summary.retried.count) retried, \(summary.skipped.count) skipped "
-            + "(\(summary.lostClaims) claims lost to other workers, \(summary.conflictsRetried) catalog conflicts retried)"
+            + "(\(summary.lostClaims) claims lost to other workers, \(summary.importedByOthers) imported by them, "
+            + "\(summary.conflictsRetried) catalog conflicts retried)"
         if results.isEmpty {
             logger.debug("pass: incoming/ is empty")
         } else {
