@@ -147,13 +147,15 @@ struct ImportsCommand: AsyncParsableCommand {
 
         func run() async throws {
             let filter = ImportFilter(state: state.flatMap(ImportState.init(rawValue:)), owner: project)
-            let (cursor, limit) = (after.flatMap(ImportCursor.init(token:)), limit)
+            let (cursor, pageSize) = (after.flatMap(ImportCursor.init(token:)), self.limit)
             // Keyset pages through the catalog's index: one page with --limit, else every page in turn.
-            let (imports, next) = try await AppContext(global).withExistingStore { service in
-                guard let limit else { return (try await service.listImports(filter, after: cursor), nil) }
-                let page = try await service.listImports(filter, after: cursor, limit: limit)
-                return (page.imports, page.next)
+            let page: ImportPage = try await AppContext(global).withExistingStore { service -> ImportPage in
+                guard let pageSize else {
+                    return ImportPage(imports: try await service.listImports(filter, after: cursor), next: nil)
+                }
+                return try await service.listImports(filter, after: cursor, limit: pageSize)
             }
+            let (imports, next) = (page.imports, page.next)
             if let next {
                 FileHandle.standardError.write(Data("more imports follow: --after \(next.token)\n".utf8))
             }
