@@ -111,6 +111,9 @@ public struct BucketLayout: Sendable, Equatable {
         /// Set for an object of the listing that is not an image and will not be imported (an orphan
         /// sidecar): the pass reports it as skipped with this reason and touches nothing.
         public var skipReason: String?
+        /// When the listing this candidate comes from began: an import committed since then was made by a
+        /// worker that is moving the object itself.
+        public var listedAt: Date?
 
         public init(key: String, etag: String, size: UInt64, sidecarKey: String? = nil, skipReason: String? = nil) {
             self.key = key

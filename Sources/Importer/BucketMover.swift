@@ -53,6 +53,9 @@ public struct BucketMover: Sendable {
     }
 
     private func moveSidecar(_ candidate: BucketLayout.Candidate, toProcessed: Bool) async throws {
+        // No sidecar in the listing: none was read for this import, so there is none to file with it (and
+        // no request to spend finding that out). One uploaded since is left, reported as an orphan.
+        guard candidate.sidecarKey != nil else { return }
         let sidecarKey = BucketLayout.sidecarKey(for: candidate.key)
         let destination = BucketLayout.sidecarKey(
             for: toProcessed ? layout.processedKey(for: candidate.key) : layout.failedKey(for: candidate.key))

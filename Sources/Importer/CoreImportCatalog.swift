@@ -30,7 +30,7 @@ public struct CoreImportCatalog: ImportCatalog {
         switch row.state {
         case .imported:
             guard let id = row.snapshotID else { return .busy(worker: row.worker) }
-            return .imported(id)
+            return .imported(id, committedAt: row.updatedAt)
         case .failed:
             return .failed(code: row.errorCode ?? "Failed", message: row.errorMessage ?? "")
         case .claimed, .retry:

@@ -1,13 +1,14 @@
 public import DiskImage
-import Foundation
+public import Foundation
 public import SnapshotCore
 
 /// What a claim attempt found (see ``ImportCatalog/claim(_:owner:worker:leaseDuration:)``).
 public enum ClaimOutcome: Sendable {
     /// This worker now holds the lease.
     case claimed(ImportClaim)
-    /// The object (same key and ETag) already has a committed snapshot.
-    case imported(SnapshotID)
+    /// The object (same key and ETag) already has a committed snapshot; `committedAt` is when its import row
+    /// was marked imported (by the committing worker's clock), when known.
+    case imported(SnapshotID, committedAt: Date? = nil)
     /// The object was rejected for good earlier.
     case failed(code: String, message: String)
     /// Another worker holds a live lease.

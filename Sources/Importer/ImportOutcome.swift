@@ -37,10 +37,25 @@ public struct PassSummary: Sendable, Equatable {
     public var results: [ImportResult] = []
     /// Set when the pass could not even list the bucket.
     public var listingError: ImporterError?
+    /// Catalog batches of this pass that lost an optimistic-version race and were retried (see
+    /// `CatalogConflicts`): workers importing different objects should cause none.
+    public var conflictsRetried = 0
 
     public init(results: [ImportResult] = [], listingError: ImporterError? = nil) {
         self.results = results
         self.listingError = listingError
+    }
+
+    /// Objects another worker held when this pass tried to claim them (each cost one statement).
+    public var lostClaims: Int {
+        results.count { if case .skipped(let reason) = $0.outcome { reason.hasPrefix("being imported by") } else { false } }
+    }
+
+    /// Objects another worker imported (and moves) while this pass ran: skipped at the cost of the claim.
+    public var importedByOthers: Int {
+        results.count {
+            if case .skipped(let reason) = $0.outcome { reason == ImportPipeline.importedByAnotherWorker } else { false }
+        }
     }
 
     /// True when nothing needs a person: every object imported, already imported or skipped.
@@ -91,11 +106,20 @@ public struct PassSummary: Sendable, Equatable {
         public var retried: [Item] = []
         public var skipped: [Item] = []
         public var error: Failure?
+        /// How the pass went against other workers: claims lost to them, catalog conflicts retried.
+        public var statistics: Statistics
+        public struct Statistics: Encodable, Sendable {
+            public var lostClaims: Int
+            public var importedByOthers: Int
+            public var conflictsRetried: Int
+        }
     }
 
     /// The summary as its JSON document.
     public var document: Document {
-        var document = Document(ok: succeeded)
+        var document = Document(
+            ok: succeeded, statistics: .init(
+                lostClaims: lostClaims, importedByOthers: importedByOthers, conflictsRetried: conflictsRetried))
         for result in results {
             var item = Document.Item(key: result.key, etag: result.etag, owner: result.owner)
             switch result.outcome {

@@ -45,7 +45,7 @@ extension ImportPipeline {
             switch try await catalog.claim(
                 importKey, owner: owner.description, worker: attemptToken(), leaseDuration: settings.leaseDuration)
             {
-            case .imported(let id): return .alreadyImported(id)
+            case .imported(let id, _): return .alreadyImported(id)
             case .failed(let code, let message): return .rejected(code: code, message: message)
             case .busy(let worker): return .busy(worker: worker)
             case .claimed(let held): claim = held

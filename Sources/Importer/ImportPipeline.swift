@@ -90,13 +90,22 @@ public struct ImportPipeline: ObjectImporting {
     }
 
     public func listCandidates() async throws -> [BucketLayout.Candidate] {
+        let listedAt = Date()
         let objects = try await store.list(prefix: layout.incoming)
         // Each worker walks the listing from its own random point, so concurrent workers divide it (ClaimOrder).
         let listed = objects.map { (key: $0.key, etag: $0.etag, size: $0.size) }
+        let candidates = layout.candidates(from: listed).map { candidate in
+            var candidate = candidate
+            candidate.listedAt = listedAt
+            return candidate
+        }
         // Objects that will never be imported (a sidecar without its image) come last, as skipped
         // candidates: every pass reports them with the reason instead of ignoring them silently.
-        return ClaimOrder.forThisWorker(layout.candidates(from: listed)) + layout.unimportable(from: listed)
+        return ClaimOrder.forThisWorker(candidates) + layout.unimportable(from: listed)
     }
+
+    /// The skip reason of an object another worker imported while this pass ran.
+    public static let importedByAnotherWorker = "imported by another worker during this pass"
 
     public func ownerText(of candidate: BucketLayout.Candidate) -> String? {
         try? layout.ownerText(of: candidate.key)
@@ -164,8 +173,14 @@ public struct ImportPipeline: ObjectImporting {
         switch claimOutcome {
         case .busy(let worker):
             return .skipped(reason: "being imported by \(worker ?? "another worker")")
-        case .imported(let id):
+        case .imported(let id, let committedAt):
             logger[metadataKey: "snapshot"] = "\(id)"
+            if let committedAt, let listedAt = candidate.listedAt, committedAt >= listedAt {
+                // Another worker committed it after this pass listed incoming/: that worker moves it (and
+                // should it die first, the object stays in incoming/ and a later pass finishes the move).
+                // Concurrent workers meet many such objects; skipping them costs nothing but the claim.
+                return .skipped(reason: Self.importedByAnotherWorker)
+            }
             committed()  // an earlier pass committed it: only the move remains
             do {
                 guard var record = try await catalog.snapshot(id) else {
@@ -445,7 +460,7 @@ public struct ImportPipeline: ObjectImporting {
         switch try await catalog.claim(
             importKey, owner: owner.description, worker: attemptToken(), leaseDuration: settings.leaseDuration)
         {
-        case .imported(let id):
+        case .imported(let id, _):
             guard let record = try await catalog.snapshot(id) else {
                 throw ImporterError(.notFound, "snapshot \(id) of \(key) is gone")
             }

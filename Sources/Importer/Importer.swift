@@ -1,5 +1,6 @@
 public import Logging
 public import ServiceLifecycle
+import SnapshotCore
 import Synchronization
 
 /// The per-object work the service schedules (implemented by ``ImportPipeline``; a seam so the
@@ -165,6 +166,7 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
 
     /// One pass: list, then import every candidate under the concurrency bounds.
     public func runPass() async -> PassSummary {
+        let conflictsBefore = CatalogConflicts.retriedSoFar
         await worker.preparePass()
         let candidates: [BucketLayout.Candidate]
         do {
@@ -248,11 +250,14 @@ public final class Importer<C: Clock>: Service where C.Duration == Duration {
                     key: candidate.key, etag: candidate.etag, owner: worker.ownerText(of: candidate) ?? "",
                     outcome: .skipped(reason: Self.notStartedReason)))
         }
-        let summary = PassSummary(results: results)
+        var summary = PassSummary(results: results)
+        summary.conflictsRetried = CatalogConflicts.retriedSoFar - conflictsBefore
         state.withLock { $0.summaries.append(summary) }
         let counts =
             "\(summary.imported.count) imported, \(summary.rejected.count) rejected, "
-            + "\(summary.retried.count) retried, \(summary.skipped.count) skipped"
+            + "\(summary.retried.count) retried, \(summary.skipped.count) skipped "
+            + "(\(summary.lostClaims) claims lost to other workers, \(summary.importedByOthers) imported by them, "
+            + "\(summary.conflictsRetried) catalog conflicts retried)"
         if results.isEmpty {
             logger.debug("pass: incoming/ is empty")
         } else {

@@ -30,6 +30,8 @@ struct ImportsCommand: AsyncParsableCommand {
         var updatedAt: String
         var worker: String?
         var leaseExpiresAt: String?
+        /// What `imports list --after` takes to continue after this row.
+        var cursor: String
 
         struct Failure: Encodable {
             var code: String
@@ -52,11 +54,12 @@ struct ImportsCommand: AsyncParsableCommand {
             updatedAt = RFC3339.string(r.updatedAt)
             worker = r.worker
             leaseExpiresAt = r.leaseExpiresAt.map(RFC3339.string)
+            cursor = ImportCursor(after: r).token
         }
 
         private enum Keys: String, CodingKey {
             case id, bucket, key, etag, owner, state, attempts, bytesRead, bytesTotal, snapshot, error, startedAt
-            case updatedAt, worker, leaseExpiresAt
+            case updatedAt, worker, leaseExpiresAt, cursor
         }
 
         func encode(to encoder: any Encoder) throws {
@@ -76,6 +79,7 @@ struct ImportsCommand: AsyncParsableCommand {
             try c.encode(updatedAt, forKey: .updatedAt)
             try c.encode(worker, forKey: .worker)
             try c.encode(leaseExpiresAt, forKey: .leaseExpiresAt)
+            try c.encode(cursor, forKey: .cursor)
         }
     }
 
@@ -102,7 +106,8 @@ struct ImportsCommand: AsyncParsableCommand {
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "list", abstract: "List imports, oldest first, with their progress.")
+            commandName: "list",
+            abstract: "List imports, oldest first, with their progress (page by page with --limit and --after).")
 
         @OptionGroup var global: GlobalOptions
 
@@ -112,7 +117,21 @@ struct ImportsCommand: AsyncParsableCommand {
         @Option(name: .long, help: "Only imports for this project (project@customer).")
         var project: String?
 
+        @Option(name: .long, help: "At most this many imports (1 to 1000): one page; the rest follows with --after.")
+        var limit: Int?
+
+        @Option(
+            name: .long,
+            help: "Continue after this cursor (a row's `cursor` in --json, or the one a page names on stderr).")
+        var after: String?
+
         func validate() throws {
+            if let limit, !(1...1000).contains(limit) {
+                throw ValidationError("--limit \(limit): expected 1 to 1000")
+            }
+            if let after, ImportCursor(token: after) == nil {
+                throw ValidationError("--after \(after): expected a cursor <milliseconds>.imp-<16 hex digits>")
+            }
             if let state, ImportState(rawValue: state) == nil {
                 throw ValidationError(
                     "--state \(state): expected one of \(ImportState.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -127,11 +146,18 @@ struct ImportsCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let (state, project) = (state.flatMap(ImportState.init(rawValue:)), project)
-            let imports = try await AppContext(global).withExistingStore { service in
-                try await service.listImports().filter { row in
-                    (state == nil || row.state == state) && (project == nil || row.owner == project)
+            let filter = ImportFilter(state: state.flatMap(ImportState.init(rawValue:)), owner: project)
+            let (cursor, pageSize) = (after.flatMap(ImportCursor.init(token:)), self.limit)
+            // Keyset pages through the catalog's index: one page with --limit, else every page in turn.
+            let page: ImportPage = try await AppContext(global).withExistingStore { service -> ImportPage in
+                guard let pageSize else {
+                    return ImportPage(imports: try await service.listImports(filter, after: cursor), next: nil)
                 }
+                return try await service.listImports(filter, after: cursor, limit: pageSize)
+            }
+            let (imports, next) = (page.imports, page.next)
+            if let next {
+                FileHandle.standardError.write(Data("more imports follow: --after \(next.token)\n".utf8))
             }
             if global.json {
                 CommandOutput.printDocument(imports.map(View.init))
@@ -173,21 +199,15 @@ struct ImportsCommand: AsyncParsableCommand {
             }
         }
 
-        static func isImportID(_ text: String) -> Bool {
-            let bytes = Array(text.utf8)
-            return bytes.count == 20 && text.hasPrefix("imp-")
-                && bytes.dropFirst(4).allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
-        }
+        static func isImportID(_ text: String) -> Bool { ImportCursor.isImportID(text) }
 
         func run() async throws {
             let target = target
             let location = target.hasPrefix("s3://") ? try S3Location(target, requireKey: true) : nil
-            // Not a hot path: the history is read whole (one row per object version ever imported).
+            // An index lookup: by the import ID column, or the primary key's (bucket, key) prefix.
             let found = try await AppContext(global).withExistingStore { service in
-                try await service.listImports().filter { row in
-                    guard let location else { return row.key.id == target }
-                    return row.key.bucket == location.bucket && row.key.key == location.key
-                }.max { $0.updatedAt < $1.updatedAt }
+                guard let location else { return try await service.importRecord(id: target) }
+                return try await service.latestImport(bucket: location.bucket, key: location.key)
             }
             guard let r = found else {
                 throw CommandOutput.failure(

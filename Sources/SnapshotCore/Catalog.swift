@@ -40,7 +40,8 @@ public import Foundation
 ///   unique index on (`source_bucket`, `source_key`, `source_etag`) WHERE `state = 'available'`;
 ///   `manifests` (`snapshot_id` primary key, `data` blob = ``Manifest/encoded()``); `volumes`;
 ///   `instances`; `templates` (`snapshots` as a JSON array); `imports` (primary key
-///   `bucket`, `key`, `etag`; `bytes_read`, `bytes_total`); `import_tasks` (``ImportTaskRecord``, primary key
+///   `bucket`, `key`, `etag`; `bytes_read`, `bytes_total`; `import_id` = ``ImportKey/id``, written by every
+///   insert, with indexes for the history's pages and lookups); `import_tasks` (``ImportTaskRecord``, primary key
 ///   `id`, unique (`requester`, `client_token`), indexes on (`owner`, `id`) and (`state`, `id`)); `block_refs` (`hash` primary key, `refs`: how many manifests name the
 ///   block, maintained by `insertManifest` and `deleteSnapshot` in their transaction; a partial index
 ///   on the zero rows); `gc_sweep` (one row: the pending sweep request and its version); `access_keys`
@@ -95,6 +96,15 @@ public protocol Catalog: Sendable {
     func availableSnapshot(of object: ImportKey) async throws -> SnapshotRecord?
     /// Claims (state `claimed`) whose lease ended before `now`, oldest lease first, at most `limit`.
     func expiredClaims(before now: Date, limit: Int) async throws -> [ImportRecord]
+    /// A page of the import history matching `filter`, ordered by `createdAt` then import ID (``ImportKey/id``),
+    /// after `cursor`, at most `limit` (keyset pagination over an index per filter: (`created_at`, `import_id`),
+    /// (`state`, …), (`owner`, …)).
+    func imports(_ filter: ImportFilter, after cursor: ImportCursor?, limit: Int) async throws -> [ImportRecord]
+    /// The imports whose ID (``ImportKey/id``, stored as column `import_id`, indexed) is `id`: one, or none
+    /// (two object versions would share an ID only if 64 bits of their SHA-256 collided).
+    func imports(id: String) async throws -> [ImportRecord]
+    /// The imports of one object, every ETag, latest `updatedAt` first (the primary key's prefix).
+    func imports(bucket: String, key: String) async throws -> [ImportRecord]
 
     /// Claims an object version in ONE conditional statement: inserts the row (`claimed`, attempts 1),
     /// or takes it over when it is `retry`, or `claimed` with a lease that ended at or before `now`
@@ -224,6 +234,55 @@ public struct SnapshotCursor: Hashable, Sendable {
             return nil
         }
         self.init(createdAt: Date(timeIntervalSince1970: Double(millis) / 1000), id: id)
+    }
+}
+
+/// Which imports a page of the history holds (both conditions when both are set).
+public struct ImportFilter: Hashable, Sendable, CustomStringConvertible {
+    public var state: ImportState?
+    /// The owner text of the import (its key's project, verbatim).
+    public var owner: String?
+
+    public init(state: ImportState? = nil, owner: String? = nil) {
+        self.state = state
+        self.owner = owner
+    }
+
+    public var description: String { "state \(state?.rawValue ?? "any"), owner \(owner ?? "any")" }
+}
+
+/// Where a page of the import history ends: the (`createdAt`, import ID) of its last row. Its ``token`` is
+/// what `imports list --after` takes, shaped like a ``SnapshotCursor`` token.
+public struct ImportCursor: Hashable, Sendable {
+    public var createdAt: Date
+    /// An import ID: `imp-` and 16 lower-case hexadecimal digits.
+    public var id: String
+
+    public init(createdAt: Date, id: String) {
+        self.createdAt = createdAt
+        self.id = id
+    }
+
+    /// The cursor after `record`.
+    public init(after record: ImportRecord) {
+        self.init(createdAt: record.createdAt, id: record.key.id)
+    }
+
+    /// `<milliseconds since 1970>.<import id>`.
+    public var token: String { "\(Int64((createdAt.timeIntervalSince1970 * 1000).rounded())).\(id)" }
+
+    /// Parses a ``token``. - Returns: nil when malformed.
+    public init?(token: String) {
+        let parts = token.split(separator: ".", maxSplits: 1)
+        guard parts.count == 2, let millis = Int64(parts[0]), Self.isImportID(parts[1]) else { return nil }
+        self.init(createdAt: Date(timeIntervalSince1970: Double(millis) / 1000), id: String(parts[1]))
+    }
+
+    /// Whether `text` is an import ID: `imp-` and 16 lower-case hexadecimal digits.
+    public static func isImportID(_ text: some StringProtocol) -> Bool {
+        let bytes = Array(text.utf8)
+        return bytes.count == 20 && text.hasPrefix("imp-")
+            && bytes.dropFirst(4).allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
     }
 }
 

@@ -149,13 +149,64 @@ public struct ImportClaims: LedgerBacked {
             bytesTotal: bytesTotal.map { Int64(clamping: $0) })
     }
 
-    /// Every import, oldest first (`snapimport imports list`).
+    /// Every import, oldest first (checks and tests; `imports list` reads pages).
     public func listImports() async throws -> [ImportRecord] {
         try await catalog.imports()
     }
 
+    /// One page of the import history matching `filter`, by `createdAt` then import ID (`imports list`).
+    /// - Parameters:
+    ///   - cursor: where the previous page ended (its ``ImportPage/next``), nil for the first page.
+    ///   - limit: the page size, 1 to 1,000 (clamped).
+    /// - Returns: the page; `next` is nil on the last one.
+    public func listImports(_ filter: ImportFilter, after cursor: ImportCursor?, limit: Int) async throws -> ImportPage {
+        let limit = min(max(limit, 1), Self.pageSize)
+        // One row more than asked tells whether another page follows without a second query.
+        var rows = try await catalog.imports(filter, after: cursor, limit: limit + 1)
+        let more = rows.count > limit
+        if more { rows.removeLast(rows.count - limit) }
+        return ImportPage(imports: rows, next: more ? rows.last.map(ImportCursor.init(after:)) : nil)
+    }
+
+    /// Every import matching `filter`, oldest first, read page by page.
+    public func listImports(_ filter: ImportFilter, after cursor: ImportCursor? = nil) async throws -> [ImportRecord] {
+        var all: [ImportRecord] = []
+        var cursor = cursor
+        while true {
+            let page = try await listImports(filter, after: cursor, limit: Self.pageSize)
+            all += page.imports
+            guard let next = page.next else { return all }
+            cursor = next
+        }
+    }
+
+    /// The import with this ID (`imp-…`), if any.
+    public func importRecord(id: String) async throws -> ImportRecord? {
+        try await catalog.imports(id: id).max { $0.updatedAt < $1.updatedAt }
+    }
+
+    /// The latest import (by `updatedAt`) of the object `bucket`/`key`, whatever its ETag.
+    public func latestImport(bucket: String, key: String) async throws -> ImportRecord? {
+        try await catalog.imports(bucket: bucket, key: key).first
+    }
+
+    /// The largest page read from the catalog at once.
+    static let pageSize = 1000
+
     /// One import row.
     public func importRecord(bucket: String, key: String, etag: String) async throws -> ImportRecord? {
         try await catalog.importRecord(ImportKey(bucket: bucket, key: key, etag: etag))
+    }
+}
+
+/// One page of the import history.
+public struct ImportPage: Sendable, Equatable {
+    public var imports: [ImportRecord]
+    /// Where the next page starts; nil when this is the last page.
+    public var next: ImportCursor?
+
+    public init(imports: [ImportRecord], next: ImportCursor?) {
+        self.imports = imports
+        self.next = next
     }
 }

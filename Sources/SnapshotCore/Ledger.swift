@@ -1,5 +1,6 @@
 public import Foundation
 public import Logging
+import Synchronization
 
 public import Foundation
 public import Logging
@@ -131,6 +132,7 @@ extension LedgerBacked {
                 return try await body()
             } catch let error as SnapshotError where error.code == .conflict && attempt < options.maxConflictRetries {
                 attempt += 1
+                CatalogConflicts.retried.add(1, ordering: .relaxed)
                 logger.debug(
                     "retrying after a catalog conflict", metadata: ["operation": "\(what)", "attempt": "\(attempt)"])
                 try await Task.sleep(nanoseconds: UInt64.random(in: 1_000_000...(5_000_000 * UInt64(min(attempt, 10)))))
@@ -233,4 +235,13 @@ extension LedgerBacked {
                 "snapshot \(snapshot.id) is \(snapshot.state.rawValue); only an available one can be \(what)")
         }
     }
+}
+
+/// How many catalog batches of this process lost an optimistic-version race and were re-read and retried
+/// (a figure for a worker's pass summary: workers on different objects should cause none).
+public enum CatalogConflicts {
+    static let retried = Atomic<Int>(0)
+
+    /// The retries so far, process-wide.
+    public static var retriedSoFar: Int { retried.load(ordering: .relaxed) }
 }

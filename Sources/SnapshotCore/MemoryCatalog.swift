@@ -65,6 +65,27 @@ public final class MemoryCatalog: Catalog {
         }
     }
 
+    public func imports(_ filter: ImportFilter, after cursor: ImportCursor?, limit: Int) async throws -> [ImportRecord] {
+        let rows = state.withLock { state in
+            state.imports.values.filter { row in
+                (filter.state == nil || row.state == filter.state) && (filter.owner == nil || row.owner == filter.owner)
+                    && cursor.map { (row.createdAt, row.key.id) > ($0.createdAt, $0.id) } ?? true
+            }
+        }
+        return Array(rows.sorted { ($0.createdAt, $0.key.id) < ($1.createdAt, $1.key.id) }.prefix(limit))
+    }
+
+    public func imports(id: String) async throws -> [ImportRecord] {
+        state.withLock { $0.imports.values.filter { $0.key.id == id } }
+    }
+
+    public func imports(bucket: String, key: String) async throws -> [ImportRecord] {
+        state.withLock { state in
+            state.imports.values.filter { $0.key.bucket == bucket && $0.key.key == key }
+                .sorted { ($0.updatedAt, $0.key.etag) > ($1.updatedAt, $1.key.etag) }
+        }
+    }
+
     public func accessKey(_ id: String) async throws -> AccessKey? { state.withLock { $0.accessKeys[id] } }
 
     public func accessKeys() async throws -> [AccessKey] {

@@ -224,4 +224,24 @@ public struct SnapshotService: Sendable {
     public func importRecord(bucket: String, key: String, etag: String) async throws -> ImportRecord? {
         try await claims.importRecord(bucket: bucket, key: key, etag: etag)
     }
+
+    /// See ``ImportClaims/listImports(_:after:limit:)``.
+    public func listImports(_ filter: ImportFilter, after cursor: ImportCursor?, limit: Int) async throws -> ImportPage {
+        try await claims.listImports(filter, after: cursor, limit: limit)
+    }
+
+    /// See ``ImportClaims/listImports(_:after:)``.
+    public func listImports(_ filter: ImportFilter, after cursor: ImportCursor? = nil) async throws -> [ImportRecord] {
+        try await claims.listImports(filter, after: cursor)
+    }
+
+    /// See ``ImportClaims/importRecord(id:)``.
+    public func importRecord(id: String) async throws -> ImportRecord? {
+        try await claims.importRecord(id: id)
+    }
+
+    /// See ``ImportClaims/latestImport(bucket:key:)``.
+    public func latestImport(bucket: String, key: String) async throws -> ImportRecord? {
+        try await claims.latestImport(bucket: bucket, key: key)
+    }
 }

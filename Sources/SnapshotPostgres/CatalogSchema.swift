@@ -196,5 +196,20 @@ enum CatalogSchema {
                 "CREATE INDEX import_tasks_owner ON import_tasks (owner, id)",
                 "CREATE INDEX import_tasks_state ON import_tasks (state, id)",
             ]),
+        // Self-contained like 4: the import ID as a column, and the indexes of the history's keyset pages.
+        Migrations.Migration(
+            version: 5, name: "v5 import history pages",
+            sql: [
+                "ALTER TABLE imports ADD COLUMN import_id text",
+                // ImportKey.id: `imp-` and the first 16 hex digits of SHA-256(bucket 0x00 key 0x00 etag).
+                """
+                UPDATE imports SET import_id = 'imp-' || left(encode(sha256(convert_to(bucket, 'UTF8') || '\\x00'::bytea
+                    || convert_to("key", 'UTF8') || '\\x00'::bytea || convert_to(etag, 'UTF8')), 'hex'), 16)
+                """,
+                "CREATE INDEX imports_history ON imports (created_at, import_id)",
+                "CREATE INDEX imports_state_history ON imports (state, created_at, import_id)",
+                "CREATE INDEX imports_owner_history ON imports (owner, created_at, import_id)",
+                "CREATE INDEX imports_id ON imports (import_id)",
+            ]),
     ]
 }

@@ -76,6 +76,54 @@ extension PostgresCatalog: Catalog {
             Self.importRecord(from:))
     }
 
+    public func imports(_ filter: ImportFilter, after cursor: ImportCursor?, limit: Int) async throws -> [ImportRecord] {
+        // Without a cursor, a key below every row: each variant is one range scan of its index.
+        let at = Self.millis(cursor?.createdAt ?? .distantPast)
+        let id = cursor?.id ?? ""
+        let query: PostgresQuery
+        switch (filter.state?.rawValue, filter.owner) {
+        case (nil, nil):
+            query = """
+                SELECT \(unescaped: Self.importColumns) FROM imports WHERE (created_at, import_id) > (\(at), \(id))
+                ORDER BY created_at, import_id LIMIT \(limit)
+                """
+        case (let state?, nil):
+            query = """
+                SELECT \(unescaped: Self.importColumns) FROM imports
+                WHERE state = \(state) AND (created_at, import_id) > (\(at), \(id))
+                ORDER BY created_at, import_id LIMIT \(limit)
+                """
+        case (nil, let owner?):
+            query = """
+                SELECT \(unescaped: Self.importColumns) FROM imports
+                WHERE owner = \(owner) AND (created_at, import_id) > (\(at), \(id))
+                ORDER BY created_at, import_id LIMIT \(limit)
+                """
+        case (let state?, let owner?):
+            query = """
+                SELECT \(unescaped: Self.importColumns) FROM imports
+                WHERE owner = \(owner) AND state = \(state) AND (created_at, import_id) > (\(at), \(id))
+                ORDER BY created_at, import_id LIMIT \(limit)
+                """
+        }
+        return try await read("imports (\(filter))", query, Self.importRecord(from:))
+    }
+
+    public func imports(id: String) async throws -> [ImportRecord] {
+        try await read(
+            "import \(id)", "SELECT \(unescaped: Self.importColumns) FROM imports WHERE import_id = \(id)",
+            Self.importRecord(from:))
+    }
+
+    public func imports(bucket: String, key: String) async throws -> [ImportRecord] {
+        try await read(
+            "imports of s3://\(bucket)/\(key)",
+            """
+            SELECT \(unescaped: Self.importColumns) FROM imports WHERE bucket = \(bucket) AND "key" = \(key)
+            ORDER BY updated_at DESC, etag DESC
+            """, Self.importRecord(from:))
+    }
+
     public func accessKey(_ id: String) async throws -> AccessKey? {
         try await read(
             "access key \(id)", "SELECT \(unescaped: Self.accessKeyColumns) FROM access_keys WHERE id = \(id)",
@@ -181,9 +229,9 @@ extension PostgresCatalog: Catalog {
             "claim of \(key)",
             """
             INSERT INTO imports AS i (bucket, "key", etag, owner, state, worker, lease_expires_at, attempts,
-                created_at, updated_at, version)
+                created_at, updated_at, version, import_id)
             VALUES (\(key.bucket), \(key.key), \(key.etag), \(owner), 'claimed', \(worker), \(lease), 1, \(now),
-                \(now), 1)
+                \(now), 1, \(key.id))
             ON CONFLICT (bucket, "key", etag) DO UPDATE SET state = 'claimed', worker = EXCLUDED.worker,
                 lease_expires_at = EXCLUDED.lease_expires_at, attempts = i.attempts + 1, snapshot_id = NULL,
                 bytes_read = 0, bytes_total = NULL, updated_at = EXCLUDED.updated_at, version = i.version + 1
@@ -500,10 +548,10 @@ extension PostgresCatalog: Catalog {
             try await db.rows(
                 """
                 INSERT INTO imports (bucket, "key", etag, owner, state, worker, lease_expires_at, attempts, snapshot_id,
-                    error_code, error_message, created_at, updated_at, version)
+                    error_code, error_message, created_at, updated_at, version, import_id)
                 VALUES (\(r.key.bucket), \(r.key.key), \(r.key.etag), \(r.owner), \(r.state.rawValue), \(r.worker),
                     \(r.leaseExpiresAt.map(millis)), \(r.attempts), \(r.snapshotID?.rawValue), \(r.errorCode),
-                    \(r.errorMessage.map(diagnostic)), \(millis(r.createdAt)), \(millis(r.updatedAt)), 1)
+                    \(r.errorMessage.map(diagnostic)), \(millis(r.createdAt)), \(millis(r.updatedAt)), 1, \(r.key.id))
                 """, logger: logger)
         case .updateImport(let r):
             let changed = try await db.rows(

@@ -213,6 +213,24 @@ public final class SQLiteCatalog: Catalog {
                     CREATE INDEX import_tasks_state ON import_tasks(state, id);
                     """)
         }
+        migrator.registerMigration("v5 import history pages") { db in
+            // The import ID (`imp-…`, a hash of bucket, key and ETag) as a column, so that `imports show ID` and
+            // the history's keyset pages (by created_at, import_id) are index lookups.
+            try db.execute(sql: "ALTER TABLE imports ADD COLUMN import_id TEXT")
+            for row in try Row.fetchAll(db, sql: "SELECT bucket, key, etag FROM imports") {
+                let key = ImportKey(bucket: row["bucket"], key: row["key"], etag: row["etag"])
+                try db.execute(
+                    sql: "UPDATE imports SET import_id = ? WHERE bucket = ? AND key = ? AND etag = ?",
+                    arguments: [key.id, key.bucket, key.key, key.etag])
+            }
+            try db.execute(
+                sql: """
+                    CREATE INDEX imports_history ON imports(created_at, import_id);
+                    CREATE INDEX imports_state_history ON imports(state, created_at, import_id);
+                    CREATE INDEX imports_owner_history ON imports(owner, created_at, import_id);
+                    CREATE INDEX imports_id ON imports(import_id);
+                    """)
+        }
         return migrator
     }
 
@@ -305,6 +323,45 @@ public final class SQLiteCatalog: Catalog {
         try await read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM imports ORDER BY created_at, bucket, key, etag")
                 .map(Self.importRecord(from:))
+        }
+    }
+
+    public func imports(_ filter: ImportFilter, after cursor: ImportCursor?, limit: Int) async throws -> [ImportRecord] {
+        var conditions: [String] = []
+        var arguments: [(any DatabaseValueConvertible)?] = []
+        if let owner = filter.owner {
+            conditions.append("owner = ?")
+            arguments.append(owner)
+        }
+        if let state = filter.state {
+            conditions.append("state = ?")
+            arguments.append(state.rawValue)
+        }
+        if let cursor {
+            conditions.append("(created_at, import_id) > (?, ?)")
+            arguments += [Self.millis(cursor.createdAt), cursor.id]
+        }
+        let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        let sql = "SELECT * FROM imports \(whereClause) ORDER BY created_at, import_id LIMIT ?"
+        let bound = StatementArguments(arguments + [limit])
+        return try await read { db in
+            try Row.fetchAll(db, sql: sql, arguments: bound).map(Self.importRecord(from:))
+        }
+    }
+
+    public func imports(id: String) async throws -> [ImportRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM imports WHERE import_id = ?", arguments: [id])
+                .map(Self.importRecord(from:))
+        }
+    }
+
+    public func imports(bucket: String, key: String) async throws -> [ImportRecord] {
+        try await read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM imports WHERE bucket = ? AND key = ? ORDER BY updated_at DESC, etag DESC",
+                arguments: [bucket, key]
+            ).map(Self.importRecord(from:))
         }
     }
 
@@ -418,8 +475,8 @@ public final class SQLiteCatalog: Catalog {
                         db,
                         sql: """
                             INSERT INTO imports (bucket, key, etag, owner, state, worker, lease_expires_at, attempts,
-                                created_at, updated_at, version)
-                            VALUES (:bucket, :key, :etag, :owner, 'claimed', :worker, :lease, 1, :now, :now, 1)
+                                created_at, updated_at, version, import_id)
+                            VALUES (:bucket, :key, :etag, :owner, 'claimed', :worker, :lease, 1, :now, :now, 1, :id)
                             ON CONFLICT (bucket, key, etag) DO UPDATE SET state = 'claimed', worker = :worker,
                                 lease_expires_at = :lease, attempts = attempts + 1, snapshot_id = NULL,
                                 bytes_read = 0, bytes_total = NULL, updated_at = :now, version = version + 1
@@ -429,7 +486,7 @@ public final class SQLiteCatalog: Catalog {
                             """,
                         arguments: [
                             "bucket": key.bucket, "key": key.key, "etag": key.etag, "owner": owner, "worker": worker,
-                            "lease": Self.millis(leaseExpiresAt), "now": Self.millis(now),
+                            "lease": Self.millis(leaseExpiresAt), "now": Self.millis(now), "id": key.id,
                         ]
                     ).map(Self.importRecord(from:))
                 }
@@ -690,10 +747,10 @@ public final class SQLiteCatalog: Catalog {
             try db.execute(
                 sql: """
                     INSERT INTO imports (owner, state, worker, lease_expires_at, attempts, snapshot_id, error_code,
-                        error_message, created_at, updated_at, bucket, key, etag, version)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                        error_message, created_at, updated_at, bucket, key, etag, import_id, version)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
                     """,
-                arguments: StatementArguments(importValues(r) + [r.key.bucket, r.key.key, r.key.etag]))
+                arguments: StatementArguments(importValues(r) + [r.key.bucket, r.key.key, r.key.etag, r.key.id]))
         case .updateImport(let r):
             try db.execute(
                 sql: """

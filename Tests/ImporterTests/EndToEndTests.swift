@@ -226,6 +226,46 @@ struct EndToEndTests {
     }
 
     @Test(
+        "three worker processes over 60 images (PostgreSQL + S3 block store) divide them: each imported once, every worker a share",
+        .enabled(if: E2E.hasPostgres, E2E.postgresSkipReason))
+    func threeWorkersDivide() async throws {
+        let e2e = try #require(E2E.load("three-workers-pg"))
+        let url = try #require(e2e.postgresSchemaURL())
+        let client = try e2e.client()
+        let bucket = try await e2e.makeBucket(client)
+        let expected = try await uploadSmall(e2e, client, bucket: bucket, count: 60, projects: ["a@acme", "b@globex"])
+        let data = "\(e2e.work)/data"
+        let config = try e2e.writeConfig(
+            bucket: bucket, data: data, catalog: url, blocks: "s3://\(bucket)/\(e2e.prefix)blocks/")
+        let binary = try Tools.snapimportBinary()
+        // The schema exists before the race, so the three start their passes together.
+        #expect(try Tools.run(binary, ["snapshot", "list", "--config", config]).status == 0)
+        let started = try (0..<3).map { _ in try Tools.start(binary, ["run", "--json", "--config", config]) }
+        let results = started.map(Tools.finish)
+        var importedKeys: [String] = []
+        var shares: [Int] = []
+        var lost = 0
+        for result in results {
+            #expect(result.status == 0, "\(result.stderr)")
+            let summary = try jsonObject(result.stdout)
+            let mine = (summary["imported"] as? [[String: Any]] ?? []).compactMap { $0["key"] as? String }
+            importedKeys += mine
+            shares.append(mine.count)
+            let statistics = try #require(summary["statistics"] as? [String: Any])
+            lost += statistics["lostClaims"] as? Int ?? 0
+            #expect(statistics["conflictsRetried"] as? Int == 0, "workers on different objects never conflict")
+        }
+        print("three workers over 60 images: shares \(shares), \(lost) claims lost to another worker")
+        #expect(importedKeys.sorted() == expected.keys.sorted(), "every image imported by exactly one worker")
+        #expect(shares.allSatisfy { $0 > 0 }, "every worker imported a share: \(shares)")
+        // Walking the listing in one order, the two later workers would lose nearly every claim (~120).
+        #expect(lost < 120, "\(lost) claims lost")
+        try await verify(
+            e2e, client, bucket: bucket, data: data, catalog: url, expected: expected,
+            blocks: "s3://\(bucket)/\(e2e.prefix)blocks/")
+    }
+
+    @Test(
         "every format once with the PostgreSQL catalog; rerun does nothing",
         .enabled(if: E2E.hasPostgres, E2E.postgresSkipReason))
     func runOncePostgres() async throws {

@@ -134,4 +134,30 @@ final class ImportsCommandTests {
         #expect(try await run(["imports", "show", "s3://images/absent"]).status == 1)
         #expect(try await run(["imports", "show", "nonsense"]).status == 2)
     }
+    @Test("list --limit/--after: keyset pages whose rows carry the cursor to continue after them")
+    func listPages() async throws {
+        _ = try await populate()
+        let whole = try array(try await run(["imports", "list", "--json"]).stdout)
+        #expect(whole.count == 3)
+        let first = try await run(["imports", "list", "--json", "--limit", "2"])
+        #expect(first.status == 0)
+        let page1 = try array(first.stdout)
+        #expect(page1.count == 2)
+        let cursor = try #require(page1.last?["cursor"] as? String)
+        #expect(cursor.hasSuffix("." + (page1.last?["id"] as? String ?? "?")))
+        let page2 = try array(try await run(["imports", "list", "--json", "--limit", "2", "--after", cursor]).stdout)
+        #expect(page2.count == 1)
+        #expect((page1 + page2).compactMap { $0["id"] as? String } == whole.compactMap { $0["id"] as? String })
+        let past = try array(
+            try await run(["imports", "list", "--json", "--after", try #require(page2.last?["cursor"] as? String)])
+                .stdout)
+        #expect(past.isEmpty)
+        // Filters combine with pages.
+        let web = try array(try await run(["imports", "list", "--json", "--project", "web@acme", "--limit", "1"]).stdout)
+        #expect(web.count == 1 && web.first?["owner"] as? String == "web@acme")
+        #expect(try await run(["imports", "list", "--limit", "0"]).status == 2)
+        #expect(try await run(["imports", "list", "--after", "yesterday"]).status == 2)
+        let usage = try await run(["imports", "list", "--json", "--after", "12.snap-01234567"])
+        #expect(usage.status == 2 && usage.stdout.contains("\"Usage\""), "\(usage.stdout)")
+    }
 }
