@@ -16,6 +16,9 @@ public struct EC2Responder: HTTPResponder {
     public let logger: Logger
     /// The largest request body read (EC2's own limit for query requests is far below this).
     public var maxBodySize = 1 << 20
+    /// Told about every answered request: the `Action` the client named (nil when none), the HTTP status
+    /// and the time taken (`serve --metrics` counts them).
+    public var onResponse: (@Sendable (_ action: String?, _ status: Int, _ duration: Duration) -> Void)?
 
     public init(actions: EC2Actions, authenticator: any EC2Authenticator, logger: Logger) {
         self.actions = actions
@@ -52,6 +55,7 @@ public struct EC2Responder: HTTPResponder {
             }
         }
         let elapsed = ContinuousClock.now - started
+        onResponse?(action == "-" ? nil : action, response.status.code, elapsed)
         logger.debug(
             "\(request.method) \(request.uri.path) \(action) \(response.status.code)",
             metadata: [

@@ -50,6 +50,11 @@ public struct PageToken: Equatable, Sendable {
             id: cursor.id.rawValue)
     }
 
+    /// The token of a snapshot page's cursor.
+    public init(kind: String, cursor: SnapshotCursor) {
+        self.init(kind: kind, millis: Int64((cursor.createdAt.timeIntervalSince1970 * 1000).rounded()), id: cursor.id.rawValue)
+    }
+
     /// The catalog cursor of a snapshot token. - Throws: `InvalidPaginationToken`.
     public func snapshotCursor() throws -> SnapshotCursor {
         guard let id = SnapshotID(rawValue: cursor.id) else {
@@ -57,28 +62,4 @@ public struct PageToken: Equatable, Sendable {
         }
         return SnapshotCursor(createdAt: Date(timeIntervalSince1970: Double(cursor.millis) / 1000), id: id)
     }
-}
-
-/// EC2 filter values allow `*` (any run) and `?` (one character) wildcards.
-func wildcardMatch(_ pattern: String, _ text: String) -> Bool {
-    let p = Array(pattern), t = Array(text)
-    var pi = 0, ti = 0, star = -1, mark = 0
-    while ti < t.count {
-        if pi < p.count, p[pi] == "?" || p[pi] == t[ti] {
-            pi += 1
-            ti += 1
-        } else if pi < p.count, p[pi] == "*" {
-            star = pi
-            mark = ti
-            pi += 1
-        } else if star >= 0 {
-            pi = star + 1
-            mark += 1
-            ti = mark
-        } else {
-            return false
-        }
-    }
-    while pi < p.count, p[pi] == "*" { pi += 1 }
-    return pi == p.count
 }

@@ -6,9 +6,6 @@ public import SnapshotCore
 /// calls the ``SnapshotService`` with the caller's rights and writes EC2's answer.
 public struct SnapshotActions: Sendable {
     public let service: SnapshotService
-    /// Rows one DescribeSnapshots request examines at most when filters narrow the listing: a page
-    /// may come back short (with a `NextToken`) rather than scan an unbounded catalog in one request.
-    public var scanBudget = 10_000
 
     public init(service: SnapshotService) {
         self.service = service
@@ -16,67 +13,29 @@ public struct SnapshotActions: Sendable {
 
     // MARK: - DescribeSnapshots
 
-    /// One page of the snapshots the caller sees that the query selects, read page by page from the
-    /// catalog's keyset query (never the whole catalog).
+    /// One page of the snapshots the caller sees that the query selects: one catalog query per page,
+    /// filters evaluated by the catalog (never the whole catalog read).
     public func describeSnapshots(_ call: EC2Call) async throws -> String {
         let p = call.parameters
         let query = try SnapshotQuery(call)
-        let ids = try p.list("SnapshotId").map(call.snapshotID)
         let maxResults = try p.int("MaxResults", in: 5...1000)
-        if !ids.isEmpty, maxResults != nil || p["NextToken"] != nil {
+        if query.ids != nil, maxResults != nil || p["NextToken"] != nil {
             throw EC2Error(
                 .invalidParameterCombination, "The parameter SnapshotId cannot be used with MaxResults or NextToken")
         }
         try call.checkDryRun()
-        var found: [SnapshotRecord] = []
-        var next: String?
-        if !ids.isEmpty {
-            for id in ids {
-                let snapshot = try await visible(id, call.caller)
-                if query.matches(snapshot), !found.contains(where: { $0.id == id }) { found.append(snapshot) }
-            }
-        } else {
-            let start = try p["NextToken"].map { try PageToken(parsing: $0, kind: "snapshots").snapshotCursor() }
-            (found, next) = try await page(query, caller: call.caller, after: start, limit: maxResults ?? 1000)
+        let start = try p["NextToken"].map { try PageToken(parsing: $0, kind: "snapshots").snapshotCursor() }
+        let page = try await mapping(.snapshot) {
+            try await service.snapshots(matching: query, caller: call.caller, after: start, limit: maxResults ?? 1000)
+        }
+        if let ids = query.ids {
+            // EC2 names an ID the caller cannot see, even when filters would have dropped it anyway.
+            let found = Set(page.snapshots.map(\.id))
+            for id in ids where !found.contains(id) { _ = try await visible(id, call.caller) }
         }
         return EC2Document.response("DescribeSnapshots", requestID: call.requestID) { xml in
-            xml.list("snapshotSet", found) { xml, s in EC2Document.writeSnapshot(s, into: &xml) }
-            xml.text("nextToken", ifPresent: next)
-        }
-    }
-
-    /// Up to `limit` matches after `start`, and the token of the next page (nil on the last).
-    func page(_ query: SnapshotQuery, caller: Caller, after start: SnapshotCursor?, limit: Int) async throws
-        -> ([SnapshotRecord], String?)
-    {
-        var found: [SnapshotRecord] = []
-        var cursor = start
-        var scanned = 0
-        // Unfiltered, the catalog page is the answer; filtered, read full catalog pages and keep matches.
-        let readSize = query.isEmpty ? limit : 1000
-        while true {
-            let page = try await service.listSnapshots(caller: caller, after: cursor, limit: readSize)
-            for (offset, snapshot) in page.snapshots.enumerated() {
-                cursor = SnapshotCursor(after: snapshot)
-                scanned += 1
-                guard query.matches(snapshot) else { continue }
-                found.append(snapshot)
-                if found.count == limit {
-                    let last = offset == page.snapshots.count - 1
-                    let more = !last || page.next != nil
-                    return (found, more ? PageToken(after: snapshot).token : nil)
-                }
-            }
-            guard page.next != nil, let position = cursor else { return (found, nil) }
-            if scanned >= scanBudget {
-                return (
-                    found,
-                    PageToken(
-                        kind: "snapshots", millis: Int64((position.createdAt.timeIntervalSince1970 * 1000).rounded()),
-                        id: position.id.rawValue
-                    ).token
-                )
-            }
+            xml.list("snapshotSet", page.snapshots) { xml, s in EC2Document.writeSnapshot(s, into: &xml) }
+            xml.text("nextToken", ifPresent: page.next.map { PageToken(kind: "snapshots", cursor: $0).token })
         }
     }
 

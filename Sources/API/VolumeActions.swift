@@ -103,7 +103,7 @@ public struct VolumeActions: Sendable {
                     case "snapshot-id": volume.snapshotID?.rawValue ?? ""
                     default: availabilityZone
                     }
-                return values.contains { wildcardMatch($0, field) }
+                return values.contains { WildcardPattern($0).matches(field) }
             }
         }
         if let start {

@@ -2,7 +2,7 @@ import DiskImage
 import Foundation
 public import Logging
 public import ServiceLifecycle
-import SnapshotCore
+public import SnapshotCore
 
 /// Runs import tasks (``ImportTasks``) as a swift-service-lifecycle `Service` beside the API server.
 ///
@@ -20,7 +20,8 @@ import SnapshotCore
 /// - cancelled (the row turned `deleted`): the running import is cancelled within `watchInterval`; its
 ///   claim is released and its pending snapshot dropped.
 ///
-/// Restarts: a task whose runner vanished keeps its lease until it expires, then any runner takes it over
+/// Restarts: a task whose runner vanished is taken over at once when its death is provable (``Options/liveWorker``),
+/// otherwise it keeps its lease until it expires, then any runner takes it over
 /// and imports it again (the object claim is taken over the same way). On graceful shutdown the runner
 /// takes no new task, gives running ones `shutdownGracePeriod`, then interrupts them and hands them back
 /// (still `active`, no runner): the next start resumes them at once.
@@ -43,14 +44,19 @@ public final class ImportTaskRunner: Service {
         public var shutdownGracePeriod: Duration
         /// How often abandoned imports (pending snapshots and claims whose lease expired) are recovered.
         public var recoveryInterval: Duration
-        /// Names this runner in task leases (`host:pid`).
+        /// Names this runner in task leases (a ``WorkerID``; its holds are `<id>/<random>` tokens).
         public var workerID: String
+        /// This process's proof of life (`AppContext.withLiveWorker`): a task held under an unexpired lease
+        /// by a runner that provably died (its lock is free) is taken over at once instead of after the
+        /// lease. Nil: only the lease ends a hold.
+        public var liveWorker: LiveWorker?
 
         public init(
             concurrentTasks: Int = 4, concurrentTasksPerCustomer: Int = 16, pollInterval: Duration = .seconds(2),
             leaseDuration: Duration = .seconds(60), watchInterval: Duration = .milliseconds(500), maxAttempts: Int = 5,
             retryDelay: Duration = .seconds(2), busyDelay: Duration = .seconds(5),
-            shutdownGracePeriod: Duration = .seconds(10), recoveryInterval: Duration = .seconds(30), workerID: String
+            shutdownGracePeriod: Duration = .seconds(10), recoveryInterval: Duration = .seconds(30), workerID: String,
+            liveWorker: LiveWorker? = nil
         ) {
             self.concurrentTasks = max(1, concurrentTasks)
             self.concurrentTasksPerCustomer = max(1, concurrentTasksPerCustomer)
@@ -63,6 +69,7 @@ public final class ImportTaskRunner: Service {
             self.shutdownGracePeriod = shutdownGracePeriod
             self.recoveryInterval = recoveryInterval
             self.workerID = workerID
+            self.liveWorker = liveWorker
         }
     }
 
@@ -190,12 +197,23 @@ public final class ImportTaskRunner: Service {
 
     // MARK: - One task
 
-    /// Takes a task whose runner is gone (none, or its lease ended). - Returns: the task as held, or nil.
+    /// Takes a task whose runner is gone (none, its lease ended, or it provably died). - Returns: the task
+    /// as held, or nil.
     private func take(_ task: ImportTaskRecord) async -> ImportTaskRecord? {
         let now = Date()
-        if task.worker != nil, let lease = task.leaseExpiresAt, lease > now { return nil }
+        if let holder = task.worker, let lease = task.leaseExpiresAt, lease > now {
+            guard let liveWorker = options.liveWorker, await liveWorker.provesDeath(ofHolder: holder) else {
+                return nil
+            }
+            logger.info(
+                "the runner holding an import task died; taking it over before its lease ends",
+                metadata: ["task": "\(task.id)", "holder": "\(holder)"])
+        }
         var held = task
-        held.worker = "\(options.workerID):\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+        held.worker =
+            options.liveWorker?.id.attemptToken()
+            ?? WorkerID(rawValue: options.workerID)?.attemptToken()
+            ?? "\(options.workerID)/\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         held.leaseExpiresAt = ImportTasks.stamp(now.addingTimeInterval(options.leaseDuration.seconds))
         held.statusMessage = "downloading/converting"
         held.updatedAt = ImportTasks.stamp(now)

@@ -11,6 +11,9 @@ extension AppContext {
     /// (`concurrent_imports`, `concurrent_imports_per_customer`, `max_attempts`) and the pipeline settings
     /// of `run`; a key in a project's folder of the `[s3] bucket` belongs to that project.
     ///
+    /// Give it the service of ``withLiveWorker(_:_:)``: the runner's task holds and object claims are then
+    /// named after this process, and it takes over those of a provably dead runner at once.
+    ///
     /// - Parameter options: runner options (defaults from the configuration).
     func importTaskEngine(
         service: SnapshotService, logger: Logger, options: ImportTaskRunner.Options? = nil
@@ -37,7 +40,7 @@ extension AppContext {
                 concurrentTasks: config.limits.concurrentImports,
                 concurrentTasksPerCustomer: config.limits.concurrentImportsPerCustomer,
                 leaseDuration: base.leaseDuration, maxAttempts: config.limits.maxAttempts,
-                workerID: workerID.rawValue)
+                workerID: workerID.rawValue, liveWorker: service.ledger.worker)
         return (tasks, ImportTaskRunner(tasks: tasks, pipeline: pipeline, options: runnerOptions, logger: logger))
     }
 }

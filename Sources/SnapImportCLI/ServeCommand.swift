@@ -5,15 +5,17 @@ import DiskImage
 import Foundation
 import Importer
 import Logging
+import Observability
 import ServiceLifecycle
 import SnapshotCore
 import UnixSignals
 
-/// `snapimport serve [--listen HOST:PORT]`: the EC2-compatible API (docs/api.md) and the web console at
-/// `/console/` (docs/console.md) until SIGTERM/SIGINT.
+/// `snapimport serve [--listen HOST:PORT] [--metrics HOST:PORT]`: the EC2-compatible API (docs/api.md) and the
+/// web console at `/console/` (docs/console.md) until SIGTERM/SIGINT.
 ///
 /// One `ServiceGroup` holds the HTTP server, the import-task runner (ImportSnapshot), the garbage
-/// collector and, with `[api] watch = true`, `watch`'s importer. On SIGTERM/SIGINT the server stops
+/// collector, with `--metrics` the Prometheus listener (API requests by action and status, and the
+/// importer's metrics) and, with `[api] watch = true`, `watch`'s importer. On SIGTERM/SIGINT the server stops
 /// accepting and finishes the requests in flight, and the runner and the importer finish (or, after
 /// their grace period, cleanly abandon) their imports.
 struct ServeCommand: AsyncParsableCommand {
@@ -24,6 +26,18 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: "HOST:PORT to listen on (default: [api] listen, 127.0.0.1:8773; port 0 picks one).")
     var listen: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port).", valueName: "host:port"))
+    var metrics: String?
+
+    func validate() throws {
+        if let metrics, MetricsServer.parseAddress(metrics) == nil {
+            throw ValidationError("--metrics wants HOST:PORT (e.g. 127.0.0.1:9464), got '\(metrics)'")
+        }
+    }
 
     func run() async throws {
         let context = try AppContext(global)
@@ -46,6 +60,11 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let scheme = settings.tlsCertificate == nil ? "http" : "https"
         let json = global.json
+        // One registry for the API's request metrics and, with `[api] watch`, the importer's.
+        let importMetrics = ImportMetrics()
+        let apiMetrics = APIMetrics(actions: EC2Actions.names, registry: importMetrics.registry)
+        let metricsListen = metrics.flatMap(MetricsServer.parseAddress)
+        let metricsLogger = context.logger("snapimport.metrics", level: .info)
 
         /// The server (and the worker services) over an open store, until a signal ends the group.
         @Sendable func serve(_ service: SnapshotService, _ workers: [ServiceGroupConfiguration.ServiceConfiguration])
@@ -67,8 +86,23 @@ struct ServeCommand: AsyncParsableCommand {
             let actions = EC2Actions(
                 snapshots: SnapshotActions(service: service), volumes: VolumeActions(service: service),
                 imports: imports)
-            let responder = EC2Responder(
+            var responder = EC2Responder(
                 actions: actions, authenticator: context.authenticator(service: service), logger: logger)
+            responder.onResponse = { action, status, duration in
+                apiMetrics.requestFinished(action: action, status: status, duration: duration)
+            }
+            if let metricsListen {
+                workers.append(
+                    .init(
+                        service: MetricsServer(
+                            host: metricsListen.host, port: metricsListen.port, registry: importMetrics.registry,
+                            logger: metricsLogger
+                        ) { port in
+                            // Beside the "listening on" line: scripts and tests read the metrics port from it.
+                            FileHandle.standardOutput.write(
+                                Data("snapimport serve: metrics on http://\(metricsListen.host):\(port)/metrics\n".utf8))
+                        }))
+            }
             let application: any Service
             do {
                 let console = try context.console(
@@ -89,20 +123,26 @@ struct ServeCommand: AsyncParsableCommand {
                 configuration: .init(
                     services: [.init(service: application)] + workers,
                     gracefulShutdownSignals: [.sigterm, .sigint], logger: lifecycleLogger))
-            try await group.run()
+            do {
+                try await group.run()
+            } catch let error as MetricsServerError {
+                // The --metrics address is part of the command's configuration: exit 2.
+                throw CommandOutput.failure(code: "InvalidConfiguration", message: error.description, json: json, exit: 2)
+            }
         }
 
         if config.api.watch {
             DiskImage.tuneAllocatorForImports()
             let bucket = try context.bucket()
             try await context.withPipeline(bucket: bucket, logger: logger) { pipeline, service in
+                let worker = MeteredWorker(pipeline, metrics: importMetrics, logger: logger)
                 let importer = Importer(
-                    worker: pipeline,
+                    worker: worker,
                     options: .init(
                         concurrentImports: config.limits.concurrentImports,
                         concurrentImportsPerCustomer: config.limits.concurrentImportsPerCustomer,
                         interval: .seconds(30), shutdownGracePeriod: .seconds(20)),
-                    clock: ContinuousClock(), logger: logger)
+                    clock: ContinuousClock(), logger: logger, onPass: { worker.passEnded($0) })
                 try await serve(
                     service,
                     [
@@ -114,13 +154,16 @@ struct ServeCommand: AsyncParsableCommand {
             }
         } else {
             try await context.withStore(create: true, logger: logger) { service in
-                try await serve(
+                // The import-task runner is a worker like `watch`'s: it holds this process's proof of life.
+                try await context.withLiveWorker(service) { service in
+                    try await serve(
                     service,
                     [
                         .init(
                             service: GarbageCollectionService(
                                 service: service, interval: .seconds(3600), clock: ContinuousClock(), logger: logger))
                     ])
+                }
             }
         }
     }

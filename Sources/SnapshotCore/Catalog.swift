@@ -83,10 +83,12 @@ public protocol Catalog: Sendable {
 
     /// The snapshots `caller` may see (``Snapshots``' rules: the operator sees every one; a project its
     /// own, those shared with it and public ones, the last two only when available), never `deleting`
-    /// ones, ordered by `createdAt` then `id`, starting after `cursor`, at most `limit` (keyset pagination:
-    /// each page costs the same however deep it is).
-    func snapshots(visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws
-        -> [SnapshotRecord]
+    /// ones, that `query` selects (evaluated by the catalog: ``SnapshotQuery/matches(_:caller:)`` is the
+    /// reference), ordered by `createdAt` then `id`, starting after `cursor`, at most `limit` (keyset
+    /// pagination: each page costs the same however deep it is). Filter patterns are translated with
+    /// their escaping (``WildcardPattern/like``, ``WildcardPattern/glob``), never spliced into SQL.
+    func snapshots(matching query: SnapshotQuery, visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int)
+        async throws -> [SnapshotRecord]
     /// The snapshots in `state`, ordered by `createdAt` then `id`, after `cursor`, at most `limit`.
     func snapshots(in state: SnapshotState, after cursor: SnapshotCursor?, limit: Int) async throws
         -> [SnapshotRecord]
@@ -151,6 +153,15 @@ public protocol Catalog: Sendable {
 
     /// Releases connections. Further calls are invalid.
     func close() async throws
+}
+
+extension Catalog {
+    /// The snapshots `caller` may see, unfiltered (see ``snapshots(matching:visibleTo:after:limit:)``).
+    public func snapshots(visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws
+        -> [SnapshotRecord]
+    {
+        try await snapshots(matching: SnapshotQuery(), visibleTo: caller, after: cursor, limit: limit)
+    }
 }
 
 /// One write of an atomic batch (see ``Catalog``). "Version" is the version the caller read.

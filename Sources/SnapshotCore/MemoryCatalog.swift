@@ -94,10 +94,12 @@ public final class MemoryCatalog: Catalog {
 
     // MARK: Targeted queries (linear scans: this catalog is for tests, not for scale)
 
-    public func snapshots(visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws
-        -> [SnapshotRecord]
-    {
-        page(after: cursor, limit: limit) { $0.state != .deleting && Snapshots.canSee($0, caller) }
+    public func snapshots(
+        matching query: SnapshotQuery, visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int
+    ) async throws -> [SnapshotRecord] {
+        page(after: cursor, limit: limit) {
+            $0.state != .deleting && Snapshots.canSee($0, caller) && query.matches($0, caller: caller)
+        }
     }
 
     public func snapshots(in state: SnapshotState, after cursor: SnapshotCursor?, limit: Int) async throws

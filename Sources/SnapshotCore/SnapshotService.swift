@@ -76,6 +76,15 @@ public struct SnapshotService: Sendable {
         try await snapshots.listSnapshots(caller: caller, after: cursor, limit: limit)
     }
 
+    /// One page of the snapshots `caller` sees that `query` selects, oldest first (see
+    /// ``Snapshots/snapshots(matching:caller:after:limit:)``): what DescribeSnapshots and the console's
+    /// filter box call.
+    public func snapshots(matching query: SnapshotQuery, caller: Caller, after cursor: SnapshotCursor?, limit: Int)
+        async throws -> SnapshotPage
+    {
+        try await snapshots.snapshots(matching: query, caller: caller, after: cursor, limit: limit)
+    }
+
     public func snapshot(_ id: SnapshotID, caller: Caller) async throws -> SnapshotRecord {
         try await snapshots.snapshot(id, caller: caller)
     }

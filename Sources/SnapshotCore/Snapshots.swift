@@ -35,9 +35,22 @@ public struct Snapshots: LedgerBacked {
     ///   - limit: the page size, 1 to 1,000 (clamped).
     /// - Returns: the page; `next` is nil on the last one.
     public func listSnapshots(caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws -> SnapshotPage {
+        try await snapshots(matching: SnapshotQuery(), caller: caller, after: cursor, limit: limit)
+    }
+
+    /// One page of the snapshots the caller may see that `query` selects, oldest first; the catalog
+    /// evaluates the query (one indexed statement per page, never the whole catalog).
+    /// - Parameters:
+    ///   - query: the selection (`SnapshotQuery()` selects everything visible).
+    ///   - cursor: where the previous page ended (its ``SnapshotPage/next``), nil for the first page.
+    ///   - limit: the page size, 1 to 1,000 (clamped).
+    /// - Returns: the page; `next` is nil on the last one.
+    public func snapshots(matching query: SnapshotQuery, caller: Caller, after cursor: SnapshotCursor?, limit: Int)
+        async throws -> SnapshotPage
+    {
         let limit = min(max(limit, 1), Self.pageSize)
         // One row more than asked tells whether another page follows without a second query.
-        var rows = try await catalog.snapshots(visibleTo: caller, after: cursor, limit: limit + 1)
+        var rows = try await catalog.snapshots(matching: query, visibleTo: caller, after: cursor, limit: limit + 1)
         let more = rows.count > limit
         if more { rows.removeLast(rows.count - limit) }
         return SnapshotPage(snapshots: rows, next: more ? rows.last.map(SnapshotCursor.init(after:)) : nil)

@@ -135,7 +135,7 @@ public struct LiveWorker: Sendable {
 
     /// Whether the holder of `token` (a claim's worker or a snapshot's writer) provably died: a token of
     /// this same worker never is; one of unknown form never is either.
-    func provesDeath(ofHolder token: String) async -> Bool {
+    public func provesDeath(ofHolder token: String) async -> Bool {
         guard let holder = WorkerID(token: token), holder != id else { return false }
         return await liveness.isProvablyDead(holder)
     }

@@ -139,42 +139,40 @@ extension PostgresCatalog: Catalog {
 
     // MARK: Targeted queries
 
-    public func snapshots(visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws
-        -> [SnapshotRecord]
-    {
+    public func snapshots(
+        matching query: SnapshotQuery, visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int
+    ) async throws -> [SnapshotRecord] {
         let at = cursor?.createdAt ?? Self.beforeEverything
         let id = cursor?.id.rawValue ?? ""
+        var sql = SnapshotSQL()
+        let columns = Self.snapshotColumns
+        /// One keyset-limited branch: `visible` (its own bound values), the page position and the query.
+        func branch(_ visible: (inout SnapshotSQL) -> String) -> String {
+            let condition = visible(&sql)
+            let position = "(created_at, id) > (\(sql.bind(at)), \(sql.bind(id)))"
+            let selected = sql.selection(query, caller)
+            return """
+                SELECT \(columns) FROM snapshots WHERE \(condition) AND \(position) AND \(selected)
+                ORDER BY created_at, id LIMIT \(limit)
+                """
+        }
+        let text: String
         switch caller {
         case .operator:
-            return try await read(
-                "snapshots",
-                """
-                SELECT \(unescaped: Self.snapshotColumns) FROM snapshots
-                WHERE state <> 'deleting' AND (created_at, id) > (\(at), \(id))
-                ORDER BY created_at, id LIMIT \(limit)
-                """, Self.snapshot(from:))
+            text = branch { _ in "state <> 'deleting'" }
         case .project(let project):
-            // Three index-backed branches (own, public, shared), each keyset-limited, then merged.
+            // Three index-backed branches (own, public, shared), each keyset-limited and filtered, then merged.
             let p = project.description
-            return try await read(
-                "snapshots visible to \(p)",
+            let own = branch { "owner = \($0.bind(p)) AND state <> 'deleting'" }
+            let published = branch { _ in "state = 'available' AND visibility = 'public'" }
+            let shared = branch { "state = 'available' AND shared_with <> '{}' AND \($0.bind(p)) = ANY (shared_with)" }
+            text = """
+                SELECT \(columns) FROM ((\(own)) UNION (\(published)) UNION (\(shared))) visible
+                ORDER BY created_at, id LIMIT \(limit)
                 """
-                SELECT \(unescaped: Self.snapshotColumns) FROM (
-                    (SELECT \(unescaped: Self.snapshotColumns) FROM snapshots
-                        WHERE owner = \(p) AND state <> 'deleting' AND (created_at, id) > (\(at), \(id))
-                        ORDER BY created_at, id LIMIT \(limit))
-                    UNION
-                    (SELECT \(unescaped: Self.snapshotColumns) FROM snapshots
-                        WHERE state = 'available' AND visibility = 'public' AND (created_at, id) > (\(at), \(id))
-                        ORDER BY created_at, id LIMIT \(limit))
-                    UNION
-                    (SELECT \(unescaped: Self.snapshotColumns) FROM snapshots
-                        WHERE state = 'available' AND shared_with <> '{}' AND \(p) = ANY (shared_with)
-                            AND (created_at, id) > (\(at), \(id))
-                        ORDER BY created_at, id LIMIT \(limit))
-                ) visible ORDER BY created_at, id LIMIT \(limit)
-                """, Self.snapshot(from:))
         }
+        return try await read(
+            "snapshots visible to \(caller)", PostgresQuery(unsafeSQL: text, binds: sql.binds), Self.snapshot(from:))
     }
 
     public func snapshots(in state: SnapshotState, after cursor: SnapshotCursor?, limit: Int) async throws
@@ -827,5 +825,71 @@ extension PostgresCatalog: Catalog {
             createdAt: millis(try row["created_at"].decode(Date.self)), updatedAt: millis(try row["updated_at"].decode(Date.self)),
             version: try row["version"].decode(Int64.self), bytesRead: try row["bytes_read"].decode(Int64.self),
             bytesTotal: try row["bytes_total"].decode(Int64?.self))
+    }
+}
+
+/// Builds the WHERE clause of a ``SnapshotQuery`` for PostgreSQL: every value (IDs, projects, patterns)
+/// is a bound parameter; patterns become `LIKE … ESCAPE '\'` with their special characters escaped.
+struct SnapshotSQL {
+    var binds = PostgresBindings()
+
+    /// Binds `value` and returns its placeholder.
+    mutating func bind(_ value: String) -> String {
+        binds.append(value)
+        return "$\(binds.count)"
+    }
+
+    mutating func bind(_ value: Date) -> String {
+        binds.append(value)
+        return "$\(binds.count)"
+    }
+
+    mutating func selection(_ query: SnapshotQuery, _ caller: Caller) -> String {
+        var parts: [String] = []
+        if let ids = query.ids { parts.append(oneOf("id", ids.map(\.rawValue))) }
+        if let owners = query.owners { parts.append(oneOf("owner", owners.map(\.description))) }
+        if let states = query.states { parts.append(oneOf("state", states.map(\.rawValue))) }
+        if let restorers = query.restorableBy {
+            var any: [String] = []
+            for restorer in restorers {
+                switch restorer {
+                case .everyone:
+                    any.append("visibility = 'public'")
+                case .explicitly(let project):
+                    let p = bind(project.description)
+                    any.append("(owner = \(p) OR \(p) = ANY (shared_with))")
+                case .project(let project):
+                    let p = bind(project.description)
+                    let readable: String
+                    switch caller {
+                    case .operator: readable = "TRUE"
+                    case .project(let me) where me == project: readable = "TRUE"
+                    case .project(let me): readable = "owner = \(bind(me.description))"
+                    }
+                    any.append("(visibility = 'public' OR owner = \(p) OR (\(p) = ANY (shared_with) AND \(readable)))")
+                }
+            }
+            parts.append(any.isEmpty ? "FALSE" : "(" + any.joined(separator: " OR ") + ")")
+        }
+        for filter in query.filters {
+            let column: String
+            switch filter.field {
+            case .description: column = "description"
+            case .snapshotID: column = "id"
+            case .ownerID: column = "owner"
+            case .volumeID:
+                column = "(CASE WHEN source_kind = 'volume' THEN source_volume ELSE \(bind(SnapshotQuery.noVolume)) END)"
+            }
+            let any = filter.patterns.map { pattern in
+                if let exact = pattern.exactText { return "\(column) = \(bind(exact))" }
+                return "\(column) LIKE \(bind(pattern.like)) ESCAPE '\\'"
+            }
+            parts.append(any.isEmpty ? "FALSE" : "(" + any.joined(separator: " OR ") + ")")
+        }
+        return parts.isEmpty ? "TRUE" : parts.joined(separator: " AND ")
+    }
+
+    private mutating func oneOf(_ column: String, _ values: [String]) -> String {
+        values.isEmpty ? "FALSE" : "\(column) IN (" + values.map { bind($0) }.joined(separator: ", ") + ")"
     }
 }

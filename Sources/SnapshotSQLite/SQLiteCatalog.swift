@@ -379,44 +379,109 @@ public final class SQLiteCatalog: Catalog {
 
     // MARK: Targeted queries
 
-    public func snapshots(visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws
-        -> [SnapshotRecord]
-    {
+    public func snapshots(
+        matching query: SnapshotQuery, visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int
+    ) async throws -> [SnapshotRecord] {
         let (at, id) = (cursor.map { Self.millis($0.createdAt) } ?? Int64.min, cursor?.id.rawValue ?? "")
-        return try await read { db in
-            switch caller {
-            case .operator:
-                return try Row.fetchAll(
-                    db,
-                    sql: """
-                        SELECT * FROM snapshots WHERE state <> 'deleting' AND (created_at, id) > (?, ?)
-                        ORDER BY created_at, id LIMIT ?
-                        """, arguments: [at, id, limit]
-                ).map(Self.snapshot(from:))
-            case .project(let project):
-                // Three index-backed branches (own, public, shared), each keyset-limited, then merged.
-                return try Row.fetchAll(
-                    db,
-                    sql: """
-                        SELECT * FROM (
-                            SELECT * FROM (SELECT * FROM snapshots
-                                WHERE owner = :p AND state <> 'deleting' AND (created_at, id) > (:at, :id)
-                                ORDER BY created_at, id LIMIT :n)
-                            UNION
-                            SELECT * FROM (SELECT * FROM snapshots
-                                WHERE state = 'available' AND visibility = 'public' AND (created_at, id) > (:at, :id)
-                                ORDER BY created_at, id LIMIT :n)
-                            UNION
-                            SELECT * FROM (SELECT * FROM snapshots
-                                WHERE state = 'available' AND shared_with <> '[]' AND (created_at, id) > (:at, :id)
-                                    AND EXISTS (SELECT 1 FROM json_each(snapshots.shared_with) WHERE value = :p)
-                                ORDER BY created_at, id LIMIT :n)
-                        ) ORDER BY created_at, id LIMIT :n
-                        """,
-                    arguments: ["p": project.description, "at": at, "id": id, "n": limit]
-                ).map(Self.snapshot(from:))
-            }
+        var arguments: [(any DatabaseValueConvertible)?] = []
+        /// One keyset-limited branch: `visible` (with its values), the page position and the query.
+        func branch(_ visible: String, _ values: [(any DatabaseValueConvertible)?]) -> String {
+            let selection = Self.selection(query, caller)
+            arguments += values + [at, id] + selection.arguments + [limit]
+            return """
+                SELECT * FROM snapshots WHERE \(visible) AND (created_at, id) > (?, ?) AND \(selection.sql)
+                ORDER BY created_at, id LIMIT ?
+                """
         }
+        let sql: String
+        switch caller {
+        case .operator:
+            sql = branch("state <> 'deleting'", [])
+        case .project(let project):
+            // Three index-backed branches (own, public, shared), each keyset-limited and filtered, then merged.
+            let p = project.description
+            let own = branch("owner = ? AND state <> 'deleting'", [p])
+            let published = branch("state = 'available' AND visibility = 'public'", [])
+            let shared = branch(
+                """
+                state = 'available' AND shared_with <> '[]'
+                    AND EXISTS (SELECT 1 FROM json_each(snapshots.shared_with) WHERE value = ?)
+                """, [p])
+            sql = """
+                SELECT * FROM (
+                    SELECT * FROM (\(own)) UNION SELECT * FROM (\(published)) UNION SELECT * FROM (\(shared))
+                ) ORDER BY created_at, id LIMIT ?
+                """
+            arguments.append(limit)
+        }
+        let statementArguments = StatementArguments(arguments)
+        return try await read { db in
+            try Row.fetchAll(db, sql: sql, arguments: statementArguments).map(Self.snapshot(from:))
+        }
+    }
+
+    /// The WHERE clause of `query` and its values: IDs, projects and patterns are bound, never spliced;
+    /// patterns become case-sensitive `GLOB`s with their special characters bracketed (an exact value `=`).
+    static func selection(_ query: SnapshotQuery, _ caller: Caller) -> (
+        sql: String, arguments: [(any DatabaseValueConvertible)?]
+    ) {
+        var parts: [String] = []
+        var arguments: [(any DatabaseValueConvertible)?] = []
+        func oneOf(_ column: String, _ values: [String]) {
+            guard !values.isEmpty else { return parts.append("0") }
+            parts.append("\(column) IN (" + Array(repeating: "?", count: values.count).joined(separator: ", ") + ")")
+            arguments += values.map { $0 }
+        }
+        let granted = "EXISTS (SELECT 1 FROM json_each(snapshots.shared_with) WHERE value = ?)"
+        if let ids = query.ids { oneOf("id", ids.map(\.rawValue)) }
+        if let owners = query.owners { oneOf("owner", owners.map(\.description)) }
+        if let states = query.states { oneOf("state", states.map(\.rawValue)) }
+        if let restorers = query.restorableBy {
+            var any: [String] = []
+            for restorer in restorers {
+                switch restorer {
+                case .everyone:
+                    any.append("visibility = 'public'")
+                case .explicitly(let project):
+                    any.append("(owner = ? OR \(granted))")
+                    arguments += [project.description, project.description]
+                case .project(let project):
+                    arguments += [project.description, project.description]
+                    let readable: String
+                    switch caller {
+                    case .operator: readable = "1"
+                    case .project(let me) where me == project: readable = "1"
+                    case .project(let me):
+                        readable = "owner = ?"
+                        arguments.append(me.description)
+                    }
+                    any.append("(visibility = 'public' OR owner = ? OR (\(granted) AND \(readable)))")
+                }
+            }
+            parts.append(any.isEmpty ? "0" : "(" + any.joined(separator: " OR ") + ")")
+        }
+        for filter in query.filters {
+            let column: String
+            switch filter.field {
+            case .description: column = "description"
+            case .snapshotID: column = "id"
+            case .ownerID: column = "owner"
+            case .volumeID: column = "(CASE WHEN source_kind = 'volume' THEN source_volume ELSE ? END)"
+            }
+            var any: [String] = []
+            for pattern in filter.patterns {
+                if filter.field == .volumeID { arguments.append(SnapshotQuery.noVolume) }
+                if let exact = pattern.exactText {
+                    any.append("\(column) = ?")
+                    arguments.append(exact)
+                } else {
+                    any.append("\(column) GLOB ?")
+                    arguments.append(pattern.glob)
+                }
+            }
+            parts.append(any.isEmpty ? "0" : "(" + any.joined(separator: " OR ") + ")")
+        }
+        return (parts.isEmpty ? "1" : parts.joined(separator: " AND "), arguments)
     }
 
     public func snapshots(in state: SnapshotState, after cursor: SnapshotCursor?, limit: Int) async throws

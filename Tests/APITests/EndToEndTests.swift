@@ -110,7 +110,8 @@ struct EndToEndTests {
             var session = Session(directory: directory, config: config, binary: Tools.binary!)
             // serve creates the store; keys are then made by another process while it runs (each request
             // reads its key from the catalog).
-            session.server = try ServeProcess(binary: session.binary, config: config, directory: directory)
+            session.server = try ServeProcess(
+                binary: session.binary, config: config, directory: directory, arguments: ["--metrics", "127.0.0.1:0"])
             do {
                 try await session.server.waitUntilListening()
                 for who in ["alice@acme", "bob@acme", "carol@other", "operator"] {
@@ -204,6 +205,89 @@ struct EndToEndTests {
             (output["Snapshots"] as? [[String: Any]] ?? []).compactMap { $0["SnapshotId"] as? String }
         }
 
+        /// DescribeSnapshots' filters, evaluated by the catalog, through the CLI: wildcards, pages of
+        /// filtered results (`--page-size`/`--max-items`), filters with IDs and owners.
+        func filtersInTheCatalog(alices: [String], bobs: String) throws {
+            // Three matches, two per CLI page: the API's NextToken carries the filtered listing on.
+            var seen: [String] = []
+            var token: String?
+            var pages = 0
+            repeat {
+                var args = [
+                    "describe-snapshots", "--filters", "Name=description,Values=alice disk 1*", "--page-size", "5",
+                    "--max-items", "2",
+                ]
+                if let token { args += ["--starting-token", token] }
+                let page = try awsOK("alice@acme", args)
+                #expect(Self.ids(page).count <= 2)
+                seen += Self.ids(page)
+                token = page["NextToken"] as? String
+                pages += 1
+            } while token != nil && pages < 10
+            #expect(seen == [alices[1], alices[10], alices[11]] && pages == 2, "\(seen) in \(pages) pages")
+            // `?` is one character: "alice disk 0" … "alice disk 9", in creation order, over pages of 5.
+            let single = try awsOK(
+                "alice@acme", ["describe-snapshots", "--filters", "Name=description,Values=alice disk ?", "--page-size", "5"])
+            #expect(Self.ids(single) == Array(alices[0..<10]))
+            // Literal text: no match for a `%` or `_` that LIKE would have taken as wildcards.
+            let literal = try awsOK(
+                "alice@acme", ["describe-snapshots", "--filters", "Name=description,Values=alice%,alice_disk_1"])
+            #expect(Self.ids(literal).isEmpty, "\(literal)")
+            let acme = try awsOK("bob@acme", ["describe-snapshots", "--filters", "Name=owner-id,Values=*@acme"])
+            #expect(Set(Self.ids(acme)) == [alices[0], alices[1], bobs])
+            let both = try awsOK(
+                "alice@acme",
+                [
+                    "describe-snapshots", "--snapshot-ids", alices[0], alices[5], "--filters",
+                    "Name=description,Values=*0",
+                ])
+            #expect(Self.ids(both) == [alices[0]])
+            let noVolume = try awsOK(
+                "alice@acme", ["describe-snapshots", "--owner-ids", "self", "--filters", "Name=volume-id,Values=vol-ffffffff"])
+            #expect(Self.ids(noVolume) == alices, "imported snapshots carry EC2's placeholder volume")
+            let badFilter = try aws("alice@acme", ["describe-snapshots", "--filters", "Name=size,Values=1"])
+            #expect(badFilter.status == 255 && badFilter.awsErrorCode == "InvalidParameterValue", "\(badFilter)")
+        }
+
+        /// `serve --metrics`: `/metrics` counts API requests by action and HTTP status.
+        func metricsCountRequests(alices: [String]) async throws {
+            let before = try scrape()
+            _ = try awsOK("alice@acme", ["describe-snapshots", "--snapshot-ids", alices[0]])
+            let missing = try aws("carol@other", ["describe-snapshots", "--snapshot-ids", alices[0]])
+            #expect(missing.awsErrorCode == "InvalidSnapshot.NotFound")
+            let unknown = try raw("alice@acme", "Action=FlyToTheMoon&Version=2016-11-15")
+            #expect(unknown.0 == 400 && unknown.1 == "InvalidAction", "\(unknown)")
+            let after = try scrape()
+            func delta(_ action: String, _ status: Int) -> Double {
+                Self.requests(after, action, status) - Self.requests(before, action, status)
+            }
+            #expect(delta("DescribeSnapshots", 200) == 1, "\(after)")
+            #expect(delta("DescribeSnapshots", 400) == 1, "\(after)")
+            #expect(delta("unknown", 400) == 1, "\(after)")
+            #expect(after.contains("snapimport_api_request_duration_seconds_bucket"), "\(after)")
+            #expect(!after.contains("FlyToTheMoon"), "an unknown action gets no series of its own")
+        }
+
+        /// The text of `GET /metrics` (its port is on serve's stdout).
+        func scrape() throws -> String {
+            let out = (try? String(contentsOfFile: directory + "/serve.out", encoding: .utf8)) ?? ""
+            let range = try #require(out.range(of: "metrics on "), "serve printed no metrics address: \(out)")
+            let url = String(out[range.upperBound...].prefix { !$0.isWhitespace })
+            let result = try Tools.run(
+                Tools.python!, ["-c", "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())", url])
+            try #require(result.status == 0, "\(result)")
+            return result.stdout
+        }
+
+        /// The value of `snapimport_api_requests_total{action, status}` in a scrape (0 when absent).
+        static func requests(_ text: String, _ action: String, _ status: Int) -> Double {
+            for line in text.split(separator: "\n") where line.hasPrefix("snapimport_api_requests_total{") {
+                guard line.contains("action=\"\(action)\""), line.contains("status=\"\(status)\"") else { continue }
+                return Double(line.split(separator: " ").last ?? "") ?? -1
+            }
+            return 0
+        }
+
         // MARK: - The contract
 
         func contract() async throws {
@@ -280,6 +364,8 @@ struct EndToEndTests {
                     "Name=status,Values=completed",
                 ])
             #expect(Set(Self.ids(filtered)) == [alices[1], alices[10], alices[11]])
+            try filtersInTheCatalog(alices: alices, bobs: bobs)
+            try await metricsCountRequests(alices: alices)
             let operatorView = try awsOK("operator", ["describe-snapshots"])
             #expect(Self.ids(operatorView).count == 13)
             // Only the owner reads the grants.
