@@ -28,11 +28,12 @@ public struct SnapshotListingPage: Sendable {
 /// The console's snapshot query: one group, filtered by a text found (case-insensitively) in the ID or
 /// the description, one page at a time.
 ///
-/// Today it walks the catalog's keyset pages (`SnapshotService.listSnapshots(caller:after:limit:)`,
-/// oldest first) and keeps the matching rows, reading at most `scanLimit` rows per call: a request never
-/// reads the whole catalog; when the budget runs out before the page is full, the page ends early with a
-/// cursor and "Next page" goes on from there. This is the one place to point at catalog-level filtered
-/// queries when the catalog offers them.
+/// The group is selected by the catalog (``SnapshotQuery``: the caller's own snapshots, those restorable
+/// by it explicitly, the public ones), one keyset page at a time, oldest first; the text filter (an OR of
+/// ID and description, case-insensitive, which EC2's filters cannot say) and the group's exclusions (a
+/// public snapshot granted to the caller shows under "shared") are applied here, reading at most
+/// `scanLimit` rows per call: a request never reads the whole catalog; when the budget runs out before the
+/// page is full, the page ends early with a cursor and "Next page" goes on from there.
 public struct SnapshotListing: Sendable {
     public let service: SnapshotService
     public var scanLimit = 2000
@@ -50,8 +51,9 @@ public struct SnapshotListing: Sendable {
         var cursor = cursor
         var scanned = 0
         while scanned < scanLimit {
-            let page = try await service.listSnapshots(
-                caller: caller, after: cursor, limit: min(catalogPageSize, scanLimit - scanned))
+            let page = try await service.snapshots(
+                matching: Self.query(group, caller), caller: caller, after: cursor,
+                limit: min(catalogPageSize, scanLimit - scanned))
             for snapshot in page.snapshots {
                 scanned += 1
                 cursor = SnapshotCursor(after: snapshot)
@@ -66,6 +68,16 @@ public struct SnapshotListing: Sendable {
             guard page.next != nil else { return SnapshotListingPage(snapshots: rows, next: nil) }
         }
         return SnapshotListingPage(snapshots: rows, next: cursor)
+    }
+
+    /// The catalog's selection for a group; ``SnapshotGroup/of(_:for:)`` still decides each row.
+    static func query(_ group: SnapshotGroup, _ caller: Caller) -> SnapshotQuery {
+        switch (group, caller) {
+        case (_, .operator): SnapshotQuery()  // the operator owns every snapshot: all are "mine"
+        case (.mine, .project(let me)): SnapshotQuery(owners: [me])
+        case (.shared, .project(let me)): SnapshotQuery(restorableBy: [.explicitly(me)])
+        case (.public, .project): SnapshotQuery(restorableBy: [.everyone])
+        }
     }
 
     static func matches(_ snapshot: SnapshotRecord, _ needle: String) -> Bool {
