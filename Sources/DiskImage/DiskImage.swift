@@ -47,14 +47,18 @@ public enum DiskImage {
         let format = try detectBare(source)
         try check(claimed: claimedFormat, detected: format)
         let reader: any DiskReader
-        switch format {
-        case .raw: reader = try RawReader(source: source, limits: limits)
+        if let plan = unwrapped.stream {
+            reader = try plan.reader(format: format)
+        } else {
+            switch format {
+            case .raw: reader = try RawReader(source: source, limits: limits)
         case .iso: reader = try RawReader(source: source, limits: limits, format: .iso)
         case .qcow2: reader = try QCOW2Reader(source: source, limits: limits)
         case .vmdk: reader = try VMDKReader(source: source, limits: limits)
         case .vhd: reader = try VHDReader(source: source, limits: limits)
         case .vhdx: reader = try VHDXReader(source: source, limits: limits)
         case .vdi: reader = try VDIReader(source: source, limits: limits)
+            }
         }
         guard reader.info.virtualSize <= limits.maxVirtualSize else {
             throw DiskImageError(
