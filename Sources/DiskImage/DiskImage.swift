@@ -16,9 +16,10 @@ public enum DiskImage {
     /// safety checks and returns a reader positioned at the start of the virtual disk.
     ///
     /// A disk inside a container (an OVA, a tar, a zip, a gzip/xz/zstd/bzip2 stream, a compressed tar) is
-    /// found and read transparently (architecture.md "Inputs"): a member of an uncompressed tar in place, a
-    /// compressed one through a sparse temporary file in `limits.scratchDirectory` (unlinked at once, gone
-    /// when the reader is released). `info.container` says which container it was.
+    /// found and read transparently (architecture.md "Inputs"): a member of an uncompressed tar in place; a
+    /// raw disk or streamOptimized VMDK in a compressed stream while it is decompressed (StreamedMember.swift);
+    /// any other format in a compressed stream through a sparse temporary file in `limits.scratchDirectory`
+    /// (unlinked at once, gone when the reader is released). `info.container` says which container it was.
     ///
     /// - Parameters:
     ///   - source: the image bytes.

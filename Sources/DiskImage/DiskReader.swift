@@ -34,7 +34,8 @@ public struct InspectionLimits: Sendable, Equatable {
     /// qemu's cap on the qcow2 L1 table.
     public var metadataBudget: Int
     /// Where a disk decompressed from a container is spilled (a sparse temporary file, unlinked as soon as it
-    /// is created); nil for `$TMPDIR`, else `/tmp`. Only a compressed container needs one.
+    /// is created); nil for `$TMPDIR`, else `/tmp`. Only a random-access format inside a compressed container
+    /// needs one.
     public var scratchDirectory: String?
 
     public init(maxVirtualSize: UInt64 = 16 << 40, metadataBudget: Int = 32 << 20, scratchDirectory: String? = nil) {
