@@ -19,6 +19,8 @@ struct Unwrapped {
     var container: ContainerKind?
     /// The member that holds the disk, when the container is an archive.
     var member: String?
+    /// The compression around everything (a compressed tar or a single compressed stream), if any.
+    var compression: ContainerKind?
     /// Set when the disk is converted while it is decompressed: `source` is then the first pass's probe
     /// (see StreamedMember.swift), and the plan makes the reader.
     var stream: StreamPlan?
@@ -117,8 +119,10 @@ enum Containers {
         if kind == .tar {
             return try InPlaceTar.unwrap(source, limits: limits, isCancelled: isCancelled, report: &report)
         }
-        return try SequentialArchive.unwrap(
+        var unwrapped = try SequentialArchive.unwrap(
             source, sniffed: kind, limits: limits, isCancelled: isCancelled, report: &report, depth: depth)
+        if depth == 0 { unwrapped.compression = kind.isCompression ? kind : nil }
+        return unwrapped
     }
 
     /// True when a member of a plain archive looks like a disk image: any format but raw (or a compressed

@@ -56,6 +56,9 @@ public struct ImageInfo: Sendable, Equatable {
     public var bootable: Bool
     /// The container the disk was found in; nil for a bare image.
     public var container: ContainerKind?
+    /// The compression around the container or disk (a compressed tar, a single compressed stream); nil when
+    /// the outermost layer is not compressed.
+    public var compression: ContainerKind?
 
     public init(
         format: ImageFormat, virtualSize: UInt64, allocatedBytes: UInt64, bootable: Bool,

@@ -183,3 +183,54 @@ final class SwitchingSource: ByteSource, @unchecked Sendable {
         return Array(bytes[Int(offset)..<min(bytes.count, Int(offset) + count)])
     }
 }
+
+/// Claims with container forms (a sidecar's `format`, `--format`): accepted when the content is what they say,
+/// `FormatMismatch` otherwise.
+@Suite(.enabled(if: Archivers.available, Archivers.skipReason))
+struct FormatClaimTests {
+    @Test func namesParse() {
+        #expect(FormatClaim("raw.xz")?.format == .raw)
+        #expect(FormatClaim("raw.xz")?.compression == .xz)
+        #expect(FormatClaim("QCOW2.GZ")?.compression == .gzip)
+        #expect(FormatClaim("vpc.zst")?.format == .vhd)
+        #expect(FormatClaim("ova")?.archive == .ova)
+        #expect(FormatClaim("tar.bz2")?.archive == .tar)
+        #expect(FormatClaim("tar.bz2")?.compression == .bzip2)
+        #expect(FormatClaim("xz")?.compression == .xz)
+        for bad in ["", "raw.", "raw.tar", "zip.gz", "raw.xz.gz", "qcow3", "gz.raw", ".xz"] {
+            #expect(FormatClaim(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func claimsAreCheckedAgainstTheContent() throws {
+        let dir = try TempDir()
+        try Archivers.makeDisk(.raw, in: dir, name: "disk.raw")
+        let xz = try Archivers.compress("disk.raw", with: "xz", in: dir)
+        try Archivers.ova("vm.ova", ovf: Archivers.ovf(["disk.raw"]), disks: ["disk.raw"], in: dir)
+        let ovaGz = try Archivers.compress("vm.ova", with: "gzip", in: dir)
+        try dir.write("README.txt", Array("notes\n".utf8))
+        let tar = try Archivers.tar("plain.tar", ["disk.raw", "README.txt"], in: dir)
+        let cases: [(String, String, Bool)] = [
+            (xz, "raw.xz", true), (xz, "xz", true), (xz, "raw", true), (xz, "qcow2.xz", false), (xz, "raw.gz", false),
+            (xz, "tar.xz", false), (xz, "ova", false),
+            (ovaGz, "ova.gz", true), (ovaGz, "tar.gz", true), (ovaGz, "gz", true), (ovaGz, "ova", false),
+            (ovaGz, "raw.gz", false), (ovaGz, "tar.xz", false),
+            (tar, "tar", true), (tar, "raw", true), (tar, "ova", false), (tar, "tar.gz", false), (tar, "zip", false),
+            (dir.path("disk.raw"), "raw", true), (dir.path("disk.raw"), "raw.xz", false),
+            (dir.path("disk.raw"), "tar", false),
+        ]
+        for (image, name, accepted) in cases {
+            let claim = try #require(FormatClaim(name))
+            let source = try FileByteSource(path: image)
+            let result = DiskImage.inspect(source, claimedFormat: claim.format, claim: claim)
+            if accepted {
+                #expect(result.verdict == .ok, "\(image) as \(name): \(result.reasons)")
+            } else {
+                #expect(result.reasons.map(\.code) == [DiskImageError.Code.formatMismatch.name], "\(image) as \(name)")
+                #expect(throws: DiskImageError.self) {
+                    _ = try DiskImage.open(source, claimedFormat: claim.format, claim: claim)
+                }
+            }
+        }
+    }
+}

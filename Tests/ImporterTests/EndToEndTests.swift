@@ -250,6 +250,15 @@ struct EndToEndTests {
             try await client.putObject(bucket: bucket, key: key, body: body)
             expected[key] = name.hasPrefix("stream.vmdk") ? vmdkReference : rawReference
         }
+        // Sidecars with container forms: a true claim is imported, a false one refused with FormatMismatch.
+        try await client.putObject(
+            bucket: bucket, key: "\(e2e.prefix)incoming/web@acme/disk.raw.xz.json", body: Array(#"{"format":"raw.xz"}"#.utf8))
+        try await client.putObject(
+            bucket: bucket, key: "\(e2e.prefix)incoming/web@acme/gce.tar.gz.json", body: Array(#"{"format":"tar.gz"}"#.utf8))
+        let lying = "\(e2e.prefix)incoming/web@acme/lying.raw.gz"
+        try await client.putObject(
+            bucket: bucket, key: lying, body: Array(try Data(contentsOf: URL(fileURLWithPath: "\(directory)/disk.raw.gz"))))
+        try await client.putObject(bucket: bucket, key: lying + ".json", body: Array(#"{"format":"ova.gz"}"#.utf8))
         // No temporary file can be made: the store's scratch folder is a regular file (so it cannot be
         // created) and TMPDIR, the fallback, does not exist. A spill would fail with IOError.
         let data = "\(e2e.work)/data"
@@ -262,6 +271,9 @@ struct EndToEndTests {
         #expect(pass.status == 0, "\(pass.stderr)")
         #expect((try jsonObject(pass.stdout)["imported"] as? [Any])?.count == expected.count, "\(pass.stdout)")
         try await verify(e2e, client, bucket: bucket, data: data, catalog: nil, expected: expected)
+        let refusal = try await client.getObject(
+            bucket: bucket, key: "\(e2e.prefix)failed/web@acme/lying.raw.gz.error.json")
+        #expect(try jsonObject(String(decoding: refusal, as: UTF8.self))["code"] as? String == "FormatMismatch")
         // The control: a qcow2 in an xz stream must spill, and cannot here.
         let control = "\(e2e.prefix)incoming/web@acme/disk.qcow2.xz"
         try await client.putObject(
