@@ -19,6 +19,11 @@ struct Unwrapped {
     var container: ContainerKind?
     /// The member that holds the disk, when the container is an archive.
     var member: String?
+    /// The compression around everything (a compressed tar or a single compressed stream), if any.
+    var compression: ContainerKind?
+    /// Set when the disk is converted while it is decompressed: `source` is then the first pass's probe
+    /// (see StreamedMember.swift), and the plan makes the reader.
+    var stream: StreamPlan?
 }
 
 enum Containers {
@@ -114,8 +119,10 @@ enum Containers {
         if kind == .tar {
             return try InPlaceTar.unwrap(source, limits: limits, isCancelled: isCancelled, report: &report)
         }
-        return try SequentialArchive.unwrap(
+        var unwrapped = try SequentialArchive.unwrap(
             source, sniffed: kind, limits: limits, isCancelled: isCancelled, report: &report, depth: depth)
+        if depth == 0 { unwrapped.compression = kind.isCompression ? kind : nil }
+        return unwrapped
     }
 
     /// True when a member of a plain archive looks like a disk image: any format but raw (or a compressed
@@ -275,9 +282,10 @@ enum OVA {
     }
 }
 
-/// A compressed stream, a compressed tar/OVA, or a zip: read forward with libarchive; the disk member is
-/// decompressed into a sparse temporary file (random-access formats need one, and the virtual size of a raw
-/// disk must be known before its first extent), then read like a bare image.
+/// A compressed stream, a compressed tar/OVA, or a zip: read forward with libarchive. A raw or
+/// streamOptimized VMDK disk member is converted while it is decompressed (StreamedMember.swift: a first
+/// pass measures it, a second streams it; no temporary file); any other member is decompressed into a
+/// sparse temporary file (random-access formats need one), then read like a bare image.
 enum SequentialArchive {
     static func unwrap(
         _ source: any ByteSource, sniffed: ContainerKind, limits: InspectionLimits,
@@ -294,20 +302,25 @@ enum SequentialArchive {
             }
             return archive
         }
+        var opened = formats
         var archive = try openArchive(formats)
         var firstEntry = try archive.nextEntry()
         if firstEntry == nil, sniffed.isCompression, archive.format == .tar {
             // libarchive takes a stream starting with a zero block for an empty tar; a raw disk whose first
             // sector is zero starts so too. Read it as the single stream it is.
+            opened = [.raw]
             archive = try openArchive([.raw])
             firstEntry = try archive.nextEntry()
         }
+        let reopen = { [opened] in try openArchive(opened) }
+        var ordinal = firstEntry == nil ? 0 : 1
         // Everything decompressed from this container, all members together, stays under this bound.
         let slack = UInt64(Containers.maxDescriptor) * 16
         var budget = Budget(limit: limits.maxVirtualSize > UInt64.max - slack ? .max : limits.maxVirtualSize + slack)
-        let spill = { (member: String?, size: UInt64?) throws -> FileByteSource in
-            try spillEntry(
-                archive, limits: limits, budget: &budget, isCancelled: isCancelled, member: member, size: size)
+        let take = { (member: String?, size: UInt64?) throws -> TakenMember in
+            try takeEntry(
+                archive, reopen: reopen, ordinal: ordinal, single: archive.format == .raw, limits: limits,
+                budget: &budget, isCancelled: isCancelled, member: member, size: size)
         }
 
         guard let first = firstEntry else {
@@ -317,8 +330,7 @@ enum SequentialArchive {
         switch archive.format {
         case .raw?:
             // A single compressed stream: the whole stream is the image file.
-            let file = try spill(nil, nil)
-            var inner = try Containers.unwrap(file, limits: limits, isCancelled: isCancelled, report: &report, depth: depth + 1)
+            var inner = try unwrapTaken(try take(nil, nil), member: nil, limits: limits, isCancelled: isCancelled, report: &report, depth: depth)
             inner.container = sniffed
             return inner
         case .zip?: kind = .zip
@@ -333,7 +345,7 @@ enum SequentialArchive {
         // An OVA: the first file is the .ovf descriptor; it names the disk member.
         var wanted: OVFDescriptor.File?
         var isOVA = false
-        var found: (name: String, file: FileByteSource)?
+        var found: (name: String, taken: TakenMember)?
         var candidates: [String] = []
         while let current = entry {
             count += 1
@@ -358,16 +370,16 @@ enum SequentialArchive {
                             throw DiskImageError(
                                 .corruptImage, "the OVA holds member \"\(OVFDescriptor.printable(name))\" more than once")
                         }
-                        found = (name, try spill(name, current.size))
+                        found = (name, try take(name, current.size))
                     } else {
                         try archive.skipEntry()
                     }
                 } else {
-                    let file = try spill(name, current.size)
-                    if try Containers.isDiskCandidate(file) {
+                    let taken = try take(name, current.size)
+                    if try Containers.isDiskCandidate(taken.source) {
                         candidates.append(name)
                         guard candidates.count == 1 else { throw Containers.multipleDisks(candidates, in: kind) }
-                        found = (name, file)
+                        found = (name, taken)
                     }
                 }
                 names.append(name)
@@ -375,6 +387,7 @@ enum SequentialArchive {
                 try archive.skipEntry()
             }
             entry = try archive.nextEntry()
+            if entry != nil { ordinal += 1 }
         }
         if isOVA, found == nil, let wanted {
             throw DiskImageError(
@@ -386,7 +399,7 @@ enum SequentialArchive {
                 "the \(kind) holds no disk image among its \(names.count) file(s)"
                     + (names.isEmpty ? "" : ": " + names.prefix(10).map { "\"\(OVFDescriptor.printable($0))\"" }.joined(separator: ", ")))
         }
-        var inner = try Containers.unwrap(found.file, limits: limits, isCancelled: isCancelled, report: &report, depth: depth + 1)
+        var inner = try unwrapTaken(found.taken, member: found.name, limits: limits, isCancelled: isCancelled, report: &report, depth: depth)
         inner.container = isOVA ? .ova : kind
         inner.member = found.name
         return inner
@@ -398,28 +411,94 @@ enum SequentialArchive {
         var used: UInt64 = 0
     }
 
-    /// Decompresses the current entry into a sparse temporary file.
-    private static func spillEntry(
-        _ archive: ArchiveReader, limits: InspectionLimits, budget: inout Budget,
-        isCancelled: (@Sendable () -> Bool)?, member: String?, size: UInt64?
-    ) throws -> FileByteSource {
-        let writer = try SpillWriter(directory: limits.scratchDirectory, limit: limits.maxVirtualSize)
-        let what = member.map { "member \"\(OVFDescriptor.printable($0))\"" } ?? "the stream"
-        while let (offset, block) = try archive.nextBlock() {
-            if Task.isCancelled || isCancelled?() == true { throw CancellationError() }
-            budget.used += UInt64(block.count)
-            guard budget.used <= budget.limit else {
-                throw DiskImageError(
-                    .virtualSizeTooLarge, "the container decompresses to more than \(budget.limit) bytes")
-            }
-            do {
-                try writer.write(block, at: offset)
-            } catch let error as DiskImageError where error.code == .virtualSizeTooLarge {
-                throw DiskImageError(
-                    .virtualSizeTooLarge,
-                    "\(what) decompresses to more than the limit of \(limits.maxVirtualSize) bytes")
-            }
+    /// The disk inside a taken member: a spilled file is unwrapped further (it may be a compressed stream
+    /// itself); a streamed one is a disk image (its first bytes carry no container signature).
+    private static func unwrapTaken(
+        _ taken: TakenMember, member: String?, limits: InspectionLimits, isCancelled: (@Sendable () -> Bool)?,
+        report: inout ContainerKind?, depth: Int
+    ) throws -> Unwrapped {
+        switch taken {
+        case .file(let file):
+            return try Containers.unwrap(file, limits: limits, isCancelled: isCancelled, report: &report, depth: depth + 1)
+        case .stream(let plan):
+            return Unwrapped(source: plan.probe, member: member, stream: plan)
         }
-        return try writer.finish(size: size)
+    }
+
+    /// What the first bytes of a member say about streaming it: `.raw` (raw or ISO content) and `.vmdk` (a
+    /// streamOptimized VMDK: compressed grains with markers) can be streamed; nil for anything else (another
+    /// format, a container, several signatures: spilled, and detection then judges the file).
+    static func streamKind(_ head: [UInt8]) throws -> ImageFormat? {
+        guard Containers.sniff(Array(head.prefix(512))) == nil else { return nil }
+        let found = try DiskImage.signatures(MemoryByteSource(head)).found
+        if found.isEmpty || found == ["iso"] { return .raw }
+        if found == ["vmdk"], head.starts(with: Signature.vmdkSparse),
+            let header = try? VMDKSparseHeader.parse(Array(head.prefix(512)), what: "header"),
+            header.compressed, header.hasMarkers
+        {
+            return .vmdk
+        }
+        return nil
+    }
+
+    /// Reads the current entry once: a member that can be streamed (`streamKind`) is measured (size, first
+    /// bytes, last sector) and dropped; any other is decompressed into a sparse temporary file. A
+    /// streamOptimized VMDK alone in a compressed stream (`single`) is not read past its first bytes: its
+    /// reader continues from there.
+    private static func takeEntry(
+        _ archive: ArchiveReader, reopen: @escaping () throws -> ArchiveReader, ordinal: Int, single: Bool,
+        limits: InspectionLimits, budget: inout Budget, isCancelled: (@Sendable () -> Bool)?, member: String?,
+        size: UInt64?
+    ) throws -> TakenMember {
+        let what = member.map { "member \"\(OVFDescriptor.printable($0))\"" } ?? "the stream"
+        // Both bounds hold as bytes arrive: a member past the virtual size limit, a container past its budget.
+        let remaining = budget.limit - budget.used
+        let containerLimit = budget.limit
+        let limitMessage: @Sendable (UInt64) -> DiskImageError
+        if remaining < limits.maxVirtualSize {
+            limitMessage = { _ in
+                DiskImageError(.virtualSizeTooLarge, "the container decompresses to more than \(containerLimit) bytes")
+            }
+        } else {
+            limitMessage = StreamPlan.tooLong(what)
+        }
+        var stream = ArchiveEntryStream(
+            archive: archive, recordedSize: size, limit: min(remaining, limits.maxVirtualSize),
+            isCancelled: isCancelled, tooLong: limitMessage)
+        defer { budget.used += stream.position }
+        var head: [UInt8] = []
+        while head.count < streamHeadBytes {
+            let chunk = try stream.read(max: streamHeadBytes - head.count)
+            if chunk.isEmpty { break }
+            head += chunk
+        }
+        switch try streamKind(head) {
+        case .vmdk? where single:
+            // The probe holds the header only (detection reads nothing else of a VMDK); the reader reads on.
+            let probe = ProbeByteSource(size: UInt64(head.count), head: head, tail: [])
+            stream.unread(head)
+            return .stream(
+                StreamPlan(
+                    probe: probe, reopen: reopen, ordinal: ordinal, member: member, recordedSize: size,
+                    direct: stream, limits: limits, isCancelled: isCancelled))
+        case .raw?, .vmdk?:
+            let (total, last) = try stream.drain(tailCount: 512)
+            let tail = last.count == 512 ? last : Array((head + last).suffix(512))
+            let probe = ProbeByteSource(size: total, head: head, tail: tail)
+            return .stream(
+                StreamPlan(
+                    probe: probe, reopen: reopen, ordinal: ordinal, member: member, recordedSize: size, direct: nil,
+                    limits: limits, isCancelled: isCancelled))
+        default:
+            let writer = try SpillWriter(directory: limits.scratchDirectory, limit: limits.maxVirtualSize)
+            var offset: UInt64 = 0
+            var chunk = head
+            while !chunk.isEmpty {
+                try chunk.withUnsafeBytes { try writer.write($0, at: offset) }
+                offset += UInt64(chunk.count)
+                chunk = try stream.read(max: 4 << 20)
+            }
+            return .file(try writer.finish(size: size))
+        }
     }
 }

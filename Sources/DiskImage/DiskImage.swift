@@ -16,45 +16,53 @@ public enum DiskImage {
     /// safety checks and returns a reader positioned at the start of the virtual disk.
     ///
     /// A disk inside a container (an OVA, a tar, a zip, a gzip/xz/zstd/bzip2 stream, a compressed tar) is
-    /// found and read transparently (architecture.md "Inputs"): a member of an uncompressed tar in place, a
-    /// compressed one through a sparse temporary file in `limits.scratchDirectory` (unlinked at once, gone
-    /// when the reader is released). `info.container` says which container it was.
+    /// found and read transparently (architecture.md "Inputs"): a member of an uncompressed tar in place; a
+    /// raw disk or streamOptimized VMDK in a compressed stream while it is decompressed (StreamedMember.swift);
+    /// any other format in a compressed stream through a sparse temporary file in `limits.scratchDirectory`
+    /// (unlinked at once, gone when the reader is released). `info.container` says which container it was.
     ///
     /// - Parameters:
     ///   - source: the image bytes.
     ///   - claimedFormat: what the uploader said (flag or sidecar); nil when nothing was claimed. A claimed
     ///     `raw` accepts an ISO 9660 image (its content is read as raw). For a container, the format of the
     ///     disk inside.
+    ///   - claim: what the uploader said the file is, container forms included (`raw.xz`, `ova`, `tar.gz`);
+    ///     content that differs is `FormatMismatch`. Its disk format counts as `claimedFormat`.
     ///   - limits: bounds on virtual size and metadata memory; where temporary files go.
     ///   - isCancelled: polled while a compressed container is decompressed (besides `Task.isCancelled`,
     ///     which a dispatch thread does not see); returning true ends the work with `CancellationError`.
     /// - Returns: a reader whose `info.bootable` also reflects an MBR/GPT found in the first sectors.
     /// - Throws: `DiskImageError` with a stable rejection code; the source's own errors as they are.
     public static func open(
-        _ source: any ByteSource, claimedFormat: ImageFormat? = nil, limits: InspectionLimits = .init(),
-        isCancelled: (@Sendable () -> Bool)? = nil
+        _ source: any ByteSource, claimedFormat: ImageFormat? = nil, claim: FormatClaim? = nil,
+        limits: InspectionLimits = .init(), isCancelled: (@Sendable () -> Bool)? = nil
     ) throws -> any DiskReader {
         var container: ContainerKind?
         let unwrapped = try Containers.unwrap(source, limits: limits, isCancelled: isCancelled, report: &container)
-        return try openBare(unwrapped, claimedFormat: claimedFormat, limits: limits)
+        return try openBare(unwrapped, claimedFormat: claimedFormat, claim: claim, limits: limits)
     }
 
     /// Opens the disk image file of `unwrapped` (no container left).
-    static func openBare(_ unwrapped: Unwrapped, claimedFormat: ImageFormat?, limits: InspectionLimits) throws
-        -> BootSniffingReader
-    {
+    static func openBare(
+        _ unwrapped: Unwrapped, claimedFormat: ImageFormat?, claim: FormatClaim? = nil, limits: InspectionLimits
+    ) throws -> BootSniffingReader {
         let source = unwrapped.source
         let format = try detectBare(source)
         try check(claimed: claimedFormat, detected: format)
+        try claim?.check(format: format, container: unwrapped.container, compression: unwrapped.compression)
         let reader: any DiskReader
-        switch format {
-        case .raw: reader = try RawReader(source: source, limits: limits)
+        if let plan = unwrapped.stream {
+            reader = try plan.reader(format: format)
+        } else {
+            switch format {
+            case .raw: reader = try RawReader(source: source, limits: limits)
         case .iso: reader = try RawReader(source: source, limits: limits, format: .iso)
         case .qcow2: reader = try QCOW2Reader(source: source, limits: limits)
         case .vmdk: reader = try VMDKReader(source: source, limits: limits)
         case .vhd: reader = try VHDReader(source: source, limits: limits)
         case .vhdx: reader = try VHDXReader(source: source, limits: limits)
         case .vdi: reader = try VDIReader(source: source, limits: limits)
+            }
         }
         guard reader.info.virtualSize <= limits.maxVirtualSize else {
             throw DiskImageError(
@@ -63,6 +71,7 @@ public enum DiskImage {
         }
         var sniffing = try BootSniffingReader(reader)
         sniffing.info.container = unwrapped.container
+        sniffing.info.compression = unwrapped.compression
         return sniffing
     }
 
@@ -77,8 +86,8 @@ public enum DiskImage {
     ///
     /// - Returns: the verdict, the reasons, and what could be learned about the image.
     public static func inspect(
-        _ source: any ByteSource, claimedFormat: ImageFormat? = nil, limits: InspectionLimits = .init(),
-        metadataOnly: Bool = false, isCancelled: (@Sendable () -> Bool)? = nil
+        _ source: any ByteSource, claimedFormat: ImageFormat? = nil, claim: FormatClaim? = nil,
+        limits: InspectionLimits = .init(), metadataOnly: Bool = false, isCancelled: (@Sendable () -> Bool)? = nil
     ) -> Inspection {
         var result = Inspection(
             format: nil, virtualSize: 0, allocatedBytes: 0, bootable: false, verdict: .ok, reasons: [])
@@ -89,7 +98,7 @@ public enum DiskImage {
             opened = unwrapped
             result.container = unwrapped.container
             result.format = try? detectBare(unwrapped.source)
-            var reader = try openBare(unwrapped, claimedFormat: claimedFormat, limits: limits)
+            var reader = try openBare(unwrapped, claimedFormat: claimedFormat, claim: claim, limits: limits)
             result.format = reader.info.format
             result.virtualSize = reader.info.virtualSize
             result.allocatedBytes = reader.info.allocatedBytes

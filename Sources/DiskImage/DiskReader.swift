@@ -34,7 +34,8 @@ public struct InspectionLimits: Sendable, Equatable {
     /// qemu's cap on the qcow2 L1 table.
     public var metadataBudget: Int
     /// Where a disk decompressed from a container is spilled (a sparse temporary file, unlinked as soon as it
-    /// is created); nil for `$TMPDIR`, else `/tmp`. Only a compressed container needs one.
+    /// is created); nil for `$TMPDIR`, else `/tmp`. Only a random-access format inside a compressed container
+    /// needs one.
     public var scratchDirectory: String?
 
     public init(maxVirtualSize: UInt64 = 16 << 40, metadataBudget: Int = 32 << 20, scratchDirectory: String? = nil) {
@@ -55,6 +56,9 @@ public struct ImageInfo: Sendable, Equatable {
     public var bootable: Bool
     /// The container the disk was found in; nil for a bare image.
     public var container: ContainerKind?
+    /// The compression around the container or disk (a compressed tar, a single compressed stream); nil when
+    /// the outermost layer is not compressed.
+    public var compression: ContainerKind?
 
     public init(
         format: ImageFormat, virtualSize: UInt64, allocatedBytes: UInt64, bootable: Bool,

@@ -45,13 +45,14 @@ public struct ImageImporter: Sendable {
     ///   - source: the image bytes; cancelled (``S3ObjectByteSource/cancel()``) when the import is, so a
     ///     read in progress stops before its next request.
     ///   - claim: the import claim (nil for a local file).
+    ///   - formatClaim: the uploader's claim including its container form (`raw.xz`, `ova`); nil for none.
     ///   - progress: called with (virtual bytes done, virtual size) after each extent.
     /// - Returns: the committed snapshot.
     /// - Throws: `DiskImageError` (rejection), `ImporterError`, `CancellationError`, or the core's errors.
     public func importImage(
         source: any ByteSource, claim: ImportClaim?, owner: ProjectRef, description: String,
-        claimedFormat: ImageFormat?, snapshotSource: SnapshotSource, logger: inout Logger,
-        progress: @escaping @Sendable (UInt64, UInt64) -> Void
+        claimedFormat: ImageFormat?, formatClaim: FormatClaim? = nil, snapshotSource: SnapshotSource,
+        logger: inout Logger, progress: @escaping @Sendable (UInt64, UInt64) -> Void
     ) async throws -> SnapshotRecord {
         let limits = limits
         // Opening can take long (a compressed stream is decompressed first): DiskImage is synchronous, so
@@ -61,7 +62,8 @@ public struct ImageImporter: Sendable {
             try await offload {
                 ReaderBox(
                     try DiskImage.open(
-                        source, claimedFormat: claimedFormat, limits: limits, isCancelled: { cancelled.isSet }))
+                        source, claimedFormat: claimedFormat, claim: formatClaim, limits: limits,
+                        isCancelled: { cancelled.isSet }))
             }
         } onCancel: {
             cancelled.set()

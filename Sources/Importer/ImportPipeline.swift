@@ -345,14 +345,15 @@ public struct ImportPipeline: ObjectImporting {
                 .objectChanged,
                 "\(candidate.key) was replaced since the listing (ETag \(head.etag), not \(candidate.etag))")
         }
-        let claimedFormat = try Self.format(sidecar?.format, key: candidate.key)
+        let claimed = try Self.claim(sidecar?.format, key: candidate.key)
         _ = try Self.shareTargets(sidecar, key: candidate.key)
         let description = sidecar?.description ?? head.metadata["description"] ?? Self.defaultDescription(candidate.key)
         let source = S3ObjectByteSource(
             store: store, key: candidate.key, etag: candidate.etag, size: head.size, chunkSize: settings.chunkSize,
             cachedChunks: settings.cachedChunks, readAhead: settings.readAhead, progress: progress)
         let record = try await imageImporter.importImage(
-            source: source, claim: claim, owner: owner, description: description, claimedFormat: claimedFormat,
+            source: source, claim: claim, owner: owner, description: description, claimedFormat: claimed?.format,
+            formatClaim: claimed,
             snapshotSource: .object(bucket: settings.bucket, key: candidate.key, etag: candidate.etag),
             logger: &logger, progress: { _, _ in })
         return (record, sidecar)
@@ -504,17 +505,22 @@ public struct ImportPipeline: ObjectImporting {
 
     // MARK: - Sidecar, sharing, moves
 
-    /// A sidecar/flag format name as an ImageFormat (`vpc` is qemu's name for VHD).
+    /// The disk format of a sidecar/flag format name (`vpc` is qemu's name for VHD); nil for none, or for a
+    /// name that claims only a container (see ``claim(_:key:)``).
     public static func format(_ name: String?, key: String) throws -> ImageFormat? {
+        try claim(name, key: key)?.format
+    }
+
+    /// A sidecar/flag format name: a disk format, a container form (`ova`, `tar`, `zip`, `gz` …) or both
+    /// (`raw.xz`, `qcow2.gz`, `tar.gz`); DiskImage refuses content that differs (`FormatMismatch`).
+    ///
+    /// - Throws: `InvalidSidecar` for a name that is none of these.
+    public static func claim(_ name: String?, key: String) throws -> FormatClaim? {
         guard let name else { return nil }
-        let normalized = name.lowercased() == "vpc" ? "vhd" : name.lowercased()
-        guard let format = ImageFormat(rawValue: normalized) else {
-            throw ImporterError(
-                .invalidSidecar,
-                "format '\(name)' for \(key) is not one of \(ImageFormat.allCases.map(\.rawValue).joined(separator: ", "))"
-            )
+        guard let claim = FormatClaim(name) else {
+            throw ImporterError(.invalidSidecar, "format '\(name)' for \(key) is not \(FormatClaim.names)")
         }
-        return format
+        return claim
     }
 
     private static func shareTargets(_ sidecar: Sidecar?, key: String) throws -> [ProjectRef] {

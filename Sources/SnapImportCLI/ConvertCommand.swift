@@ -22,15 +22,15 @@ struct ConvertCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The raw file to write (created or truncated); '-' writes the disk to stdout.")
     var output: String
 
-    @Option(name: .long, help: "The format the image must be (raw, iso, qcow2, vmdk, vhd|vpc, vhdx, vdi).")
+    @Option(name: .long, help: "What the image must be: a disk format (raw, iso, qcow2, vmdk, vhd|vpc, vhdx, vdi), a container (ova, tar, zip, gz, xz, zst, bz2) or both (raw.xz, qcow2.gz, tar.gz).")
     var format: String?
 
     func validate() throws {
-        if let format { _ = try parseImageFormat(format) }
+        if let format { _ = try parseFormatClaim(format) }
     }
 
     func run() async throws {
-        let claimed = try format.map(parseImageFormat)
+        let claimed = try format.map(parseFormatClaim)
         DiskImage.tuneAllocatorForLargeExtents()
         let config = try AppContext(global).configuration
         if output == "-" && isatty(STDOUT_FILENO) == 1 {
@@ -45,7 +45,7 @@ struct ConvertCommand: AsyncParsableCommand {
             let output = output
             // Parsing and writing block: they run on the blocking executor.
             let (format, result) = try await BlockingExecutor.shared.run { () -> (ImageFormat, ConversionResult) in
-                var reader = try DiskImage.open(bytes, claimedFormat: claimed, limits: limits)
+                var reader = try DiskImage.open(bytes, claimedFormat: claimed?.format, claim: claimed, limits: limits)
                 if output == "-" {
                     return (reader.info.format, try DiskImage.convert(&reader, toStream: STDOUT_FILENO))
                 }

@@ -29,11 +29,11 @@ struct ImportCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The snapshot's description (default: x-amz-meta-description, then the file name).")
     var description: String?
 
-    @Option(name: .long, help: "The format the image must be (raw, iso, qcow2, vmdk, vhd|vpc, vhdx, vdi).")
+    @Option(name: .long, help: "What the image must be: a disk format (raw, iso, qcow2, vmdk, vhd|vpc, vhdx, vdi), a container (ova, tar, zip, gz, xz, zst, bz2) or both (raw.xz, qcow2.gz, tar.gz).")
     var format: String?
 
     func validate() throws {
-        if let format { _ = try parseImageFormat(format) }
+        if let format { _ = try parseFormatClaim(format) }
         if let project {
             do {
                 _ = try ProjectRef(parsing: project)
@@ -48,7 +48,7 @@ struct ImportCommand: AsyncParsableCommand {
     func run() async throws {
         DiskImage.tuneAllocatorForImports()
         let context = try AppContext(global)
-        let claimed = try format.map(parseImageFormat)
+        let claimed = try format.map(parseFormatClaim)
         let logger = context.logger("snapimport.import")
         let json = global.json
         let bar = ProgressBar(label: (source as NSString).lastPathComponent)
@@ -65,7 +65,7 @@ struct ImportCommand: AsyncParsableCommand {
                     let result = try await context.withPipeline(bucket: location.bucket, logger: logger) {
                         pipeline, _ in
                         try await pipeline.importObjectManually(
-                            key: key, owner: owner, description: description, claimedFormat: claimed,
+                            key: key, owner: owner, description: description, claimedFormat: claimed?.format,
                             progress: progress)
                     }
                     switch result {
@@ -86,7 +86,8 @@ struct ImportCommand: AsyncParsableCommand {
                             leaseDuration: settings.leaseDuration, progressInterval: settings.progressInterval)
                         var logger = logger
                         return try await importer.importImage(
-                            source: file, claim: nil, owner: owner, description: text, claimedFormat: claimed,
+                            source: file, claim: nil, owner: owner, description: text, claimedFormat: claimed?.format,
+                            formatClaim: claimed,
                             snapshotSource: .file(path: path), logger: &logger, progress: progress)
                     }
                 }

@@ -15,18 +15,18 @@ struct InspectCommand: AsyncParsableCommand {
     @Argument(help: "A local image path or s3://bucket/key.")
     var source: String
 
-    @Option(name: .long, help: "The format the image must be (raw, iso, qcow2, vmdk, vhd|vpc, vhdx, vdi).")
+    @Option(name: .long, help: "What the image must be: a disk format (raw, iso, qcow2, vmdk, vhd|vpc, vhdx, vdi), a container (ova, tar, zip, gz, xz, zst, bz2) or both (raw.xz, qcow2.gz, tar.gz).")
     var format: String?
 
     @Flag(name: .long, help: "Check headers and tables only; do not read (decompress) the disk's data.")
     var metadataOnly = false
 
     func validate() throws {
-        if let format { _ = try parseImageFormat(format) }
+        if let format { _ = try parseFormatClaim(format) }
     }
 
     func run() async throws {
-        let claimed = try format.map(parseImageFormat)
+        let claimed = try format.map(parseFormatClaim)
         let config = try AppContext(global).configuration
         let bytes: any ByteSource
         do {
@@ -37,7 +37,8 @@ struct InspectCommand: AsyncParsableCommand {
         let limits = InspectionLimits(maxVirtualSize: config.limits.maxVirtualSize)
         let metadataOnly = metadataOnly
         let result = try await BlockingExecutor.shared.run {
-            DiskImage.inspect(bytes, claimedFormat: claimed, limits: limits, metadataOnly: metadataOnly)
+            DiskImage.inspect(
+                bytes, claimedFormat: claimed?.format, claim: claimed, limits: limits, metadataOnly: metadataOnly)
         }
         if global.json {
             CommandOutput.printJSON(result)

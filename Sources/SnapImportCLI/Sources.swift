@@ -17,6 +17,14 @@ func openSource(_ string: String, global: GlobalOptions) async throws -> any Byt
     return try FileByteSource(path: string)
 }
 
+/// Parses a `--format` value with its container forms (`raw.xz`, `ova`, `tar.gz`; see `FormatClaim`).
+func parseFormatClaim(_ text: String) throws -> FormatClaim {
+    guard let claim = FormatClaim(text) else {
+        throw ValidationError("unknown format '\(text)' (expected \(FormatClaim.names))")
+    }
+    return claim
+}
+
 /// Parses a `--format` value: snapimport's names plus qemu's aliases (`vpc` for VHD).
 func parseImageFormat(_ text: String) throws -> ImageFormat {
     let lowered = text.lowercased()

@@ -211,6 +211,81 @@ struct EndToEndTests {
         #expect(formats == ["qcow2", "vmdk"], "the format is the disk's inside the container")
     }
 
+    @Test("raw and streamOptimized VMDK in compressed streams, a GCE tar.gz and an ova.gz import from the bucket with no scratch file")
+    func compressedStreamsImportWithoutAScratchFile() async throws {
+        let e2e = try #require(E2E.load("streamed"))
+        let client = try e2e.client()
+        let bucket = try await e2e.makeBucket(client)
+        let directory = "\(e2e.work)/fx"
+        let fixtures = try Fixtures.everyFormat(e2e, directory: directory, seed: 7)
+        let raw = try #require(fixtures.first { $0.name == "disk.raw" })
+        let vmdk = try #require(fixtures.first { $0.name == "stream.vmdk" })
+        let qcow2 = try #require(fixtures.first { $0.name == "disk.qcow2" })
+        let ovf = """
+            <?xml version="1.0" encoding="UTF-8"?>
+            <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+              <References><File ovf:href="disk.raw" ovf:id="file1"/></References>
+              <VirtualSystem ovf:id="vm"><Info>a machine</Info></VirtualSystem>
+            </Envelope>
+            """
+        try ovf.write(toFile: "\(directory)/appliance.ovf", atomically: false, encoding: .utf8)
+        let script = """
+            set -e; cd '\(directory)'
+            cp '\(raw.path)' disk.raw
+            xz -T1 -c disk.raw > disk.raw.xz; gzip -c disk.raw > disk.raw.gz; zstd -q -c disk.raw > disk.raw.zst
+            bzip2 -c disk.raw > disk.raw.bz2; gzip -c stream.vmdk > stream.vmdk.gz; xz -T1 -c stream.vmdk > stream.vmdk.xz
+            tar --format=oldgnu -Sczf gce.tar.gz disk.raw
+            tar --format=ustar -cf - appliance.ovf disk.raw | gzip -c > appliance.ova.gz
+            xz -T1 -c disk.qcow2 > disk.qcow2.xz
+            """
+        let made = try Tools.run("/bin/sh", ["-c", script])
+        try #require(made.status == 0, "\(made.stderr)")
+        var expected: [String: [UInt8]] = [:]
+        let rawReference = try Fixtures.reference(e2e, raw)
+        let vmdkReference = try Fixtures.reference(e2e, vmdk)
+        for name in ["disk.raw.xz", "disk.raw.gz", "disk.raw.zst", "disk.raw.bz2", "stream.vmdk.gz", "stream.vmdk.xz",
+            "gce.tar.gz", "appliance.ova.gz"]
+        {
+            let key = "\(e2e.prefix)incoming/web@acme/\(name)"
+            let body = Array(try Data(contentsOf: URL(fileURLWithPath: "\(directory)/\(name)")))
+            try await client.putObject(bucket: bucket, key: key, body: body)
+            expected[key] = name.hasPrefix("stream.vmdk") ? vmdkReference : rawReference
+        }
+        // Sidecars with container forms: a true claim is imported, a false one refused with FormatMismatch.
+        try await client.putObject(
+            bucket: bucket, key: "\(e2e.prefix)incoming/web@acme/disk.raw.xz.json", body: Array(#"{"format":"raw.xz"}"#.utf8))
+        try await client.putObject(
+            bucket: bucket, key: "\(e2e.prefix)incoming/web@acme/gce.tar.gz.json", body: Array(#"{"format":"tar.gz"}"#.utf8))
+        let lying = "\(e2e.prefix)incoming/web@acme/lying.raw.gz"
+        try await client.putObject(
+            bucket: bucket, key: lying, body: Array(try Data(contentsOf: URL(fileURLWithPath: "\(directory)/disk.raw.gz"))))
+        try await client.putObject(bucket: bucket, key: lying + ".json", body: Array(#"{"format":"ova.gz"}"#.utf8))
+        // No temporary file can be made: the store's scratch folder is a regular file (so it cannot be
+        // created) and TMPDIR, the fallback, does not exist. A spill would fail with IOError.
+        let data = "\(e2e.work)/data"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try Data("not a folder".utf8).write(to: URL(fileURLWithPath: "\(data)/scratch"))
+        var environment = ProcessInfo.processInfo.environment
+        environment["TMPDIR"] = "\(e2e.work)/no-such-tmp"
+        let config = try e2e.writeConfig(bucket: bucket, data: data)
+        let pass = try Tools.run(Tools.snapimportBinary(), ["run", "--json", "--config", config], environment: environment)
+        #expect(pass.status == 1, "one image was rejected: \(pass.stderr)")
+        #expect((try jsonObject(pass.stdout)["imported"] as? [Any])?.count == expected.count, "\(pass.stdout)")
+        try await verify(e2e, client, bucket: bucket, data: data, catalog: nil, expected: expected)
+        let refusal = try await client.getObject(
+            bucket: bucket, key: "\(e2e.prefix)failed/web@acme/lying.raw.gz.error.json")
+        #expect(try jsonObject(String(decoding: refusal, as: UTF8.self))["code"] as? String == "FormatMismatch")
+        // The control: a qcow2 in an xz stream must spill, and cannot here.
+        let control = "\(e2e.prefix)incoming/web@acme/disk.qcow2.xz"
+        try await client.putObject(
+            bucket: bucket, key: control,
+            body: Array(try Data(contentsOf: URL(fileURLWithPath: "\(directory)/disk.qcow2.xz"))))
+        _ = qcow2
+        let second = try Tools.run(Tools.snapimportBinary(), ["run", "--json", "--config", config], environment: environment)
+        #expect((try? jsonObject(second.stdout)["imported"] as? [Any])??.isEmpty ?? true, "\(second.stdout)")
+        #expect((second.stdout + second.stderr).contains("no-such-tmp"), "\(second.stdout) \(second.stderr)")
+    }
+
     @Test("two run processes started together import every image exactly once (SQLite)")
     func twoRunsTogether() async throws {
         try await twoWorkers(catalog: nil, test: "two-runs")
