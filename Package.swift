@@ -250,6 +250,7 @@ let package = Package(
             name: "ImporterTests",
             dependencies: [
                 "Importer", "S3", "DiskImage", "SnapshotCore", "SnapshotStores", "SnapshotPostgres", "BlockStoreS3",
+                "BlockStoreFS", "SnapshotSQLite",
             ],
             swiftSettings: swiftSettings
         ),
