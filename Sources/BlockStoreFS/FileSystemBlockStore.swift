@@ -23,6 +23,9 @@ import Synchronization
 /// Why packs: with one file per 1 MiB block, creating the files (ext4's inode allocation) took about a
 /// fifth of an import's CPU; appending to one file per writer does not (issue 6, scripts/bench).
 ///
+/// Writes: the appends of concurrent block writers are in flight at once (direct writes into a pack
+/// preallocated ahead of them, see ``reserve(_:)``), so the device sees a queue, not one write at a time.
+///
 /// Durability: a new block is appended and its writeback started at once; ``sync()`` `fdatasync`s the
 /// packs written since the last sync, then inserts the blocks' index rows in one transaction that is
 /// itself synced (SQLite `synchronous = FULL` for that commit). An indexed block is therefore always
@@ -136,11 +139,11 @@ public final class FileSystemBlockStore: BlockStore {
     private let state = Mutex(State())
     // Serializes syncs (held only across synchronous calls, never across a suspension).
     private let syncLock = Mutex(())
-    // EXPERIMENT knobs (removed before merge).
-    private let serialAppends = ProcessInfo.processInfo.environment["EXP_SERIAL"] == "1"
-    private let preallocation = UInt64(ProcessInfo.processInfo.environment["EXP_PREALLOC_MB"].flatMap(Int.init) ?? 32) << 20
-    private let appendLock = Mutex(())
+    // Appends run concurrently (on the blocking executor: a direct write blocks for the device), each
+    // with a staging buffer of its own.
     private let staging = StagingBuffers(kept: 8)
+    /// How far ahead of the appends a pack is preallocated (see ``reserve(_:)``).
+    static let preallocation: UInt64 = 32 << 20
     /// `fdatasync` of a pack (a seam for tests).
     private let dataSync: @Sendable (Int32, String) throws -> Void
     /// Where every call that touches the disk or the index runs: never on the cooperative pool.
@@ -174,7 +177,7 @@ public final class FileSystemBlockStore: BlockStore {
     ) throws {
         self.dataSync = dataSync
         self.root = root
-        self.directWrites = directWrites && ProcessInfo.processInfo.environment["EXP_DIRECT"] != "0"
+        self.directWrites = directWrites
         self.packsDirectory = root + "/packs"
         self.batchLimit = max(1, batchLimit)
         self.packLimit = max(Self.alignment, packLimit)
@@ -229,11 +232,7 @@ public final class FileSystemBlockStore: BlockStore {
         if freshenPending(hash, at: now) { return (false, false) }
         if try freshenIndexed(hash, at: now) { return (false, false) }
         let (pack, offset) = try reserve(bytes.count)
-        if serialAppends {
-            try appendLock.withLock { _ in try write(bytes, to: pack, at: offset) }
-        } else {
-            try write(bytes, to: pack, at: offset)
-        }
+        try write(bytes, to: pack, at: offset)
         let (duplicate, count) = state.withLock { state -> (Bool, Int) in
             if state.pending[hash] != nil {
                 state.pending[hash]?.modified = now
@@ -424,8 +423,8 @@ public final class FileSystemBlockStore: BlockStore {
             }
             let offset = state.end
             state.end = offset + Self.aligned(size)
-            if preallocation > 0, state.end > state.allocated, let pack = state.pack {
-                let target = min(packLimit, max(state.end, state.allocated + preallocation))
+            if state.end > state.allocated, let pack = state.pack {
+                let target = min(packLimit, max(state.end, state.allocated + Self.preallocation))
                 // A filesystem without preallocation: appends extend the file (still correct).
                 if POSIX.preallocate(pack.fd, offset: state.allocated, length: target - state.allocated) {
                     state.allocated = target
@@ -468,7 +467,7 @@ public final class FileSystemBlockStore: BlockStore {
     /// 870 MB written with `dd` took 0.08–0.15 s of system CPU direct against 0.46–1.89 s buffered.
     /// The tail of the last 4 KiB is written as zeros (blocks start at aligned offsets anyway). The
     /// sync before indexing still `fdatasync`s the pack (device cache, extents, size).
-    /// Runs under `appendLock` (or before any put, when moving the earlier layout), which owns `staging`.
+    /// Several appends run at once (different offsets), each copying into a staging buffer of its own.
     private func write(_ bytes: ArraySlice<UInt8>, to pack: Pack, at offset: UInt64) throws {
         guard pack.direct else {
             try bytes.withUnsafeBytes { try POSIX.pwriteAll(pack.fd, $0, at: offset, path: pack.path) }

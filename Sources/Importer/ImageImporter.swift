@@ -27,7 +27,7 @@ public struct ImageImporter: Sendable {
 
     /// Block writes in flight at once (each hashes its block, then stores it): hashing spreads over the
     /// cores and stores overlap with the download. Memory: this many blocks plus two handed over.
-    public static let blockWriters = ProcessInfo.processInfo.environment["EXP_WRITERS"].flatMap(Int.init) ?? 6
+    public static let blockWriters = 6
 
     /// Validates `source`, writes its blocks into a pending snapshot and commits it.
     ///

@@ -1,5 +1,4 @@
 import BlockingIO
-import Foundation
 public import DiskImage
 import Synchronization
 
@@ -95,10 +94,6 @@ public final class S3ObjectByteSource: ByteSource {
         self.key = key
         self.etag = etag
         self.size = size
-        let env = ProcessInfo.processInfo.environment  // EXPERIMENT knobs
-        let chunkSize = env["EXP_CHUNK_MB"].flatMap(Int.init).map { $0 << 20 } ?? chunkSize
-        let readAhead = env["EXP_READAHEAD"].flatMap(Int.init) ?? readAhead
-        let cachedChunks = env["EXP_CACHED"].flatMap(Int.init) ?? cachedChunks
         self.chunkSize = UInt64(max(chunkSize, 4096))
         self.readAhead = max(0, readAhead)
         self.cachedChunks = max(cachedChunks, 1 + self.readAhead)
