@@ -268,7 +268,7 @@ let package = Package(
             name: "ImporterTests",
             dependencies: [
                 "Importer", "S3", "DiskImage", "SnapshotCore", "SnapshotStores", "SnapshotPostgres", "BlockStoreS3",
-                "ProcessTestSupport",
+                "BlockStoreFS", "SnapshotSQLite", "ProcessTestSupport",
             ],
             swiftSettings: swiftSettings
         ),

@@ -29,6 +29,17 @@ extension POSIX {
         _ = snapimport_start_writeback(fd, off_t(offset), off_t(length))
     }
 
+    /// Allocates a range of a file (`fallocate`, mode 0: the file grows to cover it; the range reads as
+    /// zeros). - Returns: false where the filesystem cannot preallocate (the caller simply appends).
+    static func preallocate(_ fd: Int32, offset: UInt64, length: UInt64) -> Bool {
+        guard length > 0 else { return true }
+        while snapimport_preallocate(fd, off_t(offset), off_t(length)) != 0 {
+            if errno == EINTR { continue }
+            return false
+        }
+        return true
+    }
+
     /// Frees a range of a file, which then reads as zeros; the file keeps its size. On a filesystem
     /// without hole punching this does nothing: the space comes back only when the whole file goes.
     static func punchHole(_ fd: Int32, offset: UInt64, length: UInt64, path: String) throws {

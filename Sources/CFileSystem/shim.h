@@ -21,6 +21,11 @@ static inline int snapimport_punch_hole(int fd, off_t offset, off_t length) {
     return fallocate(fd, 0x02 /* PUNCH_HOLE */ | 0x01 /* KEEP_SIZE */, offset, length);
 }
 
+/// fallocate(mode 0): allocate the range, extending the file's size to cover it.
+static inline int snapimport_preallocate(int fd, off_t offset, off_t length) {
+    return fallocate(fd, 0, offset, length);
+}
+
 /// sync_file_range(SYNC_FILE_RANGE_WRITE): queue the range's dirty pages for writeback, no waiting.
 static inline int snapimport_start_writeback(int fd, off_t offset, off_t length) {
     return sync_file_range(fd, offset, length, 2 /* SYNC_FILE_RANGE_WRITE */);
@@ -31,6 +36,12 @@ static inline int snapimport_o_direct(void) {
 }
 
 static inline int snapimport_punch_hole(int fd, off_t offset, off_t length) {
+    (void)fd; (void)offset; (void)length;
+    errno = EOPNOTSUPP;
+    return -1;
+}
+
+static inline int snapimport_preallocate(int fd, off_t offset, off_t length) {
     (void)fd; (void)offset; (void)length;
     errno = EOPNOTSUPP;
     return -1;
