@@ -5,8 +5,10 @@ import Testing
 /// CreateVolume's `ClientToken` survives a crash of serve (it is kept in the catalog), through the real aws CLI.
 extension EndToEndTests {
     @Test(
-        "create-volume --client-token: the same VolumeId across a serve crash (SQLite catalog); another size is "
-            + "IdempotentParameterMismatch; racing calls make one volume",
+        """
+        create-volume --client-token: the same VolumeId across a serve crash (SQLite catalog); another size is \
+        IdempotentParameterMismatch; racing calls make one volume
+        """,
         .enabled(if: Tools.missing == nil, "\(Tools.missing ?? "")"))
     func volumeClientTokenSQLite() async throws {
         try await Session.with(catalog: nil) { try await $0.volumeClientToken() }

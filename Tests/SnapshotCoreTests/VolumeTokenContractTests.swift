@@ -23,7 +23,9 @@ struct VolumeTokenContractTests {
             volumeID: VolumeID(rawValue: volume)!, createdAt: at)
     }
 
-    @Test("a token reads back; a second one of the same requester rolls its whole batch back", arguments: CatalogFactory.all)
+    @Test(
+        "a token reads back; a second one of the same requester rolls its whole batch back",
+        arguments: CatalogFactory.all)
     func catalogRecords(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
             let catalog = h.service.catalog
@@ -52,8 +54,10 @@ struct VolumeTokenContractTests {
     }
 
     @Test(
-        "createVolume with a token: a repeat (also through another service on the catalog) answers the same volume, "
-            + "other parameters are a mismatch, racing calls make one volume",
+        """
+        createVolume with a token: a repeat (also through another service on the catalog) answers the same volume, \
+        other parameters are a mismatch, racing calls make one volume
+        """,
         arguments: CatalogFactory.all)
     func serviceTokens(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
@@ -83,7 +87,9 @@ struct VolumeTokenContractTests {
             let ids = try await withThrowingTaskGroup(of: VolumeID.self) { group in
                 for i in 0..<8 {
                     let service = i.isMultiple(of: 2) ? h.service : other
-                    group.addTask { try await service.createVolume(from: snapshot.id, caller: caller, clientToken: racing).id }
+                    group.addTask {
+                        try await service.createVolume(from: snapshot.id, caller: caller, clientToken: racing).id
+                    }
                 }
                 return try await group.reduce(into: Set<VolumeID>()) { $0.insert($1) }
             }
