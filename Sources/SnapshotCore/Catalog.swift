@@ -43,7 +43,8 @@ public import Foundation
 ///   `bucket`, `key`, `etag`; `bytes_read`, `bytes_total`; `import_id` = ``ImportKey/id``, written by every
 ///   insert, with indexes for the history's pages and lookups); `import_tasks` (``ImportTaskRecord``, primary key
 ///   `id`, unique (`requester`, `client_token`), indexes on (`owner`, `id`) and (`state`, `id`));
-///   `volume_tokens` (``VolumeTokenRecord``, primary key (`requester`, `client_token`)); `block_refs` (`hash` primary key, `refs`: how many manifests name the
+///   `volume_tokens` (``VolumeTokenRecord``, primary key (`requester`, `client_token`));
+///   `block_refs` (`hash` primary key, `refs`: how many manifests name the
 ///   block, maintained by `insertManifest` and `deleteSnapshot` in their transaction; a partial index
 ///   on the zero rows); `gc_sweep` (one row: the pending sweep request and its version); `access_keys`
 ///   (`id` primary key, `secret` in plain text — the server needs it to compute signatures —,

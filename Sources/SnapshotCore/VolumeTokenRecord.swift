@@ -58,7 +58,8 @@ public struct ClientTokenMismatch: Error, Sendable, CustomStringConvertible {
     public init(existing: VolumeTokenRecord) { self.existing = existing }
 
     public var description: String {
-        "\(Self.code): the client token \(ProjectRef.quoted(existing.clientToken)) was already used with different parameters "
-            + "(snapshot \(existing.snapshotID), size \(existing.size.map { "\($0) GiB" } ?? "unset"))"
+        "\(Self.code): the client token \(ProjectRef.quoted(existing.clientToken)) was already used with "
+            + "different parameters (snapshot \(existing.snapshotID), "
+            + "size \(existing.size.map { "\($0) GiB" } ?? "unset"))"
     }
 }

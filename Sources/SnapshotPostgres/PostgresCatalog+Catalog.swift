@@ -605,8 +605,8 @@ extension PostgresCatalog: Catalog {
             try await db.rows(
                 """
                 INSERT INTO volume_tokens (requester, client_token, snapshot_id, size, volume_id, created_at)
-                VALUES (\(t.requester.storedText), \(t.clientToken), \(t.snapshotID.rawValue), \(t.size.map(Int64.init)),
-                    \(t.volumeID.rawValue), \(millis(t.createdAt)))
+                VALUES (\(t.requester.storedText), \(t.clientToken), \(t.snapshotID.rawValue),
+                    \(t.size.map(Int64.init)), \(t.volumeID.rawValue), \(millis(t.createdAt)))
                 """, logger: logger)
         }
     }

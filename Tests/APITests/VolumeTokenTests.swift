@@ -53,8 +53,10 @@ extension EndToEndTests.Session {
         // Another project's token of the same text is its own.
         _ = try awsOK(
             "alice@acme",
-            ["modify-snapshot-attribute", "--snapshot-id", snapshot, "--attribute", "createVolumePermission",
-             "--operation-type", "add", "--user-ids", "bob@acme"])
+            [
+                "modify-snapshot-attribute", "--snapshot-id", snapshot, "--attribute", "createVolumePermission",
+                "--operation-type", "add", "--user-ids", "bob@acme",
+            ])
         let bobs = try awsOK("bob@acme", create + ["T"])
         #expect(bobs["VolumeId"] as? String != volumeID, "\(bobs)")
 
@@ -62,7 +64,9 @@ extension EndToEndTests.Session {
         let session = self
         let ids = try await withThrowingTaskGroup(of: String?.self) { group in
             for _ in 0..<4 {
-                group.addTask { try session.awsOK("alice@acme", create + ["T-race", "--size", "1"])["VolumeId"] as? String }
+                group.addTask {
+                    try session.awsOK("alice@acme", create + ["T-race", "--size", "1"])["VolumeId"] as? String
+                }
             }
             return try await group.reduce(into: [String?]()) { $0.append($1) }
         }

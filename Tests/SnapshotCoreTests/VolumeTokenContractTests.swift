@@ -79,7 +79,8 @@ struct VolumeTokenContractTests {
                 _ = try await other.createVolume(from: snapshot.id, caller: caller, clientToken: sized)
             }
             // Another requester's token of the same text is its own.
-            let byOperator = try await h.service.createVolume(from: snapshot.id, caller: .operator, clientToken: request)
+            let byOperator = try await h.service.createVolume(
+                from: snapshot.id, caller: .operator, clientToken: request)
             #expect(byOperator.id != first.id)
 
             // Eight racing calls with one new token: one volume, every call answers it, no file left over.
