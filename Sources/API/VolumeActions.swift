@@ -7,17 +7,17 @@ public struct VolumeActions: Sendable {
     public let service: SnapshotService
     /// The one availability zone this store is (`[api]` has no zones; volumes live beside the store).
     public var availabilityZone: String
-    let tokens: ClientTokens
 
     public init(service: SnapshotService, availabilityZone: String = "snapimport-1a") {
         self.service = service
         self.availabilityZone = availabilityZone
-        tokens = ClientTokens()
     }
 
     /// A volume from `SnapshotId` (required: volumes are made from snapshots). `Size`, when given, must
     /// be the snapshot's size in GiB (volumes are not grown). The aws CLI sends a fresh `ClientToken`
-    /// on every call; a repeated one answers the volume the first call made.
+    /// on every call; a repeated one (same caller, same parameters) answers the volume the first call made, and
+    /// one with other parameters is `IdempotentParameterMismatch`. Tokens are kept in the catalog with their
+    /// volume, so this holds across restarts and between servers sharing a catalog.
     public func createVolume(_ call: EC2Call) async throws -> String {
         let p = call.parameters
         guard let snapshotText = p["SnapshotId"], !snapshotText.isEmpty else {
@@ -37,18 +37,30 @@ public struct VolumeActions: Sendable {
                     + "\(EC2Document.gibibytes(snapshot.virtualSize)) GiB")
         }
         try call.checkDryRun()
-        let create = { @Sendable () async throws -> VolumeID in
-            try await mapping(.snapshot) { try await service.createVolume(from: snapshotID, caller: caller).id }
-        }
-        let volumeID: VolumeID
+        var clientToken: VolumeRequestToken?
         if let token = p["ClientToken"], !token.isEmpty {
             guard token.count <= 64 else {
                 throw EC2Error(.invalidParameterValue, "ClientToken is longer than 64 characters")
             }
-            volumeID = try await tokens.once(
-                token: token, caller: caller, fingerprint: "\(snapshotID)|\(size.map(String.init) ?? "")", create)
-        } else {
-            volumeID = try await create()
+            clientToken = VolumeRequestToken(clientToken: token, snapshotID: snapshotID, size: size)
+        }
+        let volumeID: VolumeID
+        do {
+            volumeID = try await mapping(.snapshot) {
+                try await service.createVolume(from: snapshotID, caller: caller, clientToken: clientToken).id
+            }
+        } catch let mismatch as ClientTokenMismatch {
+            throw EC2Error(
+                .idempotentParameterMismatch,
+                "The client token \(quoted(mismatch.existing.clientToken)) was already used with different parameters")
+        } catch let error as EC2Error where error.code == .snapshotNotFound {
+            // The token's volume was deleted since: say so, not that the (visible) snapshot is missing.
+            if let token = clientToken?.clientToken,
+                let known = try await service.catalog.volumeToken(requester: caller, clientToken: token)
+            {
+                throw EC2Error(.volumeNotFound, "The volume '\(known.volumeID)' does not exist.")
+            }
+            throw error
         }
         let volume = try await mapping(.volume) { try await service.volume(volumeID, caller: caller) }
         return EC2Document.response("CreateVolume", requestID: call.requestID) { xml in
@@ -146,56 +158,4 @@ public struct VolumeActions: Sendable {
     }
 
     static func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
-}
-
-/// CreateVolume's `ClientToken`s: the first call with a token creates, a repeat (same caller, same
-/// parameters) gets the same volume — also while the first is still running — and a repeat with other
-/// parameters is `IdempotentParameterMismatch`. Kept in memory for the server's life, at most
-/// `capacity` tokens (the oldest forgotten first).
-actor ClientTokens {
-    private enum Entry {
-        case running(Task<VolumeID, any Error>, fingerprint: String)
-        case done(VolumeID, fingerprint: String)
-    }
-
-    private var entries: [String: Entry] = [:]
-    private var order: [String] = []
-    private let capacity: Int
-
-    init(capacity: Int = 10_000) {
-        self.capacity = capacity
-    }
-
-    func once(
-        token: String, caller: Caller, fingerprint: String, _ body: @escaping @Sendable () async throws -> VolumeID
-    ) async throws -> VolumeID {
-        let key = "\(caller)|\(token)"
-        switch entries[key] {
-        case .done(let id, let known):
-            guard known == fingerprint else { throw mismatch(token) }
-            return id
-        case .running(let task, let known):
-            guard known == fingerprint else { throw mismatch(token) }
-            return try await task.value
-        case nil:
-            let task = Task { try await body() }
-            entries[key] = .running(task, fingerprint: fingerprint)
-            do {
-                let id = try await task.value
-                entries[key] = .done(id, fingerprint: fingerprint)
-                order.append(key)
-                if order.count > capacity { entries[order.removeFirst()] = nil }
-                return id
-            } catch {
-                entries[key] = nil  // a failed call may be retried with its token
-                throw error
-            }
-        }
-    }
-
-    private func mismatch(_ token: String) -> EC2Error {
-        EC2Error(
-            .idempotentParameterMismatch,
-            "The client token \(quoted(token)) was already used with different parameters")
-    }
 }

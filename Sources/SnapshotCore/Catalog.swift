@@ -42,7 +42,9 @@ public import Foundation
 ///   `instances`; `templates` (`snapshots` as a JSON array); `imports` (primary key
 ///   `bucket`, `key`, `etag`; `bytes_read`, `bytes_total`; `import_id` = ``ImportKey/id``, written by every
 ///   insert, with indexes for the history's pages and lookups); `import_tasks` (``ImportTaskRecord``, primary key
-///   `id`, unique (`requester`, `client_token`), indexes on (`owner`, `id`) and (`state`, `id`)); `block_refs` (`hash` primary key, `refs`: how many manifests name the
+///   `id`, unique (`requester`, `client_token`), indexes on (`owner`, `id`) and (`state`, `id`));
+///   `volume_tokens` (``VolumeTokenRecord``, primary key (`requester`, `client_token`));
+///   `block_refs` (`hash` primary key, `refs`: how many manifests name the
 ///   block, maintained by `insertManifest` and `deleteSnapshot` in their transaction; a partial index
 ///   on the zero rows); `gc_sweep` (one row: the pending sweep request and its version); `access_keys`
 ///   (`id` primary key, `secret` in plain text — the server needs it to compute signatures —,
@@ -137,6 +139,9 @@ public protocol Catalog: Sendable {
     func importTasks(in state: ImportTaskState, after cursor: ImportTaskID?, limit: Int) async throws
         -> [ImportTaskRecord]
 
+    /// The CreateVolume `ClientToken` record `requester` made with this token, if any (the primary key).
+    func volumeToken(requester: Caller, clientToken: String) async throws -> VolumeTokenRecord?
+
     /// The reference counts of these blocks: how many manifests name each. A block with no count row
     /// is absent from the result (never referenced, or forgotten after collection).
     func blockReferences(_ hashes: [BlockHash]) async throws -> [BlockHash: Int]
@@ -217,6 +222,10 @@ public enum CatalogWrite: Sendable {
     case insertImportTask(ImportTaskRecord)
     /// Replace where the stored version is `record.version`; store version + 1.
     case updateImportTask(ImportTaskRecord)
+
+    /// Insert a CreateVolume `ClientToken` record (batched with its `insertVolume`); conflict if the
+    /// (requester, client token) pair exists. Never updated.
+    case insertVolumeToken(VolumeTokenRecord)
 }
 
 /// Where a page of snapshots ends: the (`createdAt`, `id`) of its last row. Its ``token`` is what

@@ -15,6 +15,7 @@ public final class MemoryCatalog: Catalog {
         var imports: [ImportKey: ImportRecord] = [:]
         var accessKeys: [String: AccessKey] = [:]
         var tasks: [ImportTaskID: ImportTaskRecord] = [:]
+        var volumeTokens: [VolumeTokenKey: VolumeTokenRecord] = [:]
         var references: [BlockHash: Int] = [:]
         var sweep: (before: Date?, version: Int64)?
     }
@@ -182,6 +183,10 @@ public final class MemoryCatalog: Catalog {
     }
 
     public func importTask(_ id: ImportTaskID) async throws -> ImportTaskRecord? { state.withLock { $0.tasks[id] } }
+
+    public func volumeToken(requester: Caller, clientToken: String) async throws -> VolumeTokenRecord? {
+        state.withLock { $0.volumeTokens[VolumeTokenKey(requester: requester, clientToken: clientToken)] }
+    }
 
     public func importTask(requester: Caller, clientToken: String) async throws -> ImportTaskRecord? {
         state.withLock { $0.tasks.values.first { $0.requester == requester && $0.clientToken == clientToken } }
@@ -360,7 +365,20 @@ public final class MemoryCatalog: Catalog {
             var record = record
             record.version += 1
             s.tasks[record.id] = record
+
+        case .insertVolumeToken(let record):
+            let key = VolumeTokenKey(requester: record.requester, clientToken: record.clientToken)
+            guard s.volumeTokens[key] == nil else {
+                throw SnapshotError.conflict("client token \(record.clientToken) is in use")
+            }
+            s.volumeTokens[key] = record
         }
+    }
+
+    /// The primary key of a volume token.
+    private struct VolumeTokenKey: Hashable {
+        var requester: Caller
+        var clientToken: String
     }
 
     /// Whether another task of the same requester holds `token` (the other catalogs' unique index).

@@ -141,8 +141,11 @@ public struct SnapshotService: Sendable {
     }
 
     public func createVolume(
-        from snapshotID: SnapshotID, caller: Caller, output: String? = nil, now: Date = Date()) async throws -> VolumeRecord {
-        try await volumes.createVolume(from: snapshotID, caller: caller, output: output, now: now)
+        from snapshotID: SnapshotID, caller: Caller, output: String? = nil, clientToken: VolumeRequestToken? = nil,
+        now: Date = Date()
+    ) async throws -> VolumeRecord {
+        try await volumes.createVolume(
+            from: snapshotID, caller: caller, output: output, clientToken: clientToken, now: now)
     }
 
     public func listVolumes(caller: Caller) async throws -> [VolumeRecord] {

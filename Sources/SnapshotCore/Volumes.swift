@@ -22,10 +22,23 @@ public struct Volumes: LedgerBacked {
     /// Creates a volume from a snapshot the caller may see: a sparse raw file byte-identical to the
     /// snapshot's disk (blocks verified on read), owned by the caller (the snapshot's owner when the
     /// operator creates it).
-    /// - Parameter output: also write the volume's bytes (sparse raw) to this file.
+    /// - Parameters:
+    ///   - output: also write the volume's bytes (sparse raw) to this file.
+    ///   - clientToken: makes the call idempotent: the token is recorded with the volume in one batch, and a
+    ///     later call of the same caller with the same token and parameters returns that volume (also when two
+    ///     race: the catalog's unique key lets one win, the other returns the winner's volume).
+    /// - Throws: ``ClientTokenMismatch`` when the token was used with other parameters; `.notFound` when the
+    ///   token's volume has been deleted since.
     public func createVolume(
-        from snapshotID: SnapshotID, caller: Caller, output: String? = nil, now: Date = Date()
+        from snapshotID: SnapshotID, caller: Caller, output: String? = nil, clientToken: VolumeRequestToken? = nil,
+        now: Date = Date()
     ) async throws -> VolumeRecord {
+        if let clientToken {
+            guard clientToken.snapshotID == snapshotID else {
+                throw SnapshotError(.invalidArgument, "the client token names another snapshot than the request")
+            }
+            if let known = try await sameToken(clientToken, caller) { return known }
+        }
         let snapshot = try await visibleSnapshot(snapshotID, caller)
         try Self.requireAvailable(snapshot, "used for a volume")
         let owner: ProjectRef
@@ -55,18 +68,52 @@ public struct Volumes: LedgerBacked {
             let path = volumePath(record)
             guard try POSIX.stat(path) == nil else { continue }
             try POSIX.rename(temporary, path)
+            var writes: [CatalogWrite] = [.insertVolume(record)]
+            if let clientToken {
+                writes.append(
+                    .insertVolumeToken(
+                        VolumeTokenRecord(
+                            requester: caller, clientToken: clientToken.clientToken, snapshotID: snapshotID,
+                            size: clientToken.size, volumeID: id, createdAt: Self.stamp(now))))
+            }
             do {
-                try await catalog.apply([.insertVolume(record)])
+                try await catalog.apply(writes)
                 try? POSIX.fsync(path: volumesDirectory, directory: true)
                 logger.info("volume created", metadata: ["volume": "\(id)", "snapshot": "\(snapshotID)"])
                 return record
-            } catch let error as SnapshotError where error.code == .conflict && attempt < options.maxConflictRetries {
+            } catch let error as SnapshotError where error.code == .conflict {
+                // Another request with the same token may have won the race: answer its volume.
+                let known: VolumeRecord?
+                do {
+                    known = if let clientToken { try await sameToken(clientToken, caller) } else { nil }
+                } catch {
+                    _ = try? POSIX.unlink(path)
+                    throw error
+                }
+                if let known {
+                    _ = try? POSIX.unlink(path)
+                    return known
+                }
+                guard attempt < options.maxConflictRetries else {
+                    _ = try? POSIX.unlink(path)
+                    throw error
+                }
                 try POSIX.rename(path, temporary)
             } catch {
                 _ = try? POSIX.unlink(path)
                 throw error
             }
         }
+    }
+
+    /// The volume an earlier call with this token made, nil when the token is new.
+    /// - Throws: ``ClientTokenMismatch`` when the earlier call had other parameters.
+    private func sameToken(_ request: VolumeRequestToken, _ caller: Caller) async throws -> VolumeRecord? {
+        guard let existing = try await catalog.volumeToken(requester: caller, clientToken: request.clientToken) else {
+            return nil
+        }
+        guard existing.matches(request) else { throw ClientTokenMismatch(existing: existing) }
+        return try await ownedVolume(existing.volumeID, caller)
     }
 
     /// Writes a snapshot's disk into every target file: only non-zero blocks, then the size (sparse).

@@ -211,5 +211,21 @@ enum CatalogSchema {
                 "CREATE INDEX imports_owner_history ON imports (owner, created_at, import_id)",
                 "CREATE INDEX imports_id ON imports (import_id)",
             ]),
+        // CreateVolume's ClientTokens, kept with the volume they made (inserted in its transaction).
+        Migrations.Migration(
+            version: 6, name: "v6 volume client tokens",
+            sql: [
+                """
+                CREATE TABLE volume_tokens (
+                    requester text NOT NULL,
+                    client_token text NOT NULL,
+                    snapshot_id text NOT NULL,
+                    size bigint,
+                    volume_id text NOT NULL,
+                    created_at timestamptz NOT NULL,
+                    PRIMARY KEY (requester, client_token)
+                )
+                """
+            ]),
     ]
 }

@@ -263,6 +263,16 @@ extension PostgresCatalog: Catalog {
         ).first
     }
 
+    public func volumeToken(requester: Caller, clientToken: String) async throws -> VolumeTokenRecord? {
+        try await read(
+            "volume of a client token",
+            """
+            SELECT requester, client_token, snapshot_id, size, volume_id, created_at FROM volume_tokens
+            WHERE requester = \(requester.storedText) AND client_token = \(clientToken)
+            """, Self.volumeToken(from:)
+        ).first
+    }
+
     public func importTask(requester: Caller, clientToken: String) async throws -> ImportTaskRecord? {
         try await read(
             "import task of a client token",
@@ -591,6 +601,13 @@ extension PostgresCatalog: Catalog {
                 RETURNING 1
                 """, logger: logger)
             try expectChange(changed, "import task \(t.id)")
+        case .insertVolumeToken(let t):
+            try await db.rows(
+                """
+                INSERT INTO volume_tokens (requester, client_token, snapshot_id, size, volume_id, created_at)
+                VALUES (\(t.requester.storedText), \(t.clientToken), \(t.snapshotID.rawValue),
+                    \(t.size.map(Int64.init)), \(t.volumeID.rawValue), \(millis(t.createdAt)))
+                """, logger: logger)
         }
     }
 
@@ -788,6 +805,16 @@ extension PostgresCatalog: Catalog {
         id, owner, requester, bucket, "key", etag, format, description, client_token, state, status_message,
         bytes_read, bytes_total, snapshot_id, created_at, updated_at, worker, lease_expires_at, attempts, version
         """
+
+    static func volumeToken(from row: PostgresRandomAccessRow) throws -> VolumeTokenRecord {
+        VolumeTokenRecord(
+            requester: try Caller(storedText: try row["requester"].decode(String.self)),
+            clientToken: try row["client_token"].decode(String.self),
+            snapshotID: try SnapshotID(parsing: try row["snapshot_id"].decode(String.self)),
+            size: try row["size"].decode(Int64?.self).map { Int($0) },
+            volumeID: try VolumeID(parsing: try row["volume_id"].decode(String.self)),
+            createdAt: millis(try row["created_at"].decode(Date.self)))
+    }
 
     static func importTask(from row: PostgresRandomAccessRow) throws -> ImportTaskRecord {
         let text = try row["id"].decode(String.self)

@@ -231,6 +231,21 @@ public final class SQLiteCatalog: Catalog {
                     CREATE INDEX imports_id ON imports(import_id);
                     """)
         }
+        migrator.registerMigration("v6 volume client tokens") { db in
+            // CreateVolume's ClientTokens, kept with the volume they made (inserted in its batch).
+            try db.execute(
+                sql: """
+                    CREATE TABLE volume_tokens (
+                        requester TEXT NOT NULL,
+                        client_token TEXT NOT NULL,
+                        snapshot_id TEXT NOT NULL,
+                        size INTEGER,
+                        volume_id TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        PRIMARY KEY (requester, client_token)
+                    );
+                    """)
+        }
         return migrator
     }
 
@@ -589,6 +604,15 @@ public final class SQLiteCatalog: Catalog {
         }
     }
 
+    public func volumeToken(requester: Caller, clientToken: String) async throws -> VolumeTokenRecord? {
+        try await read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM volume_tokens WHERE requester = ? AND client_token = ?",
+                arguments: [requester.storedText, clientToken]
+            ).map(Self.volumeToken(from:))
+        }
+    }
+
     public func importTask(requester: Caller, clientToken: String) async throws -> ImportTaskRecord? {
         try await read { db in
             try Row.fetchOne(
@@ -844,6 +868,16 @@ public final class SQLiteCatalog: Catalog {
                     WHERE id = ? AND version = ?
                     """, arguments: StatementArguments(importTaskValues(t) + [t.id.rawValue, t.version]))
             try expectChange(db, "import task \(t.id)")
+        case .insertVolumeToken(let t):
+            try db.execute(
+                sql: """
+                    INSERT INTO volume_tokens (requester, client_token, snapshot_id, size, volume_id, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    t.requester.storedText, t.clientToken, t.snapshotID.rawValue, t.size, t.volumeID.rawValue,
+                    millis(t.createdAt),
+                ])
         }
     }
 
@@ -1002,6 +1036,13 @@ public final class SQLiteCatalog: Catalog {
             t.clientToken, t.state.rawValue, t.statusMessage, t.bytesRead, t.bytesTotal, t.snapshotID?.rawValue,
             millis(t.createdAt), millis(t.updatedAt), t.worker, t.leaseExpiresAt.map(millis), t.attempts,
         ]
+    }
+
+    private static func volumeToken(from row: Row) throws -> VolumeTokenRecord {
+        VolumeTokenRecord(
+            requester: try Caller(storedText: row["requester"]), clientToken: row["client_token"],
+            snapshotID: try SnapshotID(parsing: row["snapshot_id"]), size: row["size"],
+            volumeID: try VolumeID(parsing: row["volume_id"]), createdAt: date(row["created_at"]))
     }
 
     private static func importTask(from row: Row) throws -> ImportTaskRecord {
