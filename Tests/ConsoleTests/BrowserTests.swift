@@ -62,7 +62,8 @@ struct BrowserTests {
             return try #require(result.object["id"] as? String, "\(result)")
         }
 
-        let server = try Browser.Serve(binary: Browser.binary!, config: config, directory: work)
+        let server = try ServeProcess(
+            binary: Browser.binary!, config: config, directory: work, environment: Browser.s3Environment)
         do {
             try await server.waitUntilListening()
             var keys: [String: [String: String]] = [:]
