@@ -27,17 +27,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "HOST:PORT to listen on (default: [api] listen, 127.0.0.1:8773; port 0 picks one).")
     var listen: String?
 
-    @Option(
-        name: .long,
-        help: ArgumentHelp(
-            "Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port).", valueName: "host:port"))
-    var metrics: String?
-
-    func validate() throws {
-        if let metrics, MetricsServer.parseAddress(metrics) == nil {
-            throw ValidationError("--metrics wants HOST:PORT (e.g. 127.0.0.1:9464), got '\(metrics)'")
-        }
-    }
+    @OptionGroup var metricsOption: MetricsOption
 
     func run() async throws {
         let context = try AppContext(global)
@@ -63,7 +53,7 @@ struct ServeCommand: AsyncParsableCommand {
         // One registry for the API's request metrics and, with `[api] watch`, the importer's.
         let importMetrics = ImportMetrics()
         let apiMetrics = APIMetrics(actions: EC2Actions.names, registry: importMetrics.registry)
-        let metricsListen = metrics.flatMap(MetricsServer.parseAddress)
+        let metricsListen = metricsOption.address
         let metricsLogger = context.logger("snapimport.metrics", level: .info)
 
         /// The server (and the worker services) over an open store, until a signal ends the group.

@@ -22,16 +22,9 @@ struct WatchCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds in-flight imports get to finish after SIGTERM/SIGINT.")
     var shutdownGrace: Double = 20
 
-    @Option(
-        name: .long,
-        help: ArgumentHelp(
-            "Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port).", valueName: "host:port"))
-    var metrics: String?
+    @OptionGroup var metricsOption: MetricsOption
 
     func validate() throws {
-        if let metrics, MetricsServer.parseAddress(metrics) == nil {
-            throw ValidationError("--metrics wants HOST:PORT (e.g. 127.0.0.1:9464), got '\(metrics)'")
-        }
         guard interval > 0, interval <= 86_400 else { throw ValidationError("--interval must be 0 < S <= 86400") }
         guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be >= 0") }
     }
@@ -44,7 +37,7 @@ struct WatchCommand: AsyncParsableCommand {
         let logger = context.logger("snapimport.watch", level: .info)
         let interval = interval
         let grace = shutdownGrace
-        let listen = metrics.flatMap(MetricsServer.parseAddress)
+        let listen = metricsOption.address
         try await context.withPipeline(bucket: bucket, logger: logger) { pipeline, service in
             let settings = pipeline.settings
             let importMetrics = ImportMetrics()
