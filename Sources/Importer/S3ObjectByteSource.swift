@@ -1,15 +1,21 @@
 import BlockingIO
 public import DiskImage
+import Foundation
 import Synchronization
 
 /// An S3 object read as random-access bytes: ranged GETs pinned with `If-Match` to the ETag
 /// seen in the listing, so a replaced object fails the read (`objectChanged`) instead of
 /// mixing two versions.
 ///
-/// Reads go through aligned chunks kept in a small LRU cache; when the reader moves forward
-/// chunk by chunk, the next `readAhead` chunks are fetched in the background while it works on
-/// the current one. Memory is bounded by `chunkSize × (cachedChunks + readAhead)` whatever the
-/// object size; no temporary file is written.
+/// Reads go through aligned chunks kept in a small LRU cache. When the reader moves forward chunk by
+/// chunk, one long GET streams the rest of the object in the background and cuts it into chunks, at
+/// most `readAhead` of them ahead of the reader (the stream waits for the reader beyond that, and TCP
+/// holds the server back): one request per sequential run instead of one per chunk, and no ranged
+/// request that a server must cut from its own larger pieces. Reads elsewhere (metadata, tables, a
+/// jump) are ranged GETs of their chunk; a stream the reader has left is abandoned. Without streaming
+/// (`streaming: false`), the next `readAhead` chunks are fetched as parallel ranged GETs instead.
+/// Memory is bounded by `chunkSize × (cachedChunks + readAhead)` whatever the object size; no
+/// temporary file is written.
 ///
 /// Threads: reads are blocking calls made by a disk reader on the ``BlockingExecutor``; read-ahead GETs
 /// are submitted to the same executor. A reader never waits for a GET that has not started: it takes
@@ -23,6 +29,7 @@ public final class S3ObjectByteSource: ByteSource {
     private let chunkSize: UInt64
     private let cachedChunks: Int
     private let readAhead: Int
+    private let streaming: Bool
     private let cancelled = Atomic<Bool>(false)
     /// Where the bytes fetched are counted for the import's progress, if anywhere.
     private let progress: ImportProgress?
@@ -34,6 +41,13 @@ public final class S3ObjectByteSource: ByteSource {
             case queued
             case running
             case done(Result<[UInt8], any Error>)
+        }
+
+        /// A fetch the stream fills: readers wait for it and never take it over.
+        static func running() -> Fetch {
+            let fetch = Fetch()
+            _ = fetch.claim()
+            return fetch
         }
         // A blocking wait for the outcome is made only on a pool thread, by a reader waiting for a GET
         // under way.
@@ -70,10 +84,16 @@ public final class S3ObjectByteSource: ByteSource {
         var lastIndex: UInt64?
         var fetchedBytes: UInt64 = 0
         var requests = 0
+        /// Whether a stream runs (one at a time).
+        var streaming = false
+        var streams = 0
     }
-    // Mutable state lives behind the mutex and GETs happen outside it; every stored property
-    // is immutable or Sendable: the class is safe to share between threads.
-    private let cache = Mutex(Cache())
+    // Mutable state lives behind the monitor (on which a stream waits for the reader) and GETs happen
+    // outside it; every stored property is immutable or Sendable: the class is safe to share between threads.
+    private let cache = BlockingMonitor(Cache())
+    /// How long a stream waits for a reader that has stopped consuming before it gives up (and its
+    /// thread and connection with it); the reader then goes on with ranged GETs.
+    private let streamPatience: Duration
 
     /// - Parameters:
     ///   - store: the bucket.
@@ -83,11 +103,16 @@ public final class S3ObjectByteSource: ByteSource {
     ///   - chunkSize: bytes per ranged GET (default 8 MiB).
     ///   - cachedChunks: chunks kept in memory (default 4).
     ///   - readAhead: chunks fetched ahead of a sequential reader (default 2; 0 disables).
+    ///   - streaming: fetch ahead of a sequential reader with one streaming GET (default) rather than
+    ///     `readAhead` ranged GETs per step.
     ///   - progress: counts the bytes fetched (its total is set to `size`).
     public init(
         store: any ObjectStore, key: String, etag: String, size: UInt64,
-        chunkSize: Int = 8 << 20, cachedChunks: Int = 4, readAhead: Int = 2, progress: ImportProgress? = nil
+        chunkSize: Int = 8 << 20, cachedChunks: Int = 4, readAhead: Int = 2, streaming: Bool = true,
+        streamPatience: Duration = .seconds(5), progress: ImportProgress? = nil
     ) {
+        self.streaming = streaming
+        self.streamPatience = streamPatience
         self.progress = progress
         progress?.setTotal(size)
         self.store = store
@@ -99,16 +124,21 @@ public final class S3ObjectByteSource: ByteSource {
         self.cachedChunks = max(cachedChunks, 1 + self.readAhead)
     }
 
-    /// Makes every later request fail with `Cancelled` (the import was cancelled: shutdown or a lost
-    /// lease); GETs already under way finish.
+    /// Makes every later request fail with `Cancelled` (the import was cancelled or has ended: shutdown,
+    /// a lost lease, or the reader is done); GETs already under way finish, a stream stops at once.
     public func cancel() {
         cancelled.store(true, ordering: .relaxed)
+        cache.withLock { _ in }  // wakes a stream waiting for the reader
     }
 
     /// Bytes downloaded so far.
     public var fetchedBytes: UInt64 { cache.withLock { $0.fetchedBytes } }
-    /// GET requests made so far.
+    /// Chunks received so far (by ranged GETs or cut from a stream).
     public var requests: Int { cache.withLock { $0.requests } }
+    /// Streaming GETs started so far.
+    public var streams: Int { cache.withLock { $0.streams } }
+    /// Whether a streaming GET is under way.
+    public var isStreaming: Bool { cache.withLock { $0.streaming } }
 
     private var chunkCount: UInt64 { (size + chunkSize - 1) / chunkSize }
 
@@ -177,9 +207,22 @@ public final class S3ObjectByteSource: ByteSource {
         return .fetch(fetch)
     }
 
-    /// Starts background GETs of the chunks after `index` when the reader moves forward.
+    /// Fetches ahead when the reader moves forward: starts a stream (if none runs), or ranged GETs of
+    /// the chunks after `index` without streaming.
     private func prefetch(after index: UInt64) {
         guard readAhead > 0, !cancelled.load(ordering: .relaxed) else { return }
+        if streaming {
+            let first = index + 1
+            let start = cache.withLock { cache -> Bool in
+                guard !cache.streaming, first < chunkCount, cache.chunks[first] == nil, cache.inFlight[first] == nil
+                else { return false }
+                cache.streaming = true
+                cache.streams += 1
+                return true
+            }
+            if start { BlockingExecutor.shared.submit { [self] in stream(from: first) } }
+            return
+        }
         let starts = cache.withLock { cache -> [(UInt64, Fetch)] in
             var starts: [(UInt64, Fetch)] = []
             var next = index + 1
@@ -221,6 +264,76 @@ public final class S3ObjectByteSource: ByteSource {
             }
         }
         fetch.complete(result)
+    }
+
+    /// Why a stream stops early (never seen by a reader).
+    private struct StreamAbandoned: Error {}
+
+    /// Streams the object from chunk `first` to its end, publishing each chunk as it is complete. Before
+    /// it fills a chunk it waits until that chunk is at most `readAhead` ahead of the reader, and it stops
+    /// when the reader went past it or fetched that chunk itself, when the source is cancelled, or after
+    /// `streamPatience` without progress of the reader. Runs on a pool thread.
+    private func stream(from first: UInt64) {
+        var index = first
+        var fetch: Fetch?
+        var buffer: [UInt8] = []
+        defer {
+            cache.withLock { $0.streaming = false }
+            // A chunk readers may already wait for is not left unfinished: fetched with its own GET.
+            if let fetch { _ = try? make(index, fetch) }
+        }
+        let lower = first * chunkSize
+        do {
+            try store.streamBlocking(key: key, range: lower..<size, ifMatch: etag) { piece in
+                var piece = piece
+                while !piece.isEmpty {
+                    if fetch == nil {
+                        fetch = try reserve(index)
+                        buffer.reserveCapacity(chunkLength(index))
+                    }
+                    let take = min(chunkLength(index) - buffer.count, piece.count)
+                    buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: piece[..<take]))
+                    piece = UnsafeRawBufferPointer(rebasing: piece[take...])
+                    if buffer.count == chunkLength(index), let done = fetch {
+                        finish(index, done, .success(buffer))
+                        (fetch, buffer, index) = (nil, [], index + 1)
+                    }
+                }
+            }
+        } catch is StreamAbandoned {
+        } catch {
+            if let failed = fetch {
+                finish(index, failed, .failure(error))
+                fetch = nil
+            }
+        }
+    }
+
+    /// Waits until chunk `index` may be filled by the stream, and registers it as under way.
+    /// - Throws: `StreamAbandoned` when the stream is no longer of use.
+    private func reserve(_ index: UInt64) throws -> Fetch {
+        let readAhead = UInt64(readAhead)
+        let deadline = Date().addingTimeInterval(
+            Double(streamPatience.components.seconds) + Double(streamPatience.components.attoseconds) / 1e18)
+        let fetch = cache.wait(
+            until: { cache in
+                self.cancelled.load(ordering: .relaxed) || cache.chunks[index] != nil || cache.inFlight[index] != nil
+                    || (cache.lastIndex ?? 0) + readAhead >= index
+            }, deadline: deadline,
+            then: { cache -> Fetch? in
+                guard !cancelled.load(ordering: .relaxed), cache.chunks[index] == nil, cache.inFlight[index] == nil,
+                    (cache.lastIndex ?? 0) <= index
+                else { return nil }
+                let fetch = Fetch.running()
+                cache.inFlight[index] = fetch
+                return fetch
+            })
+        guard let fetch = fetch ?? nil else { throw StreamAbandoned() }
+        return fetch
+    }
+
+    private func chunkLength(_ index: UInt64) -> Int {
+        Int(min(size, (index + 1) * chunkSize) - index * chunkSize)
     }
 
     private func get(_ index: UInt64) throws -> [UInt8] {
