@@ -84,8 +84,13 @@ public final class S3ObjectByteSource: ByteSource {
         var lastIndex: UInt64?
         var fetchedBytes: UInt64 = 0
         var requests = 0
-        /// Whether a stream runs (one at a time).
+        /// Whether a stream is submitted or runs (one at a time).
         var streaming = false
+        /// The chunk the running stream fills next (nil: no stream runs yet or any more).
+        var streamNext: UInt64?
+        /// Chunks readers wait for that the running stream has not reached yet: it fills them, or makes
+        /// their GETs when it stops early.
+        var streamReserved: [UInt64: Fetch] = [:]
         var streams = 0
     }
     // Mutable state lives behind the monitor (on which a stream waits for the reader) and GETs happen
@@ -167,13 +172,13 @@ public final class S3ObjectByteSource: ByteSource {
     }
 
     private func chunk(_ index: UInt64) throws -> [UInt8] {
-        let (lookup, sequential) = cache.withLock { cache -> (Lookup, Bool) in
+        let (found, sequential) = cache.withLock { cache -> (Lookup, Bool) in
             let sequential = cache.lastIndex.map { index == $0 + 1 } ?? false
             cache.lastIndex = index
-            return (Self.lookup(index, in: &cache), sequential)
+            return (self.lookup(index, in: &cache), sequential)
         }
         let bytes: [UInt8]
-        switch lookup {
+        switch found {
         case .hit(let chunk):
             bytes = chunk
         case .fetch(let fetch):
@@ -195,13 +200,20 @@ public final class S3ObjectByteSource: ByteSource {
     }
 
     /// A cached chunk, a GET already under way, or a new GET for the caller to make.
-    private static func lookup(_ index: UInt64, in cache: inout Cache) -> Lookup {
+    private func lookup(_ index: UInt64, in cache: inout Cache) -> Lookup {
         if let chunk = cache.chunks[index] {
             if let at = cache.order.firstIndex(of: index) { cache.order.remove(at: at) }
             cache.order.append(index)
             return .hit(chunk)
         }
         if let fetch = cache.inFlight[index] { return .wait(fetch) }
+        if let next = cache.streamNext, index >= next, index - next < UInt64(max(readAhead, 1)) {
+            // The running stream is about to deliver it: wait for the stream rather than race it.
+            let fetch = Fetch.running()
+            cache.inFlight[index] = fetch
+            cache.streamReserved[index] = fetch
+            return .wait(fetch)
+        }
         let fetch = Fetch()
         cache.inFlight[index] = fetch
         return .fetch(fetch)
@@ -269,22 +281,39 @@ public final class S3ObjectByteSource: ByteSource {
     /// Why a stream stops early (never seen by a reader).
     private struct StreamAbandoned: Error {}
 
-    /// Streams the object from chunk `first` to its end, publishing each chunk as it is complete. Before
-    /// it fills a chunk it waits until that chunk is at most `readAhead` ahead of the reader, and it stops
-    /// when the reader went past it or fetched that chunk itself, when the source is cancelled, or after
-    /// `streamPatience` without progress of the reader. Runs on a pool thread.
+    /// Streams the object from chunk `first` (or the first chunk after it that nobody fetched meanwhile)
+    /// to its end, publishing each chunk as it is complete. Before it fills a chunk it waits until that
+    /// chunk is at most `readAhead` ahead of the reader, and it stops when the reader went past it or
+    /// fetched that chunk itself, when the source is cancelled, or after `streamPatience` without progress
+    /// of the reader. Runs on a pool thread; chunks readers wait for are never left unfinished.
     private func stream(from first: UInt64) {
-        var index = first
+        let start = cache.withLock { cache -> UInt64? in
+            var start = first
+            while start < chunkCount, cache.chunks[start] != nil || cache.inFlight[start] != nil {
+                guard start < first + UInt64(readAhead) else { return nil }  // the reader is ahead of it already
+                start += 1
+            }
+            guard start < chunkCount, !cancelled.load(ordering: .relaxed) else { return nil }
+            cache.streamNext = start
+            return start
+        }
+        var index = start ?? first
         var fetch: Fetch?
         var buffer: [UInt8] = []
         defer {
-            cache.withLock { $0.streaming = false }
+            let reserved = cache.withLock { cache -> [(UInt64, Fetch)] in
+                cache.streaming = false
+                cache.streamNext = nil
+                defer { cache.streamReserved = [:] }
+                return cache.streamReserved.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+            }
             // A chunk readers may already wait for is not left unfinished: fetched with its own GET.
             if let fetch { _ = try? make(index, fetch) }
+            for (index, fetch) in reserved { _ = try? make(index, fetch) }
         }
-        let lower = first * chunkSize
+        guard let start else { return }
         do {
-            try store.streamBlocking(key: key, range: lower..<size, ifMatch: etag) { piece in
+            try store.streamBlocking(key: key, range: start * chunkSize..<size, ifMatch: etag) { piece in
                 var piece = piece
                 while !piece.isEmpty {
                     if fetch == nil {
@@ -297,6 +326,7 @@ public final class S3ObjectByteSource: ByteSource {
                     if buffer.count == chunkLength(index), let done = fetch {
                         finish(index, done, .success(buffer))
                         (fetch, buffer, index) = (nil, [], index + 1)
+                        cache.withLock { $0.streamNext = index }
                     }
                 }
             }
@@ -309,7 +339,8 @@ public final class S3ObjectByteSource: ByteSource {
         }
     }
 
-    /// Waits until chunk `index` may be filled by the stream, and registers it as under way.
+    /// The fetch the stream fills for chunk `index`: one a reader reserved, or a new one once the chunk
+    /// is at most `readAhead` ahead of the reader.
     /// - Throws: `StreamAbandoned` when the stream is no longer of use.
     private func reserve(_ index: UInt64) throws -> Fetch {
         let readAhead = UInt64(readAhead)
@@ -321,8 +352,9 @@ public final class S3ObjectByteSource: ByteSource {
                     || (cache.lastIndex ?? 0) + readAhead >= index
             }, deadline: deadline,
             then: { cache -> Fetch? in
-                guard !cancelled.load(ordering: .relaxed), cache.chunks[index] == nil, cache.inFlight[index] == nil,
-                    (cache.lastIndex ?? 0) <= index
+                guard !cancelled.load(ordering: .relaxed) else { return nil }
+                if let reserved = cache.streamReserved.removeValue(forKey: index) { return reserved }
+                guard cache.chunks[index] == nil, cache.inFlight[index] == nil, (cache.lastIndex ?? 0) <= index
                 else { return nil }
                 let fetch = Fetch.running()
                 cache.inFlight[index] = fetch

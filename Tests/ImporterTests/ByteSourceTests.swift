@@ -122,8 +122,10 @@ struct StreamingTests {
         }
         #expect(out == body)
         #expect(source.streams == 1)
-        // Chunk 0 and chunk 1 (the step that shows a sequential reader) by ranged GETs, the rest streamed.
-        #expect(store.operations.filter { $0 == "get k" }.count == 3, "\(store.operations)")
+        // Chunk 0 and chunk 1 (the step that shows a sequential reader) by ranged GETs, the rest streamed
+        // (chunk 2 too may be a ranged GET: the reader asks for it before the stream has started).
+        let gets = store.operations.filter { $0 == "get k" }.count
+        #expect(gets == 3 || gets == 4, "\(store.operations)")
         #expect(source.fetchedBytes == UInt64(body.count))
     }
 
