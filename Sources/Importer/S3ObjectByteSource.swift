@@ -92,6 +92,9 @@ public final class S3ObjectByteSource: ByteSource {
         /// their GETs when it stops early.
         var streamReserved: [UInt64: Fetch] = [:]
         var streams = 0
+        /// Evicted chunks kept for the stream to fill again: memory already faulted in, instead of fresh
+        /// pages for every chunk (a buffer a reader still holds is copied on write, never overwritten).
+        var spare: [[UInt8]] = []
     }
     // Mutable state lives behind the monitor (on which a stream waits for the reader) and GETs happen
     // outside it; every stored property is immutable or Sendable: the class is safe to share between threads.
@@ -272,7 +275,11 @@ public final class S3ObjectByteSource: ByteSource {
             while cache.order.count > cachedChunks {
                 let current = cache.lastIndex ?? 0
                 let victim = cache.order.firstIndex { $0 < current } ?? 0
-                cache.chunks.removeValue(forKey: cache.order.remove(at: victim))
+                if let evicted = cache.chunks.removeValue(forKey: cache.order.remove(at: victim)), streaming,
+                    cache.spare.count < 2
+                {
+                    cache.spare.append(evicted)
+                }
             }
         }
         fetch.complete(result)
@@ -304,6 +311,7 @@ public final class S3ObjectByteSource: ByteSource {
             let reserved = cache.withLock { cache -> [(UInt64, Fetch)] in
                 cache.streaming = false
                 cache.streamNext = nil
+                cache.spare = []
                 defer { cache.streamReserved = [:] }
                 return cache.streamReserved.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
             }
@@ -318,6 +326,8 @@ public final class S3ObjectByteSource: ByteSource {
                 while !piece.isEmpty {
                     if fetch == nil {
                         fetch = try reserve(index)
+                        buffer = cache.withLock { $0.spare.popLast() } ?? []
+                        buffer.removeAll(keepingCapacity: true)
                         buffer.reserveCapacity(chunkLength(index))
                     }
                     let take = min(chunkLength(index) - buffer.count, piece.count)
