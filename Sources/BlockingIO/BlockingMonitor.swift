@@ -35,4 +35,21 @@ public final class BlockingMonitor<State>: @unchecked Sendable {
         while !predicate(state) { condition.wait() }
         return try body(&state)
     }
+
+    /// Blocks until `predicate` holds or `deadline` passes; runs `body` with the state still locked when the
+    /// predicate held. - Returns: `body`'s result, or nil when the deadline passed first.
+    @available(*, noasync, message: "blocks its thread: call it from code running on the executor")
+    public func wait<R>(until predicate: (State) -> Bool, deadline: Date, then body: (inout State) throws -> R)
+        rethrows -> R?
+    {
+        condition.lock()
+        defer {
+            condition.broadcast()
+            condition.unlock()
+        }
+        while !predicate(state) {
+            guard condition.wait(until: deadline) else { return predicate(state) ? try body(&state) : nil }
+        }
+        return try body(&state)
+    }
 }

@@ -55,6 +55,8 @@ public struct ImageImporter: Sendable {
         logger: inout Logger, progress: @escaping @Sendable (UInt64, UInt64) -> Void
     ) async throws -> SnapshotRecord {
         let limits = limits
+        // Whatever the outcome, nothing reads the source after this: its stream (if any) stops now.
+        defer { (source as? S3ObjectByteSource)?.cancel() }
         // Opening can take long (a compressed stream is decompressed first): DiskImage is synchronous, so
         // it polls this flag, which the task's cancellation sets.
         let cancelled = CancellationSignal()

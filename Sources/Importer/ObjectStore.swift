@@ -48,10 +48,28 @@ public protocol ObjectStore: Sendable {
     /// synchronous `S3ObjectByteSource` read by a synchronous disk-image parser.
     @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread; await get elsewhere")
     func getBlocking(key: String, range: Range<UInt64>, ifMatch: String?) throws -> [UInt8]
+    /// The bytes of `range` streamed to `sink` in order by one long GET, only if the ETag still is
+    /// `ifMatch`, blocking the calling thread (same rules as ``getBlocking(key:range:ifMatch:)``). An
+    /// error `sink` throws ends the transfer and is rethrown as it is.
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread")
+    func streamBlocking(
+        key: String, range: Range<UInt64>, ifMatch: String?, into sink: (UnsafeRawBufferPointer) throws -> Void
+    ) throws
     func put(key: String, body: [UInt8], contentType: String) async throws
     /// Server-side copy, only if the source's ETag still is `ifMatch`.
     func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) async throws
     func delete(key: String) async throws
+}
+
+extension ObjectStore {
+    /// One ``getBlocking(key:range:ifMatch:)`` handed to `sink` whole: for stores without a streaming GET.
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread")
+    public func streamBlocking(
+        key: String, range: Range<UInt64>, ifMatch: String?, into sink: (UnsafeRawBufferPointer) throws -> Void
+    ) throws {
+        let bytes = try getBlocking(key: key, range: range, ifMatch: ifMatch)
+        try bytes.withUnsafeBytes { try sink($0) }
+    }
 }
 
 /// An in-memory bucket for tests; ETags are a counter so a rewrite always changes them.

@@ -54,6 +54,22 @@ public struct S3ObjectStore: ObjectStore {
         }
     }
 
+    /// ``S3Client/getObjectBlocking(bucket:key:range:ifMatch:into:)``, mapped like ``getBlocking(key:range:ifMatch:)``;
+    /// what `sink` throws passes unchanged.
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread")
+    public func streamBlocking(
+        key: String, range: Range<UInt64>, ifMatch: String?, into sink: (UnsafeRawBufferPointer) throws -> Void
+    ) throws {
+        guard !range.isEmpty else { return }
+        do {
+            try client.getObjectBlocking(
+                bucket: bucket, key: key, range: range.lowerBound...(range.upperBound - 1), ifMatch: ifMatch,
+                into: sink)
+        } catch let error as S3Error {
+            throw Self.classify(error, what: "get \(key)")
+        }
+    }
+
     public func put(key: String, body: [UInt8], contentType: String) async throws {
         try await mapped("put \(key)") {
             _ = try await client.putObject(bucket: bucket, key: key, body: body, contentType: contentType)

@@ -142,15 +142,33 @@ public final class S3Client: Sendable {
     {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Int(min(range.upperBound - range.lowerBound + 1, 1 << 30)))
+        try getObjectBlocking(bucket: bucket, key: key, range: range, ifMatch: ifMatch) { chunk in
+            bytes.append(contentsOf: chunk)
+        }
+        return bytes
+    }
+
+    /// A ranged GetObject streamed to `sink` on the calling thread (blocking), in arrival order: one
+    /// long transfer instead of many ranged requests. A transfer broken after some bytes were delivered
+    /// is resumed from where it stopped (pinned with `If-Match`), so `sink` sees every byte exactly once;
+    /// otherwise as ``getObjectBlocking(bucket:key:range:ifMatch:)``.
+    /// - Parameters:
+    ///   - sink: called with each piece as it arrives; an error it throws ends the transfer and is
+    ///     rethrown (a sink that blocks holds the transfer back: TCP's flow control does the rest).
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread; await getObject elsewhere")
+    public func getObjectBlocking(
+        bucket: String, key: String, range: ClosedRange<UInt64>, ifMatch: String?,
+        into sink: (UnsafeRawBufferPointer) throws -> Void
+    ) throws {
         var get = GetProgress(bucket: bucket, key: key, range: range, ifMatch: ifMatch)
         while true {
             let request = get.request()
             do {
                 _ = try sendBlocking(request) { chunk in
                     get.delivered += UInt64(chunk.count)
-                    bytes.append(contentsOf: chunk)
+                    try sink(chunk)
                 }
-                return bytes
+                return
             } catch let error as S3Error {
                 try get.resume(after: error, maxResumes: configuration.retry.maxAttempts, logger: logger)
             }

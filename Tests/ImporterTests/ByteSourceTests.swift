@@ -1,5 +1,8 @@
+import BlockingIO
 import DiskImage
+import Foundation
 import Importer
+import S3
 import Testing
 
 @Suite("S3 object byte source")
@@ -79,6 +82,163 @@ struct ReadAheadTests {
         store.store("k", [UInt8](repeating: 8, count: 40_000))
         #expect(throws: ImporterError(.objectChanged, "")) {
             for offset in stride(from: 4096, to: 40_000, by: 4096) { _ = try source.read(at: UInt64(offset), count: 10) }
+        }
+    }
+}
+
+@Suite("S3 object byte source streaming")
+struct StreamingTests {
+    static func body(_ count: Int, seed: Int = 0) -> [UInt8] {
+        (0..<count).map { UInt8(truncatingIfNeeded: ($0 &+ seed) &* 13 &+ $0 >> 10) }
+    }
+
+    /// Reads `count` bytes at `offset` and checks them against `body`.
+    static func check(_ source: S3ObjectByteSource, _ body: [UInt8], at offset: Int, count: Int) throws {
+        let expected = Array(body[min(offset, body.count)..<min(offset + count, body.count)])
+        let got = try source.read(at: UInt64(offset), count: count)
+        #expect(got == expected, "read at \(offset) (+\(count))")
+    }
+
+    /// Waits (at most `seconds`) until the source has no stream under way.
+    static func streamEnded(_ source: S3ObjectByteSource, within seconds: Double) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while source.isStreaming && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        return !source.isStreaming
+    }
+
+    @Test("a sequential reader is served by one streaming GET after its first two chunks, every byte once in order")
+    func sequential() throws {
+        let store = MemoryObjectStore()
+        let body = Self.body(200_000)
+        let etag = store.store("k", body)
+        let source = S3ObjectByteSource(
+            store: store, key: "k", etag: etag, size: UInt64(body.count), chunkSize: 4096, cachedChunks: 3,
+            readAhead: 2)
+        var out: [UInt8] = []
+        var offset: UInt64 = 0
+        while offset < UInt64(body.count) {
+            out += try source.read(at: offset, count: 1000)
+            offset += 1000
+        }
+        #expect(out == body)
+        #expect(source.streams == 1)
+        // Chunk 0 and chunk 1 (the step that shows a sequential reader) by ranged GETs, the rest streamed
+        // (chunk 2 too may be a ranged GET: the reader asks for it before the stream has started).
+        let gets = store.operations.filter { $0 == "get k" }.count
+        #expect(gets == 3 || gets == 4, "\(store.operations)")
+        #expect(source.fetchedBytes == UInt64(body.count))
+    }
+
+    @Test("a reader going back to a table and on again, then jumping past the stream, reads exact bytes")
+    func jumps() throws {
+        let store = MemoryObjectStore()
+        let body = Self.body(300_000, seed: 7)
+        let etag = store.store("k", body)
+        let source = S3ObjectByteSource(
+            store: store, key: "k", etag: etag, size: UInt64(body.count), chunkSize: 4096, cachedChunks: 4,
+            readAhead: 2)
+        for offset in stride(from: 0, to: 40_000, by: 3000) { try Self.check(source, body, at: offset, count: 3000) }
+        try Self.check(source, body, at: 100, count: 500)  // back, like a qcow2 L2 table read
+        for offset in stride(from: 40_000, to: 120_000, by: 5000) {
+            try Self.check(source, body, at: offset, count: 5000)
+        }
+        // A jump far past the stream: the stream is abandoned, a new one serves the new sequential run.
+        for offset in stride(from: 250_000, to: 300_000, by: 4096) {
+            try Self.check(source, body, at: offset, count: 4096)
+        }
+        try Self.check(source, body, at: 0, count: 300_000)
+        #expect(source.streams >= 2)
+    }
+
+    @Test("a stream stops when the reader stops consuming (after its patience) or the source is cancelled")
+    func stops() async throws {
+        let store = MemoryObjectStore()
+        let body = Self.body(400_000, seed: 3)
+        let etag = store.store("k", body)
+        let patient = S3ObjectByteSource(
+            store: store, key: "k", etag: etag, size: UInt64(body.count), chunkSize: 4096, cachedChunks: 3,
+            readAhead: 2, streamPatience: .milliseconds(200))
+        try await BlockingExecutor.shared.run {
+            try Self.check(patient, body, at: 0, count: 4096)
+            try Self.check(patient, body, at: 4096, count: 4096)
+        }
+        #expect(patient.streams == 1)
+        #expect(try await Self.streamEnded(patient, within: 10), "a stream waits for its reader at most its patience")
+        // The reader coming back after the stream gave up still gets its bytes (ranged GETs, a new stream).
+        try await BlockingExecutor.shared.run { try Self.check(patient, body, at: 8192, count: 100_000) }
+
+        let cancelled = S3ObjectByteSource(
+            store: store, key: "k", etag: etag, size: UInt64(body.count), chunkSize: 4096, cachedChunks: 3,
+            readAhead: 2, streamPatience: .seconds(600))
+        try await BlockingExecutor.shared.run {
+            try Self.check(cancelled, body, at: 0, count: 4096)
+            try Self.check(cancelled, body, at: 4096, count: 4096)
+        }
+        #expect(cancelled.streams == 1)
+        cancelled.cancel()
+        #expect(try await Self.streamEnded(cancelled, within: 10), "cancel() stops a stream at once, not after 600 s")
+    }
+
+    @Test(
+        "against SeaweedFS: one long GET pinned to the ETag serves a sequential reader; a replaced object fails it",
+        .enabled(if: E2E.isConfigured, E2E.skipReason))
+    func seaweed() async throws {
+        let e2e = try #require(E2E.load("stream"))
+        let client = try e2e.client()
+        let bucket = try await e2e.makeBucket(client)
+        let store = S3ObjectStore(client: client, bucket: bucket)
+        let body = Self.body(5 << 20, seed: 11)
+        let key = "\(e2e.prefix)stream/object"
+        try await client.putObject(bucket: bucket, key: key, body: body)
+        let head = try await store.head(key: key)
+        let source = S3ObjectByteSource(
+            store: store, key: key, etag: head.etag, size: head.size, chunkSize: 256 << 10, cachedChunks: 3,
+            readAhead: 2)
+        let out = try await BlockingExecutor.shared.run {
+            var out: [UInt8] = []
+            var offset: UInt64 = 0
+            while offset < head.size {
+                out += try source.read(at: offset, count: 100_000)
+                offset += 100_000
+            }
+            return out
+        }
+        #expect(out == body)
+        #expect(source.streams == 1)
+
+        // Replaced before the stream started: the next GET's If-Match fails and the reader learns ObjectChanged.
+        let replacement = Self.body(5 << 20, seed: 12)
+        let stale = S3ObjectByteSource(
+            store: store, key: key, etag: head.etag, size: head.size, chunkSize: 256 << 10, cachedChunks: 3,
+            readAhead: 2)
+        try await BlockingExecutor.shared.run { _ = try stale.read(at: 0, count: 10) }
+        try await client.putObject(bucket: bucket, key: key, body: replacement)
+        await #expect(throws: ImporterError(.objectChanged, "")) {
+            try await BlockingExecutor.shared.run {
+                var offset: UInt64 = 256 << 10
+                while offset < head.size {
+                    _ = try stale.read(at: offset, count: 100_000)
+                    offset += 100_000
+                }
+            }
+        }
+
+        // Replaced while a stream runs: the reader gets the version it started with, whole, or ObjectChanged;
+        // never a mix of the two.
+        let second = try await store.head(key: key)
+        let streaming = S3ObjectByteSource(
+            store: store, key: key, etag: second.etag, size: second.size, chunkSize: 256 << 10, cachedChunks: 3,
+            readAhead: 2)
+        let start = try await BlockingExecutor.shared.run { try streaming.read(at: 0, count: 600_000) }
+        #expect(streaming.streams == 1)
+        try await client.putObject(bucket: bucket, key: key, body: body)
+        do {
+            let rest = try await BlockingExecutor.shared.run {
+                try streaming.read(at: 600_000, count: Int(second.size) - 600_000)
+            }
+            #expect(start + rest == replacement, "the stream mixed two versions")
+        } catch {
+            #expect(error as? ImporterError == ImporterError(.objectChanged, ""), "\(error)")
         }
     }
 }

@@ -127,7 +127,7 @@ final class PipelineTests {
         let importTask = Mutex<Task<ImportResult, Never>?>(nil)
         let gets = Mutex(0)
         // Cancel the import's task (as a shutdown does) at the 20th ranged GET: well inside the extent
-        // loop (4 KiB chunks, 64 in all).
+        // loop (4 KiB chunks, 64 in all, no read-ahead: every chunk is one GET of the reader's).
         let store = HookedStore(memory, every: { _ in
             if gets.withLock({ $0 += 1; return $0 }) == 20 { importTask.withLock { $0 }?.cancel() }
         })
@@ -135,7 +135,8 @@ final class PipelineTests {
         let (result, pendingDuringRun) = try await withStore(data: data, catalogURL: nil) { service in
             let pipeline = ImportPipeline(
                 store: store, catalog: CoreImportCatalog(service: service),
-                settings: .init(bucket: bucket, workerID: "unit", chunkSize: 4096, cachedChunks: 2), logger: logger)
+                settings: .init(bucket: bucket, workerID: "unit", chunkSize: 4096, cachedChunks: 2, readAhead: 0),
+                logger: logger)
             let candidate = try #require(try await pipeline.listCandidates().first)
             // The import starts only once its task is stored, so the hook always finds it to cancel.
             let (stored, markStored) = AsyncStream<Void>.makeStream()

@@ -1,3 +1,4 @@
+import BlockingIO
 import Crypto
 import Foundation
 @testable import S3
@@ -273,6 +274,44 @@ struct S3IntegrationTests {
             try await unpinned.getObject(bucket: bucket, key: "resume/object") { _ in }
         }
         #expect(error?.isTransient == true)
+    }
+
+    @Test("a blocking streamed GET cut short resumes where it stopped, pinned by If-Match; the sink sees each byte once")
+    func resumedBlockingStream() async throws {
+        let body = TestEnvironment.bytes(count: 3 << 20, seed: 4)
+        let etag = try await client.putObject(bucket: bucket, key: "resume/stream", body: body)
+        let proxy = try FaultProxy(upstream: TestEnvironment.endpoint ?? "", faults: 1, mode: "truncate")
+        defer { proxy.stop() }
+        let policy = S3RetryPolicy(maxAttempts: 3, baseDelay: .milliseconds(10), maxDelay: .milliseconds(20))
+        let viaProxy = try TestEnvironment.client(endpoint: proxy.endpoint, retry: policy)
+        let (bucket, last) = (bucket, UInt64(body.count - 1))
+        let received = try await BlockingExecutor.shared.run {
+            var received: [UInt8] = []
+            var pieces = 0
+            try viaProxy.getObjectBlocking(bucket: bucket, key: "resume/stream", range: 1000...last, ifMatch: etag) {
+                received.append(contentsOf: $0)
+                pieces += 1
+            }
+            return (received, pieces)
+        }
+        #expect(received.0 == Array(body[1000...]))
+        #expect(received.1 > 1, "delivered as it arrives, not collected")
+        let requests = try proxy.requests()
+        #expect(requests.count == 2)
+        #expect(requests.first?["range"] == "bytes=1000-\(last)")
+        let resumedAt = requests.last?["range"].flatMap { UInt64($0.dropFirst(6).prefix { $0 != "-" }) } ?? 0
+        #expect(resumedAt > 1000 && resumedAt < last, "\(requests)")
+        #expect(requests.allSatisfy { $0["ifMatch"] == "\"\(etag)\"" })
+
+        // A sink that throws ends the transfer with its own error, not retried.
+        struct Enough: Error {}
+        await #expect(throws: Enough.self) {
+            try await BlockingExecutor.shared.run {
+                try client.getObjectBlocking(bucket: bucket, key: "resume/stream", range: 0...last, ifMatch: etag) { _ in
+                    throw Enough()
+                }
+            }
+        }
     }
 
     @Test("a listing cut short is fetched again from scratch")
