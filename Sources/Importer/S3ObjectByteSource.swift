@@ -70,6 +70,8 @@ public final class S3ObjectByteSource: ByteSource {
         var lastIndex: UInt64?
         var fetchedBytes: UInt64 = 0
         var requests = 0
+        /// The object's user metadata, from the first GET whose answer carried it.
+        var metadata: [String: String]?
     }
     // Mutable state lives behind the mutex and GETs happen outside it; every stored property
     // is immutable or Sendable: the class is safe to share between threads.
@@ -109,6 +111,10 @@ public final class S3ObjectByteSource: ByteSource {
     public var fetchedBytes: UInt64 { cache.withLock { $0.fetchedBytes } }
     /// GET requests made so far.
     public var requests: Int { cache.withLock { $0.requests } }
+    /// The object's user metadata (`x-amz-meta-*`, names lowercased without the prefix) as the first
+    /// answered GET carried it: every GET is pinned to ``etag``, so it is the metadata of that version.
+    /// Nil before a GET answered, or when the store cannot return metadata with a GET.
+    public var userMetadata: [String: String]? { cache.withLock { $0.metadata } }
 
     private var chunkCount: UInt64 { (size + chunkSize - 1) / chunkSize }
 
@@ -229,7 +235,8 @@ public final class S3ObjectByteSource: ByteSource {
         }
         let lower = index * chunkSize
         let upper = min(size, lower + chunkSize)
-        let bytes = try store.getBlocking(key: key, range: lower..<upper, ifMatch: etag)
+        let (bytes, metadata) = try store.getBlockingWithMetadata(key: key, range: lower..<upper, ifMatch: etag)
+        if let metadata { cache.withLock { $0.metadata = $0.metadata ?? metadata } }
         guard bytes.count == Int(upper - lower) else {
             // The listed size no longer holds: the object changed under us.
             throw ImporterError(
