@@ -240,6 +240,41 @@ extension PostgresCatalog: Catalog {
         ).first
     }
 
+    public func claimImportOrRead(
+        _ key: ImportKey, owner: String, worker: String, leaseExpiresAt: Date, now: Date
+    ) async throws -> ImportClaimAttempt {
+        // The claim of `claimImport` in a CTE, and the row as it stood when the claim changed nothing, in
+        // ONE statement. The second SELECT sees the statement's snapshot: a row inserted by a claimer that
+        // committed after this statement began (its insert was waited for) is not seen, and the answer
+        // is then "not claimable, row unknown" (the caller reads it).
+        let lease = Self.millis(leaseExpiresAt)
+        let now = Self.millis(now)
+        let rows = try await read(
+            "claim of \(key)",
+            """
+            WITH claimed AS (
+                INSERT INTO imports AS i (bucket, "key", etag, owner, state, worker, lease_expires_at, attempts,
+                    created_at, updated_at, version, import_id)
+                VALUES (\(key.bucket), \(key.key), \(key.etag), \(owner), 'claimed', \(worker), \(lease), 1, \(now),
+                    \(now), 1, \(key.id))
+                ON CONFLICT (bucket, "key", etag) DO UPDATE SET state = 'claimed', worker = EXCLUDED.worker,
+                    lease_expires_at = EXCLUDED.lease_expires_at, attempts = i.attempts + 1, snapshot_id = NULL,
+                    bytes_read = 0, bytes_total = NULL, updated_at = EXCLUDED.updated_at, version = i.version + 1
+                WHERE i.state = 'retry' OR (i.state = 'claimed' AND (i.lease_expires_at IS NULL
+                    OR i.lease_expires_at <= EXCLUDED.updated_at OR i.worker = EXCLUDED.worker))
+                RETURNING \(unescaped: Self.importColumns)
+            )
+            SELECT true AS claimed_now, \(unescaped: Self.importColumns) FROM claimed
+            UNION ALL
+            SELECT false AS claimed_now, \(unescaped: Self.importColumns) FROM imports
+            WHERE bucket = \(key.bucket) AND "key" = \(key.key) AND etag = \(key.etag)
+                AND NOT EXISTS (SELECT 1 FROM claimed)
+            """
+        ) { row in (try row["claimed_now"].decode(Bool.self), try Self.importRecord(from: row)) }
+        guard let (claimedNow, record) = rows.first else { return .notClaimable(nil) }
+        return claimedNow ? .claimed(record) : .notClaimable(record)
+    }
+
     public func recordImportProgress(_ key: ImportKey, worker: String, bytesRead: Int64, bytesTotal: Int64?)
         async throws -> Bool
     {
