@@ -16,8 +16,8 @@ import Synchronization
 ///
 /// ## Garbage-collection safety (``BlockStore``'s time-based contract)
 /// - A new block is written with `If-None-Match: *` where the server honours it (learned once per
-///   process with a probe object under the prefix), so one request both stores it and proves it was
-///   absent; a refused write means the block exists and is freshened instead.
+///   process with a probe object under the prefix, removed at once), so one request both stores it and
+///   proves it was absent; a refused write means the block exists and is freshened instead.
 /// - Freshening an existing block is a self-copy with `x-amz-metadata-directive: REPLACE`, which
 ///   sets a new `Last-Modified` without moving the bytes over the wire.
 /// - ``remove(_:unlessModifiedSince:)`` re-reads `Last-Modified` right before its DeleteObject.
@@ -63,13 +63,13 @@ public final class S3BlockStore: BlockStore {
         return "\(prefix)\(hex.prefix(2))/\(hex)"
     }
 
-    /// Where the store learns whether the server honours `If-None-Match: *` on a PUT (a few bytes, kept;
-    /// not a block name, so listings and garbage collection pass it by).
-    var probeKey: String { "\(prefix)probe/if-none-match" }
+    /// Where the store learns whether the server honours `If-None-Match: *` on a PUT (a probe object of a
+    /// few bytes, removed at once; not a block name, so listings and garbage collection pass it by).
+    var probePrefix: String { "\(prefix)probe/" }
 
     /// Stores a block, or freshens it when it is there already.
     ///
-    /// Where the server honours `If-None-Match: *` (``S3Client/honoursIfNoneMatchOnPut(bucket:probeKey:)``,
+    /// Where the server honours `If-None-Match: *` (``S3Client/honoursIfNoneMatchOnPut(bucket:probePrefix:)``,
     /// learned once per process) a new block costs one conditional PUT; a refused PUT (412: the block
     /// exists) goes on to the freshening self-copy. Elsewhere the self-copy comes first and a missing
     /// block (NoSuchKey) is then uploaded. Either way a block counts as *reused* (checked again by
@@ -79,7 +79,7 @@ public final class S3BlockStore: BlockStore {
         let key = key(hash)
         let size = UInt64(bytes.count)
         let existed = try await storage("put block \(hash.hex)") {
-            if await client.honoursIfNoneMatchOnPut(bucket: bucket, probeKey: probeKey) {
+            if await client.honoursIfNoneMatchOnPut(bucket: bucket, probePrefix: probePrefix) {
                 do {
                     try await client.putObject(
                         bucket: bucket, key: key, body: Array(bytes), contentType: "application/octet-stream",

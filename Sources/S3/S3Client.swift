@@ -212,7 +212,7 @@ public final class S3Client: Sendable {
     /// - Returns: the ETag without quotes.
     /// - Parameter ifAbsent: send `If-None-Match: *`: the server refuses the write with 412
     ///   (`.preconditionFailed`) when the key exists. Servers that ignore the header overwrite; see
-    ///   ``honoursIfNoneMatchOnPut(bucket:probeKey:)`` before relying on it.
+    ///   ``honoursIfNoneMatchOnPut(bucket:probePrefix:)`` before relying on it.
     @discardableResult
     public func putObject(
         bucket: String, key: String, body: [UInt8], metadata: [String: String] = [:], contentType: String? = nil,
@@ -298,26 +298,28 @@ public final class S3Client: Sendable {
     // MARK: - Conditional requests
 
     /// Whether the server refuses a PutObject with `If-None-Match: *` on an existing key (S3 does since
-    /// 2024; older or other servers may overwrite instead). Learned once per bucket and process: a PUT
-    /// of `probeKey` (a few bytes, kept) with the header, and when that one was accepted, a second one,
-    /// which must then be refused. Any other answer counts as "no" for this call (not remembered when it
-    /// was a transient failure), so callers fall back to what works without the header.
-    public func honoursIfNoneMatchOnPut(bucket: String, probeKey: String) async -> Bool {
-        await conditionalSupport.answer(for: "put \(bucket)/\(probeKey)") { [self] in
-            for _ in 0..<2 {
-                do {
-                    _ = try await putObject(
-                        bucket: bucket, key: probeKey, body: Array("If-None-Match probe\n".utf8),
-                        contentType: "text/plain", ifAbsent: true)
-                } catch let error as S3Error where error.code == .preconditionFailed || error.httpStatus == 412 {
-                    return true  // the key exists (written by the first PUT, or by an earlier process)
-                } catch let error as S3Error {
-                    return error.isTransient ? nil : false
-                } catch {
-                    return nil
-                }
+    /// 2024; older or other servers may overwrite instead). Learned once per bucket and process with a
+    /// probe object of a few bytes at a random key under `probePrefix`: written with the header, written
+    /// again with it (which must be refused), then deleted. Any other answer counts as "no" for this call
+    /// (not remembered when it was a transient failure), so callers fall back to what works without it.
+    public func honoursIfNoneMatchOnPut(bucket: String, probePrefix: String) async -> Bool {
+        await conditionalSupport.answer(for: "put \(bucket)/\(probePrefix)") { [self] in
+            let key = probePrefix + (0..<4).map { _ in String(UInt32.random(in: 0...UInt32.max), radix: 16) }.joined()
+            let body = Array("If-None-Match probe\n".utf8)
+            let answer: Bool?
+            do {
+                _ = try await putObject(bucket: bucket, key: key, body: body, contentType: "text/plain", ifAbsent: true)
+                _ = try await putObject(bucket: bucket, key: key, body: body, contentType: "text/plain", ifAbsent: true)
+                answer = false  // the second write was accepted: the header is ignored
+            } catch let error as S3Error where error.code == .preconditionFailed || error.httpStatus == 412 {
+                answer = true
+            } catch let error as S3Error {
+                answer = error.isTransient ? nil : false
+            } catch {
+                answer = nil
             }
-            return false  // both PUTs were accepted: the header is ignored
+            try? await deleteObject(bucket: bucket, key: key)  // a leftover would be a few harmless bytes
+            return answer
         }
     }
 
