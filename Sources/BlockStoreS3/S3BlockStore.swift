@@ -34,10 +34,16 @@ public final class S3BlockStore: BlockStore {
     /// Blocks freshened (deduplicated) since the last ``sync()``; checked again there.
     private let reused = Mutex(Set<BlockHash>())
 
+    /// Whether new blocks are written with `If-None-Match: *`: nil to ask the server once (the default),
+    /// false never to (the freshening copy comes first, as for a server that ignores the header).
+    private let conditionalWrites: Bool?
+
     /// - Parameters:
     ///   - client: the S3 client (its calls leave the cooperative pool by themselves).
     ///   - location: `s3://bucket/prefix/`.
-    public init(client: S3Client, location: String, logger: Logger) throws {
+    ///   - conditionalWrites: nil (default) to use `If-None-Match: *` where the server honours it; false
+    ///     never to use it.
+    public init(client: S3Client, location: String, logger: Logger, conditionalWrites: Bool? = nil) throws {
         guard let (bucket, prefix) = Self.parse(location) else {
             throw SnapshotError(.invalidArgument, "block store location must be s3://bucket/prefix/, not \(location)")
         }
@@ -45,6 +51,7 @@ public final class S3BlockStore: BlockStore {
         self.bucket = bucket
         self.prefix = prefix
         self.logger = logger
+        self.conditionalWrites = conditionalWrites == false ? false : nil
     }
 
     /// Splits `s3://bucket/prefix` into bucket and a prefix that is empty or ends with `/`.
@@ -79,7 +86,7 @@ public final class S3BlockStore: BlockStore {
         let key = key(hash)
         let size = UInt64(bytes.count)
         let existed = try await storage("put block \(hash.hex)") {
-            if await client.honoursIfNoneMatchOnPut(bucket: bucket, probePrefix: probePrefix) {
+            if conditionalWrites != false, await client.honoursIfNoneMatchOnPut(bucket: bucket, probePrefix: probePrefix) {
                 do {
                     try await client.putObject(
                         bucket: bucket, key: key, body: Array(bytes), contentType: "application/octet-stream",
