@@ -94,3 +94,77 @@ struct RequestCountTests {
         #expect(processed.count == 6, "each image and its receipt: \(processed)")
     }
 }
+
+/// A bucket that uploads a new version of an image right after its receipt is written, that is between the
+/// copy to processed/ and the delete from incoming/; with `conditionalDelete` false it offers no
+/// conditional DELETE (the HEAD-then-DELETE fallback runs).
+final class ReplacingStore: ObjectStore {
+    let base: S3ObjectStore
+    let conditionalDelete: Bool
+    let replacement: [UInt8]
+    let replaced = Mutex<[String]>([])
+
+    init(_ base: S3ObjectStore, conditionalDelete: Bool, replacement: [UInt8]) {
+        self.base = base
+        self.conditionalDelete = conditionalDelete
+        self.replacement = replacement
+    }
+
+    func list(prefix: String) async throws -> [ObjectSummary] { try await base.list(prefix: prefix) }
+    func head(key: String) async throws -> ObjectMetadata { try await base.head(key: key) }
+    func get(key: String, range: Range<UInt64>?, ifMatch: String?) async throws -> [UInt8] {
+        try await base.get(key: key, range: range, ifMatch: ifMatch)
+    }
+    @available(*, noasync)
+    func getBlocking(key: String, range: Range<UInt64>, ifMatch: String?) throws -> [UInt8] {
+        try base.getBlocking(key: key, range: range, ifMatch: ifMatch)
+    }
+    func put(key: String, body: [UInt8], contentType: String) async throws {
+        try await base.put(key: key, body: body, contentType: contentType)
+        guard key.hasSuffix(BucketLayout.receiptSuffix) else { return }
+        // processed/<p>/<name>.snapshot.json → incoming/<p>/<name>
+        let image = String(key.dropLast(BucketLayout.receiptSuffix.count)).replacingOccurrences(
+            of: "/processed/", with: "/incoming/")
+        try await base.put(key: image, body: replacement, contentType: "application/octet-stream")
+        replaced.withLock { $0.append(image) }
+    }
+    func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) async throws {
+        try await base.copy(from: sourceKey, to: destinationKey, ifMatch: ifMatch)
+    }
+    func delete(key: String) async throws { try await base.delete(key: key) }
+    func delete(key: String, ifMatch etag: String) async throws -> Bool {
+        conditionalDelete ? try await base.delete(key: key, ifMatch: etag) : false
+    }
+}
+
+extension RequestCountTests {
+    @Test(
+        "an image replaced between its copy and its delete stays in incoming/ (conditional DELETE, and the HEAD fallback)",
+        arguments: [true, false])
+    func replacedBeforeTheDeleteIsKept(conditionalDelete: Bool) async throws {
+        let e2e = try #require(E2E.load("replaced"))
+        let client = try e2e.client()
+        let bucket = try await e2e.makeBucket(client)
+        let key = "\(e2e.prefix)incoming/p@acme/disk.raw"
+        var original = [UInt8](repeating: 0, count: 64 << 10)
+        for i in 0..<4096 { original[i] = UInt8.random(in: 0...255) }
+        try await client.putObject(bucket: bucket, key: key, body: original)
+        let replacement = original.map { $0 ^ 0x5a }
+        let store = ReplacingStore(
+            S3ObjectStore(client: client, bucket: bucket), conditionalDelete: conditionalDelete, replacement: replacement)
+        let logger = Logger(label: "replaced")
+        let summary = try await withStore(data: "\(e2e.work)/data", catalogURL: nil) { service in
+            let pipeline = ImportPipeline(
+                store: store, catalog: CoreImportCatalog(service: service),
+                settings: .init(bucket: bucket, layout: e2e.layout, workerID: "replaced:1:ab"), logger: logger)
+            return await Importer(
+                worker: pipeline, options: .init(concurrentImports: 1, once: true), clock: ContinuousClock(),
+                logger: logger
+            ).runPass()
+        }
+        #expect(summary.imported.count == 1)
+        #expect(store.replaced.withLock { $0 } == [key])
+        #expect(try await client.getObject(bucket: bucket, key: key) == replacement, "the new upload was kept")
+        #expect(try await client.getObject(bucket: bucket, key: e2e.layout.processedKey(for: key)) == original)
+    }
+}
