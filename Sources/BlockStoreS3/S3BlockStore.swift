@@ -15,6 +15,9 @@ import Synchronization
 /// re-checks instead the blocks this process *reused* since the last sync (see below).
 ///
 /// ## Garbage-collection safety (``BlockStore``'s time-based contract)
+/// - A new block is written with `If-None-Match: *` where the server honours it (learned once per
+///   process with a probe object under the prefix, removed at once), so one request both stores it and
+///   proves it was absent; a refused write means the block exists and is freshened instead.
 /// - Freshening an existing block is a self-copy with `x-amz-metadata-directive: REPLACE`, which
 ///   sets a new `Last-Modified` without moving the bytes over the wire.
 /// - ``remove(_:unlessModifiedSince:)`` re-reads `Last-Modified` right before its DeleteObject.
@@ -31,10 +34,16 @@ public final class S3BlockStore: BlockStore {
     /// Blocks freshened (deduplicated) since the last ``sync()``; checked again there.
     private let reused = Mutex(Set<BlockHash>())
 
+    /// Whether new blocks are written with `If-None-Match: *`: nil to ask the server once (the default),
+    /// false never to (the freshening copy comes first, as for a server that ignores the header).
+    private let conditionalWrites: Bool?
+
     /// - Parameters:
     ///   - client: the S3 client (its calls leave the cooperative pool by themselves).
     ///   - location: `s3://bucket/prefix/`.
-    public init(client: S3Client, location: String, logger: Logger) throws {
+    ///   - conditionalWrites: nil (default) to use `If-None-Match: *` where the server honours it; false
+    ///     never to use it.
+    public init(client: S3Client, location: String, logger: Logger, conditionalWrites: Bool? = nil) throws {
         guard let (bucket, prefix) = Self.parse(location) else {
             throw SnapshotError(.invalidArgument, "block store location must be s3://bucket/prefix/, not \(location)")
         }
@@ -42,6 +51,7 @@ public final class S3BlockStore: BlockStore {
         self.bucket = bucket
         self.prefix = prefix
         self.logger = logger
+        self.conditionalWrites = conditionalWrites == false ? false : nil
     }
 
     /// Splits `s3://bucket/prefix` into bucket and a prefix that is empty or ends with `/`.
@@ -60,14 +70,40 @@ public final class S3BlockStore: BlockStore {
         return "\(prefix)\(hex.prefix(2))/\(hex)"
     }
 
+    /// Where the store learns whether the server honours `If-None-Match: *` on a PUT (a probe object of a
+    /// few bytes, removed at once; not a block name, so listings and garbage collection pass it by).
+    var probePrefix: String { "\(prefix)probe/" }
+
+    /// Stores a block, or freshens it when it is there already.
+    ///
+    /// Where the server honours `If-None-Match: *` (``S3Client/honoursIfNoneMatchOnPut(bucket:probePrefix:)``,
+    /// learned once per process) a new block costs one conditional PUT; a refused PUT (412: the block
+    /// exists) goes on to the freshening self-copy. Elsewhere the self-copy comes first and a missing
+    /// block (NoSuchKey) is then uploaded. Either way a block counts as *reused* (checked again by
+    /// ``sync()``) exactly when this call found it present: a conditional PUT that succeeded proves the
+    /// block was absent at that instant, so no collection can have judged an old copy of it.
     public func put(_ hash: BlockHash, _ bytes: ArraySlice<UInt8>) async throws -> Bool {
         let key = key(hash)
+        let size = UInt64(bytes.count)
         let existed = try await storage("put block \(hash.hex)") {
+            if conditionalWrites != false, await client.honoursIfNoneMatchOnPut(bucket: bucket, probePrefix: probePrefix) {
+                do {
+                    try await client.putObject(
+                        bucket: bucket, key: key, body: Array(bytes), contentType: "application/octet-stream",
+                        ifAbsent: true)
+                    return false
+                } catch let error as S3Error where error.code == .preconditionFailed || error.httpStatus == 412
+                    || error.httpStatus == 409
+                {
+                    // Present (412), or a concurrent conditional write of the same block (409): freshen it.
+                }
+            }
             do {
-                // Freshen: a self-copy replacing the metadata updates Last-Modified in place.
+                // Freshen: a self-copy replacing the metadata updates Last-Modified in place (one request:
+                // the size is known, so no HEAD chooses between a single and a multipart copy).
                 try await client.copyObject(
                     sourceBucket: bucket, sourceKey: key, destinationBucket: bucket, destinationKey: key,
-                    metadata: ["freshened": String(Int(Date().timeIntervalSince1970))])
+                    metadata: ["freshened": String(Int(Date().timeIntervalSince1970))], sourceSize: size)
                 return true
             } catch let error as S3Error where error.code == .noSuchKey {
                 // Copied into an array only when it is uploaded (a freshened block needs no bytes).

@@ -35,7 +35,7 @@ public struct BucketMover: Sendable {
     func moveToProcessed(_ candidate: BucketLayout.Candidate, record: SnapshotRecord) async throws {
         let receipt = catalog.document(record)
         let destination = layout.processedKey(for: candidate.key)
-        try await store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag)
+        try await store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag, sourceSize: candidate.size)
         try await store.put(key: BucketLayout.receiptKey(for: destination), body: receipt, contentType: "application/json")
         try await moveSidecar(candidate, toProcessed: true)
         try await deleteIfUnchanged(key: candidate.key, etag: candidate.etag)
@@ -45,7 +45,7 @@ public struct BucketMover: Sendable {
     func moveToFailed(_ candidate: BucketLayout.Candidate, code: String, message: String) async throws {
         let report = ErrorReport(code: code, message: message, key: candidate.key, etag: candidate.etag, at: Date())
         let destination = layout.failedKey(for: candidate.key)
-        try await store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag)
+        try await store.copy(from: candidate.key, to: destination, ifMatch: candidate.etag, sourceSize: candidate.size)
         try await store.put(
             key: BucketLayout.errorReportKey(for: destination), body: report.encoded(), contentType: "application/json")
         try await moveSidecar(candidate, toProcessed: false)
@@ -67,9 +67,15 @@ public struct BucketMover: Sendable {
         try await store.delete(key: sidecarKey)
     }
 
-    /// S3 has no conditional delete: check the ETag just before deleting so that an object
-    /// replaced after the import is (in all but a tiny window) kept for the next pass.
+    /// Deletes the object only while it still has the imported ETag, so that an object replaced after
+    /// the import is kept for the next pass: one conditional DELETE (`If-Match`) where the store honours
+    /// it; otherwise the ETag is checked with a HEAD just before the DELETE (closed in all but a tiny window).
     private func deleteIfUnchanged(key: String, etag: String) async throws {
+        do {
+            if try await store.delete(key: key, ifMatch: etag) { return }
+        } catch let error as ImporterError where error.code == .notFound || error.code == .objectChanged {
+            return  // replaced or removed since: kept (or nothing to delete)
+        }
         let head: ObjectMetadata
         do {
             head = try await store.head(key: key)

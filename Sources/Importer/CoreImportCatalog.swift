@@ -18,14 +18,15 @@ public struct CoreImportCatalog: ImportCatalog {
     public func claim(_ key: ImportKey, owner: String, worker: String, leaseDuration: Duration) async throws
         -> ClaimOutcome
     {
-        if let claim = try await service.claimImport(
+        // One statement, whether the claim is won or lost: a lost one answers the row in the way.
+        let row: ImportRecord
+        switch try await service.claimImportOrRead(
             bucket: key.bucket, key: key.key, etag: key.etag, owner: owner, worker: worker,
             leaseSeconds: leaseDuration.seconds)
         {
-            return .claimed(claim)
-        }
-        guard let row = try await service.importRecord(bucket: key.bucket, key: key.key, etag: key.etag) else {
-            return .busy(worker: nil)
+        case .claimed(let claim): return .claimed(claim)
+        case .notClaimed(nil): return .busy(worker: nil)
+        case .notClaimed(let found?): row = found
         }
         switch row.state {
         case .imported:

@@ -54,6 +54,20 @@ public struct ImageImporter: Sendable {
         claimedFormat: ImageFormat?, formatClaim: FormatClaim? = nil, snapshotSource: SnapshotSource,
         logger: inout Logger, progress: @escaping @Sendable (UInt64, UInt64) -> Void
     ) async throws -> SnapshotRecord {
+        try await importImage(
+            source: source, claim: claim, owner: owner, describedBy: { description }, claimedFormat: claimedFormat,
+            formatClaim: formatClaim, snapshotSource: snapshotSource, logger: &logger, progress: progress)
+    }
+
+    /// ``importImage(source:claim:owner:description:claimedFormat:formatClaim:snapshotSource:logger:progress:)``
+    /// with the description worked out once the image is open and valid, before the pending snapshot is
+    /// begun: an object import takes it from the metadata its first GET answered, without a HEAD.
+    public func importImage(
+        source: any ByteSource, claim: ImportClaim?, owner: ProjectRef,
+        describedBy description: @Sendable () async throws -> String,
+        claimedFormat: ImageFormat?, formatClaim: FormatClaim? = nil, snapshotSource: SnapshotSource,
+        logger: inout Logger, progress: @escaping @Sendable (UInt64, UInt64) -> Void
+    ) async throws -> SnapshotRecord {
         let limits = limits
         // Whatever the outcome, nothing reads the source after this: its stream (if any) stops now.
         defer { (source as? S3ObjectByteSource)?.cancel() }
@@ -73,6 +87,7 @@ public struct ImageImporter: Sendable {
         }
         let info = reader.reader.info
         try Task.checkCancellation()
+        let description = try await description()
         let writer = try await catalog.beginSnapshot(
             claim: claim, owner: owner, description: description, source: snapshotSource,
             format: info.format.rawValue, bootable: info.bootable, virtualSize: info.virtualSize)

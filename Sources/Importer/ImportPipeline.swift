@@ -339,20 +339,29 @@ public struct ImportPipeline: ObjectImporting {
             throw ImporterError(.invalidProject, "folder of key \(candidate.key): \(error)", underlying: error)
         }
         let sidecar = try await mover.readSidecar(candidate)
-        let head = try await store.head(key: candidate.key)
-        guard head.etag == candidate.etag else {
-            throw ImporterError(
-                .objectChanged,
-                "\(candidate.key) was replaced since the listing (ETag \(head.etag), not \(candidate.etag))")
-        }
         let claimed = try Self.claim(sidecar?.format, key: candidate.key)
         _ = try Self.shareTargets(sidecar, key: candidate.key)
-        let description = sidecar?.description ?? head.metadata["description"] ?? Self.defaultDescription(candidate.key)
+        // No HEAD: the size is the listing's and every GET is pinned to the listed ETag (a replaced object
+        // fails the first one with `objectChanged`); the first GET's answer also carries the metadata.
         let source = S3ObjectByteSource(
-            store: store, key: candidate.key, etag: candidate.etag, size: head.size, chunkSize: settings.chunkSize,
-            cachedChunks: settings.cachedChunks, readAhead: settings.readAhead, progress: progress)
+            store: store, key: candidate.key, etag: candidate.etag, size: candidate.size,
+            chunkSize: settings.chunkSize, cachedChunks: settings.cachedChunks, readAhead: settings.readAhead,
+            progress: progress)
+        let (store, key, etag) = (store, candidate.key, candidate.etag)
+        let description: @Sendable () async throws -> String = {
+            if let text = sidecar?.description { return text }
+            var metadata = source.userMetadata
+            if metadata == nil {  // a store that answers no metadata with a GET (or nothing was read)
+                let head = try await store.head(key: key)
+                guard head.etag == etag else {
+                    throw ImporterError(.objectChanged, "\(key) was replaced since the listing (ETag \(head.etag), not \(etag))")
+                }
+                metadata = head.metadata
+            }
+            return metadata?["description"] ?? Self.defaultDescription(key)
+        }
         let record = try await imageImporter.importImage(
-            source: source, claim: claim, owner: owner, description: description, claimedFormat: claimed?.format,
+            source: source, claim: claim, owner: owner, describedBy: description, claimedFormat: claimed?.format,
             formatClaim: claimed,
             snapshotSource: .object(bucket: settings.bucket, key: candidate.key, etag: candidate.etag),
             logger: &logger, progress: { _, _ in })

@@ -59,6 +59,40 @@ public protocol ObjectStore: Sendable {
     /// Server-side copy, only if the source's ETag still is `ifMatch`.
     func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?) async throws
     func delete(key: String) async throws
+
+    /// ``getBlocking(key:range:ifMatch:)`` that also returns the object's user metadata (`x-amz-meta-*`,
+    /// names lowercased without the prefix) when the same answer carries it, so the importer needs no
+    /// HEAD besides its GETs; nil when the store cannot tell (the importer then asks ``head(key:)``).
+    /// The default makes the plain GET and returns nil.
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread; await get elsewhere")
+    func getBlockingWithMetadata(key: String, range: Range<UInt64>, ifMatch: String?) throws
+        -> (bytes: [UInt8], metadata: [String: String]?)
+    /// ``copy(from:to:ifMatch:)`` of a source whose size the caller knows (the listing's, pinned by
+    /// `ifMatch`), which may spare the store a request. The default ignores the size.
+    func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?, sourceSize: UInt64) async throws
+    /// Deletes `key` only while its ETag is `etag`, in one atomic request, where the store can.
+    /// - Returns: true when the store made the conditional delete (the object is gone); false when it
+    ///   cannot delete conditionally and sent nothing (the caller checks the ETag itself first). The
+    ///   default returns false.
+    /// - Throws: `objectChanged` when the object has another ETag or is gone (nothing deleted).
+    func delete(key: String, ifMatch etag: String) async throws -> Bool
+}
+
+extension ObjectStore {
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread; await get elsewhere")
+    public func getBlockingWithMetadata(key: String, range: Range<UInt64>, ifMatch: String?) throws
+        -> (bytes: [UInt8], metadata: [String: String]?)
+    {
+        (try getBlocking(key: key, range: range, ifMatch: ifMatch), nil)
+    }
+
+    public func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?, sourceSize: UInt64)
+        async throws
+    {
+        try await copy(from: sourceKey, to: destinationKey, ifMatch: ifMatch)
+    }
+
+    public func delete(key: String, ifMatch etag: String) async throws -> Bool { false }
 }
 
 extension ObjectStore {
@@ -149,17 +183,32 @@ public final class MemoryObjectStore: ObjectStore {
         try read(key: key, range: range, ifMatch: ifMatch)
     }
 
+    /// Recorded as `"get k"` (one GET that also answers the metadata).
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread; await get elsewhere")
+    public func getBlockingWithMetadata(key: String, range: Range<UInt64>, ifMatch: String?) throws
+        -> (bytes: [UInt8], metadata: [String: String]?)
+    {
+        let (bytes, metadata) = try readWithMetadata(key: key, range: range, ifMatch: ifMatch)
+        return (bytes, metadata)
+    }
+
     private func read(key: String, range: Range<UInt64>?, ifMatch: String?) throws -> [UInt8] {
+        try readWithMetadata(key: key, range: range, ifMatch: ifMatch).bytes
+    }
+
+    private func readWithMetadata(key: String, range: Range<UInt64>?, ifMatch: String?) throws
+        -> (bytes: [UInt8], metadata: [String: String])
+    {
         try record("get \(key)")
         return try state.withLock { state in
             guard let object = state.objects[key] else { throw ImporterError(.notFound, "no object \(key)") }
             if let ifMatch, ifMatch != object.etag {
                 throw ImporterError(.objectChanged, "\(key): ETag is \(object.etag), not \(ifMatch)")
             }
-            guard let range else { return object.body }
+            guard let range else { return (object.body, object.metadata) }
             let lower = Int(min(range.lowerBound, UInt64(object.body.count)))
             let upper = Int(min(range.upperBound, UInt64(object.body.count)))
-            return Array(object.body[lower..<upper])
+            return (Array(object.body[lower..<upper]), object.metadata)
         }
     }
 
@@ -186,5 +235,17 @@ public final class MemoryObjectStore: ObjectStore {
     public func delete(key: String) async throws {
         try record("delete \(key)")
         _ = state.withLock { $0.objects.removeValue(forKey: key) }
+    }
+
+    /// Recorded as `"delete k"`; atomic under the store's lock.
+    public func delete(key: String, ifMatch etag: String) async throws -> Bool {
+        try record("delete \(key)")
+        try state.withLock { state in
+            guard let object = state.objects[key], object.etag == etag else {
+                throw ImporterError(.objectChanged, "\(key): not deleted, its ETag is no longer \(etag)")
+            }
+            state.objects.removeValue(forKey: key)
+        }
+        return true
     }
 }

@@ -95,6 +95,8 @@ public final class S3ObjectByteSource: ByteSource {
         /// Evicted chunks kept for the stream to fill again: memory already faulted in, instead of fresh
         /// pages for every chunk (a buffer a reader still holds is copied on write, never overwritten).
         var spare: [[UInt8]] = []
+        /// The object's user metadata, from the first GET whose answer carried it.
+        var metadata: [String: String]?
     }
     // Mutable state lives behind the monitor (on which a stream waits for the reader) and GETs happen
     // outside it; every stored property is immutable or Sendable: the class is safe to share between threads.
@@ -147,6 +149,10 @@ public final class S3ObjectByteSource: ByteSource {
     public var streams: Int { cache.withLock { $0.streams } }
     /// Whether a streaming GET is under way.
     public var isStreaming: Bool { cache.withLock { $0.streaming } }
+    /// The object's user metadata (`x-amz-meta-*`, names lowercased without the prefix) as the first
+    /// answered GET carried it: every GET is pinned to ``etag``, so it is the metadata of that version.
+    /// Nil before a GET answered, or when the store cannot return metadata with a GET.
+    public var userMetadata: [String: String]? { cache.withLock { $0.metadata } }
 
     private var chunkCount: UInt64 { (size + chunkSize - 1) / chunkSize }
 
@@ -384,7 +390,8 @@ public final class S3ObjectByteSource: ByteSource {
         }
         let lower = index * chunkSize
         let upper = min(size, lower + chunkSize)
-        let bytes = try store.getBlocking(key: key, range: lower..<upper, ifMatch: etag)
+        let (bytes, metadata) = try store.getBlockingWithMetadata(key: key, range: lower..<upper, ifMatch: etag)
+        if let metadata { cache.withLock { $0.metadata = $0.metadata ?? metadata } }
         guard bytes.count == Int(upper - lower) else {
             // The listed size no longer holds: the object changed under us.
             throw ImporterError(

@@ -70,6 +70,21 @@ public struct S3ObjectStore: ObjectStore {
         }
     }
 
+    /// One ranged GET; its answer's head carries the user metadata.
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread; await get elsewhere")
+    public func getBlockingWithMetadata(key: String, range: Range<UInt64>, ifMatch: String?) throws
+        -> (bytes: [UInt8], metadata: [String: String]?)
+    {
+        guard !range.isEmpty else { return ([], nil) }
+        do {
+            let (bytes, head) = try client.getObjectBlockingWithHead(
+                bucket: bucket, key: key, range: range.lowerBound...(range.upperBound - 1), ifMatch: ifMatch)
+            return (bytes, head?.metadata)
+        } catch let error as S3Error {
+            throw Self.classify(error, what: "get \(key)")
+        }
+    }
+
     public func put(key: String, body: [UInt8], contentType: String) async throws {
         try await mapped("put \(key)") {
             _ = try await client.putObject(bucket: bucket, key: key, body: body, contentType: contentType)
@@ -84,8 +99,27 @@ public struct S3ObjectStore: ObjectStore {
         }
     }
 
+    /// One CopyObject, without the HEAD that would otherwise choose between a single and a multipart copy.
+    public func copy(from sourceKey: String, to destinationKey: String, ifMatch: String?, sourceSize: UInt64)
+        async throws
+    {
+        try await mapped("copy \(sourceKey) to \(destinationKey)") {
+            _ = try await client.copyObject(
+                sourceBucket: bucket, sourceKey: sourceKey, destinationBucket: bucket, destinationKey: destinationKey,
+                ifMatch: ifMatch, sourceSize: sourceSize)
+        }
+    }
+
     public func delete(key: String) async throws {
         try await mapped("delete \(key)") { try await client.deleteObject(bucket: bucket, key: key) }
+    }
+
+    /// A DeleteObject with `If-Match` when the server was found to honour it
+    /// (``S3Client/honoursIfMatchOnDelete(bucket:)``, learned once per process); false otherwise.
+    public func delete(key: String, ifMatch etag: String) async throws -> Bool {
+        guard await client.honoursIfMatchOnDelete(bucket: bucket) else { return false }
+        try await mapped("delete \(key)") { try await client.deleteObject(bucket: bucket, key: key, ifMatch: etag) }
+        return true
     }
 
     /// Runs `body`, turning an `S3Error` into the importer's view of it (other errors, such as

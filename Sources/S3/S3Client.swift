@@ -23,6 +23,8 @@ public final class S3Client: Sendable {
     private let endpoint: S3Endpoint
     /// Seconds to add to the local clock when signing (learned from RequestTimeTooSkewed).
     private let clockOffset = Mutex<Double>(0)
+    /// What the server was found to honour of conditional requests, per bucket (see "Conditional requests").
+    private let conditionalSupport = ProbeAnswers()
 
     /// - Throws: `S3Error` `.invalidRequest` when the endpoint is not `http(s)://host[:port]`.
     public convenience init(configuration: S3Configuration, logger: Logger) throws {
@@ -140,12 +142,22 @@ public final class S3Client: Sendable {
     public func getObjectBlocking(bucket: String, key: String, range: ClosedRange<UInt64>, ifMatch: String?) throws
         -> [UInt8]
     {
+        try getObjectBlockingWithHead(bucket: bucket, key: key, range: range, ifMatch: ifMatch).bytes
+    }
+
+    /// ``getObjectBlocking(bucket:key:range:ifMatch:)`` that also returns the head of the answer: the
+    /// ETag, the whole object's size (from `Content-Range`) and its user metadata, which a GET carries
+    /// like a HEAD does, so a caller that needs both makes one request instead of two.
+    @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread; await getObject elsewhere")
+    public func getObjectBlockingWithHead(bucket: String, key: String, range: ClosedRange<UInt64>, ifMatch: String?)
+        throws -> (bytes: [UInt8], head: ObjectHead?)
+    {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Int(min(range.upperBound - range.lowerBound + 1, 1 << 30)))
-        try getObjectBlocking(bucket: bucket, key: key, range: range, ifMatch: ifMatch) { chunk in
+        let head = try getObjectBlocking(bucket: bucket, key: key, range: range, ifMatch: ifMatch) { chunk in
             bytes.append(contentsOf: chunk)
         }
-        return bytes
+        return (bytes, head)
     }
 
     /// A ranged GetObject streamed to `sink` on the calling thread (blocking), in arrival order: one
@@ -155,20 +167,22 @@ public final class S3Client: Sendable {
     /// - Parameters:
     ///   - sink: called with each piece as it arrives; an error it throws ends the transfer and is
     ///     rethrown (a sink that blocks holds the transfer back: TCP's flow control does the rest).
+    /// - Returns: the head of the (last) answer.
     @available(*, noasync, message: "blocks its thread: only from a BlockingExecutor pool thread; await getObject elsewhere")
+    @discardableResult
     public func getObjectBlocking(
         bucket: String, key: String, range: ClosedRange<UInt64>, ifMatch: String?,
         into sink: (UnsafeRawBufferPointer) throws -> Void
-    ) throws {
+    ) throws -> ObjectHead? {
         var get = GetProgress(bucket: bucket, key: key, range: range, ifMatch: ifMatch)
         while true {
             let request = get.request()
             do {
-                _ = try sendBlocking(request) { chunk in
+                let response = try sendBlocking(request) { chunk in
                     get.delivered += UInt64(chunk.count)
                     try sink(chunk)
                 }
-                return
+                return try? objectHead(response, request)
             } catch let error as S3Error {
                 try get.resume(after: error, maxResumes: configuration.retry.maxAttempts, logger: logger)
             }
@@ -216,12 +230,17 @@ public final class S3Client: Sendable {
 
     /// PutObject from memory.
     /// - Returns: the ETag without quotes.
+    /// - Parameter ifAbsent: send `If-None-Match: *`: the server refuses the write with 412
+    ///   (`.preconditionFailed`) when the key exists. Servers that ignore the header overwrite; see
+    ///   ``honoursIfNoneMatchOnPut(bucket:probePrefix:)`` before relying on it.
     @discardableResult
     public func putObject(
-        bucket: String, key: String, body: [UInt8], metadata: [String: String] = [:], contentType: String? = nil
+        bucket: String, key: String, body: [UInt8], metadata: [String: String] = [:], contentType: String? = nil,
+        ifAbsent: Bool = false
     ) async throws -> String {
         var headers = Self.metadataHeaders(metadata)
         if let contentType { headers.append(("Content-Type", contentType)) }
+        if ifAbsent { headers.append(("If-None-Match", "*")) }
         let request = S3Request(
             operation: "PutObject", method: "PUT", bucket: bucket, key: key, headers: headers, body: .bytes(body))
         let response = try await send(request) { _ in }
@@ -233,11 +252,21 @@ public final class S3Client: Sendable {
     /// `configuration.multipartCopyThreshold` (5 GiB, S3's CopyObject limit) are copied part by part
     /// with UploadPartCopy, each part carrying `x-amz-copy-source-if-match`.
     /// - Returns: the new object's ETag without quotes.
+    ///
+    /// A caller that knows the source's size (from a listing, pinned by `ifMatch`, or a block it wrote)
+    /// passes it as `sourceSize`: a source within the CopyObject limit is then copied in ONE request,
+    /// without the HeadObject that otherwise decides between the single and the multipart copy (the
+    /// server still checks `ifMatch` through `x-amz-copy-source-if-match`).
     @discardableResult
     public func copyObject(
         sourceBucket: String, sourceKey: String, destinationBucket: String, destinationKey: String,
-        ifMatch: String? = nil, metadata: [String: String]? = nil
+        ifMatch: String? = nil, metadata: [String: String]? = nil, sourceSize: UInt64? = nil
     ) async throws -> String {
+        if let sourceSize, sourceSize <= configuration.multipartCopyThreshold {
+            return try await singleCopy(
+                sourceBucket: sourceBucket, sourceKey: sourceKey, destinationBucket: destinationBucket,
+                destinationKey: destinationKey, ifMatch: ifMatch, metadata: metadata)
+        }
         let source = try await headObject(bucket: sourceBucket, key: sourceKey)
         if let ifMatch, Self.unquote(ifMatch) != source.etag {
             throw S3Error(
@@ -276,8 +305,62 @@ public final class S3Client: Sendable {
     }
 
     /// DeleteObject (succeeds when the key does not exist, as S3 does).
-    public func deleteObject(bucket: String, key: String) async throws {
-        _ = try await send(S3Request(operation: "DeleteObject", method: "DELETE", bucket: bucket, key: key)) { _ in }
+    /// - Parameter ifMatch: delete only while the object's ETag is this one (`If-Match`); a server that
+    ///   honours it answers 412 (`.preconditionFailed`) otherwise, also for a missing key. Servers that
+    ///   ignore the header delete anyway: see ``honoursIfMatchOnDelete(bucket:)`` before relying on it.
+    public func deleteObject(bucket: String, key: String, ifMatch: String? = nil) async throws {
+        let headers: [(name: String, value: String)] = ifMatch.map { [("If-Match", Self.quote($0))] } ?? []
+        _ = try await send(
+            S3Request(operation: "DeleteObject", method: "DELETE", bucket: bucket, key: key, headers: headers)
+        ) { _ in }
+    }
+
+    // MARK: - Conditional requests
+
+    /// Whether the server refuses a PutObject with `If-None-Match: *` on an existing key (S3 does since
+    /// 2024; older or other servers may overwrite instead). Learned once per bucket and process with a
+    /// probe object of a few bytes at a random key under `probePrefix`: written with the header, written
+    /// again with it (which must be refused), then deleted. Any other answer counts as "no" for this call
+    /// (not remembered when it was a transient failure), so callers fall back to what works without it.
+    public func honoursIfNoneMatchOnPut(bucket: String, probePrefix: String) async -> Bool {
+        await conditionalSupport.answer(for: "put \(bucket)/\(probePrefix)") { [self] in
+            let key = probePrefix + (0..<4).map { _ in String(UInt32.random(in: 0...UInt32.max), radix: 16) }.joined()
+            let body = Array("If-None-Match probe\n".utf8)
+            let answer: Bool?
+            do {
+                _ = try await putObject(bucket: bucket, key: key, body: body, contentType: "text/plain", ifAbsent: true)
+                _ = try await putObject(bucket: bucket, key: key, body: body, contentType: "text/plain", ifAbsent: true)
+                answer = false  // the second write was accepted: the header is ignored
+            } catch let error as S3Error where error.code == .preconditionFailed || error.httpStatus == 412 {
+                answer = true
+            } catch let error as S3Error {
+                answer = error.isTransient ? nil : false
+            } catch {
+                answer = nil
+            }
+            try? await deleteObject(bucket: bucket, key: key)  // a leftover would be a few harmless bytes
+            return answer
+        }
+    }
+
+    /// Whether the server refuses a DeleteObject whose `If-Match` does not hold. Learned once per bucket
+    /// and process, without writing anything: a DELETE of a random key that does not exist, with a
+    /// random `If-Match`, is refused with 412 by a server that evaluates the header, and answered 204 by
+    /// one that ignores it. Any other answer counts as "no" (not remembered when transient).
+    public func honoursIfMatchOnDelete(bucket: String) async -> Bool {
+        await conditionalSupport.answer(for: "delete \(bucket)") { [self] in
+            let nonce = (0..<4).map { _ in String(UInt32.random(in: 0...UInt32.max), radix: 16) }.joined()
+            do {
+                try await deleteObject(bucket: bucket, key: ".snapimport-probe-\(nonce)", ifMatch: "probe-\(nonce)")
+                return false
+            } catch let error as S3Error where error.code == .preconditionFailed || error.httpStatus == 412 {
+                return true
+            } catch let error as S3Error {
+                return error.isTransient ? nil : false
+            } catch {
+                return nil
+            }
+        }
     }
 
     /// CreateBucket; succeeds when the bucket already exists and is ours.
@@ -848,4 +931,27 @@ final class DeliveredCount: Sendable {
     }
 
     var value: UInt64 { count.load(ordering: .relaxed) }
+}
+
+/// Answers of capability probes, each learned once per process: concurrent first callers share one
+/// probe, later callers read the remembered answer. A probe that answers nil (it could not tell: a
+/// transient failure) is not remembered; the caller gets false and the next caller probes again.
+final class ProbeAnswers: Sendable {
+    private let answers = Mutex<[String: Task<Bool?, Never>]>([:])
+
+    func answer(for name: String, probe: @escaping @Sendable () async -> Bool?) async -> Bool {
+        let task = answers.withLock { answers in
+            if let task = answers[name] { return task }
+            // An unstructured task so that concurrent first callers wait for the same probe, and a caller
+            // cancelled meanwhile does not cancel it for the others; it makes at most two requests.
+            let task = Task { await probe() }
+            answers[name] = task
+            return task
+        }
+        guard let answer = await task.value else {
+            answers.withLock { if $0[name] == task { $0[name] = nil } }
+            return false
+        }
+        return answer
+    }
 }

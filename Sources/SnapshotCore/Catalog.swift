@@ -118,6 +118,14 @@ public protocol Catalog: Sendable {
     func claimImport(_ key: ImportKey, owner: String, worker: String, leaseExpiresAt: Date, now: Date) async throws
         -> ImportRecord?
 
+    /// ``claimImport(_:owner:worker:leaseExpiresAt:now:)`` that also answers, when the object is not
+    /// claimable, the row that stands in the way (imported, failed, or leased and by whom), so that a
+    /// lost claim costs the one statement. The default makes the claim and then reads the row; an engine
+    /// that can answer both at once does. The row may be nil when it could not be read in the same
+    /// statement (a racing first insert not yet visible to it): the caller reads it then.
+    func claimImportOrRead(_ key: ImportKey, owner: String, worker: String, leaseExpiresAt: Date, now: Date)
+        async throws -> ImportClaimAttempt
+
     /// Records how far an import attempt has read its object: sets `bytesRead` and `bytesTotal` of the row
     /// where its worker is `worker`, or none (the attempt just ended: its last figure), in one statement that
     /// leaves every other field and the version alone. The importer calls it at most a few times a second.
@@ -160,7 +168,24 @@ public protocol Catalog: Sendable {
     func close() async throws
 }
 
+/// What one claim statement found (``Catalog/claimImportOrRead(_:owner:worker:leaseExpiresAt:now:)``).
+public enum ImportClaimAttempt: Sendable, Equatable {
+    /// The row as claimed.
+    case claimed(ImportRecord)
+    /// Not claimable: the row as it stood (nil when the statement could not see it).
+    case notClaimable(ImportRecord?)
+}
+
 extension Catalog {
+    public func claimImportOrRead(_ key: ImportKey, owner: String, worker: String, leaseExpiresAt: Date, now: Date)
+        async throws -> ImportClaimAttempt
+    {
+        if let row = try await claimImport(key, owner: owner, worker: worker, leaseExpiresAt: leaseExpiresAt, now: now) {
+            return .claimed(row)
+        }
+        return .notClaimable(try await importRecord(key))
+    }
+
     /// The snapshots `caller` may see, unfiltered (see ``snapshots(matching:visibleTo:after:limit:)``).
     public func snapshots(visibleTo caller: Caller, after cursor: SnapshotCursor?, limit: Int) async throws
         -> [SnapshotRecord]

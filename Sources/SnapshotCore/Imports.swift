@@ -24,18 +24,50 @@ public struct ImportClaims: LedgerBacked {
         bucket: String, key: String, etag: String, owner: String, worker: String, leaseSeconds: TimeInterval,
         now: Date = Date()
     ) async throws -> ImportClaim? {
+        let attempt = try await claimImportOrRead(
+            bucket: bucket, key: key, etag: etag, owner: owner, worker: worker, leaseSeconds: leaseSeconds, now: now)
+        guard case .claimed(let claim) = attempt else { return nil }
+        return claim
+    }
+
+    /// ``claimImport(bucket:key:etag:owner:worker:leaseSeconds:now:)`` that, when the object is not
+    /// claimable, also answers the row that stands in the way (imported, failed, leased by whom), read by
+    /// the same statement: a claim lost to another worker costs one statement (plus, when the holder's
+    /// lease still runs, the test of its proof of life).
+    public func claimImportOrRead(
+        bucket: String, key: String, etag: String, owner: String, worker: String, leaseSeconds: TimeInterval,
+        now: Date = Date()
+    ) async throws -> ClaimAttempt {
         let importKey = ImportKey(bucket: bucket, key: key, etag: etag)
         let stamp = Self.stamp(now)
         let expires = Self.stamp(now.addingTimeInterval(leaseSeconds))
         // One conditional statement: no read first, no retry. Workers racing for one object each pay
         // that one statement; claims of different objects touch different rows.
-        if let row = try await catalog.claimImport(
+        switch try await catalog.claimImportOrRead(
             importKey, owner: owner, worker: worker, leaseExpiresAt: expires, now: stamp)
         {
-            return ImportClaim(
-                key: importKey, owner: row.owner, worker: worker, attempts: row.attempts, leaseExpiresAt: expires)
+        case .claimed(let row):
+            return .claimed(
+                ImportClaim(
+                    key: importKey, owner: row.owner, worker: worker, attempts: row.attempts, leaseExpiresAt: expires))
+        case .notClaimable(let row):
+            // Rare: the statement could not see the row (a racing first insert); read it.
+            var row = row
+            if row == nil { row = try await catalog.importRecord(importKey) }
+            if let row, let claim = try await takeOverFromDeadWorker(
+                importKey, row: row, worker: worker, leaseExpiresAt: expires, now: stamp)
+            {
+                return .claimed(claim)
+            }
+            return .notClaimed(row)
         }
-        return try await takeOverFromDeadWorker(importKey, worker: worker, leaseExpiresAt: expires, now: stamp)
+    }
+
+    /// What ``claimImportOrRead(bucket:key:etag:owner:worker:leaseSeconds:now:)`` found.
+    public enum ClaimAttempt: Sendable {
+        case claimed(ImportClaim)
+        /// Not claimable: the row as the claim found it (nil when there is none).
+        case notClaimed(ImportRecord?)
     }
 
     /// Takes a claim over at once when its lease still runs but its worker is provably dead (its proof of
@@ -45,11 +77,11 @@ public struct ImportClaims: LedgerBacked {
     /// workers taking over the same claim, one wins.
     /// - Returns: the claim, or nil (nothing to take over, the holder lives or cannot be proven dead, or
     ///   another worker took it over first).
-    private func takeOverFromDeadWorker(_ key: ImportKey, worker: String, leaseExpiresAt: Date, now: Date)
-        async throws -> ImportClaim?
-    {
-        guard let me = ledger.worker, let row = try await catalog.importRecord(key), row.state == .claimed,
-            let holder = row.worker, holder != worker, await me.provesDeath(ofHolder: holder)
+    private func takeOverFromDeadWorker(
+        _ key: ImportKey, row: ImportRecord, worker: String, leaseExpiresAt: Date, now: Date
+    ) async throws -> ImportClaim? {
+        guard let me = ledger.worker, row.state == .claimed, let holder = row.worker, holder != worker,
+            await me.provesDeath(ofHolder: holder)
         else { return nil }
         var taken = row
         taken.worker = worker

@@ -216,6 +216,15 @@ public struct SnapshotService: Sendable {
         try await claims.claimImport(bucket: bucket, key: key, etag: etag, owner: owner, worker: worker, leaseSeconds: leaseSeconds, now: now)
     }
 
+    /// See ``ImportClaims/claimImportOrRead(bucket:key:etag:owner:worker:leaseSeconds:now:)``.
+    public func claimImportOrRead(
+        bucket: String, key: String, etag: String, owner: String, worker: String, leaseSeconds: TimeInterval,
+        now: Date = Date()
+    ) async throws -> ImportClaims.ClaimAttempt {
+        try await claims.claimImportOrRead(
+            bucket: bucket, key: key, etag: etag, owner: owner, worker: worker, leaseSeconds: leaseSeconds, now: now)
+    }
+
     public func renewLease(_ claim: ImportClaim, leaseSeconds: TimeInterval, now: Date = Date()) async throws
         -> ImportClaim {
         try await claims.renewLease(claim, leaseSeconds: leaseSeconds, now: now)

@@ -240,6 +240,54 @@ extension PostgresCatalog: Catalog {
         ).first
     }
 
+    public func claimImportOrRead(
+        _ key: ImportKey, owner: String, worker: String, leaseExpiresAt: Date, now: Date
+    ) async throws -> ImportClaimAttempt {
+        // ONE statement: the row as it stands (`existing`), the claim of `claimImport` unless that row is
+        // plainly not claimable (imported, failed, or leased by another worker until after `now`), and the
+        // answer. Skipping the upsert for such a row matters when workers share a listing: most of a
+        // worker's lost claims meet rows another worker finished, and an ON CONFLICT DO UPDATE that finds
+        // its WHERE false still locks the row (a WAL record, and a wait behind the other worker's open
+        // transaction on it). Where the pre-check lets the upsert through, the upsert's WHERE decides
+        // against the latest committed row, as `claimImport`'s does, so the pre-check can only turn a claim
+        // into "not claimable", never the reverse; imported and failed are final states.
+        // The SELECTs see the statement's snapshot: a row inserted by a claimer that committed after this
+        // statement began (its insert was waited for) is not seen, and the answer is then "not claimable,
+        // row unknown" (the caller reads it).
+        let lease = Self.millis(leaseExpiresAt)
+        let now = Self.millis(now)
+        let rows = try await read(
+            "claim of \(key)",
+            """
+            WITH existing AS (
+                SELECT \(unescaped: Self.importColumns) FROM imports
+                WHERE bucket = \(key.bucket) AND "key" = \(key.key) AND etag = \(key.etag)
+            ),
+            claimed AS (
+                INSERT INTO imports AS i (bucket, "key", etag, owner, state, worker, lease_expires_at, attempts,
+                    created_at, updated_at, version, import_id)
+                SELECT \(key.bucket), \(key.key), \(key.etag), \(owner), 'claimed', \(worker), \(lease), 1, \(now),
+                    \(now), 1, \(key.id)
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM existing e WHERE e.state IN ('imported', 'failed') OR (e.state = 'claimed'
+                        AND e.lease_expires_at > \(now) AND e.worker IS DISTINCT FROM \(worker)))
+                ON CONFLICT (bucket, "key", etag) DO UPDATE SET state = 'claimed', worker = EXCLUDED.worker,
+                    lease_expires_at = EXCLUDED.lease_expires_at, attempts = i.attempts + 1, snapshot_id = NULL,
+                    bytes_read = 0, bytes_total = NULL, updated_at = EXCLUDED.updated_at, version = i.version + 1
+                WHERE i.state = 'retry' OR (i.state = 'claimed' AND (i.lease_expires_at IS NULL
+                    OR i.lease_expires_at <= EXCLUDED.updated_at OR i.worker = EXCLUDED.worker))
+                RETURNING \(unescaped: Self.importColumns)
+            )
+            SELECT true AS claimed_now, \(unescaped: Self.importColumns) FROM claimed
+            UNION ALL
+            SELECT false AS claimed_now, \(unescaped: Self.importColumns) FROM existing
+            WHERE NOT EXISTS (SELECT 1 FROM claimed)
+            """
+        ) { row in (try row["claimed_now"].decode(Bool.self), try Self.importRecord(from: row)) }
+        guard let (claimedNow, record) = rows.first else { return .notClaimable(nil) }
+        return claimedNow ? .claimed(record) : .notClaimable(record)
+    }
+
     public func recordImportProgress(_ key: ImportKey, worker: String, bytesRead: Int64, bytesTotal: Int64?)
         async throws -> Bool
     {

@@ -548,10 +548,20 @@ public final class SQLiteCatalog: Catalog {
     public func claimImport(_ key: ImportKey, owner: String, worker: String, leaseExpiresAt: Date, now: Date)
         async throws -> ImportRecord?
     {
+        guard case .claimed(let row) = try await claimImportOrRead(
+            key, owner: owner, worker: worker, leaseExpiresAt: leaseExpiresAt, now: now)
+        else { return nil }
+        return row
+    }
+
+    /// The conditional upsert and, when it changed nothing, the read of the row, in one write transaction.
+    public func claimImportOrRead(_ key: ImportKey, owner: String, worker: String, leaseExpiresAt: Date, now: Date)
+        async throws -> ImportClaimAttempt
+    {
         do {
             return try await BlockingExecutor.shared.run { [pool] in
                 try pool.write { db in
-                    try Row.fetchOne(
+                    if let claimed = try Row.fetchOne(
                         db,
                         sql: """
                             INSERT INTO imports (bucket, key, etag, owner, state, worker, lease_expires_at, attempts,
@@ -568,7 +578,13 @@ public final class SQLiteCatalog: Catalog {
                             "bucket": key.bucket, "key": key.key, "etag": key.etag, "owner": owner, "worker": worker,
                             "lease": Self.millis(leaseExpiresAt), "now": Self.millis(now), "id": key.id,
                         ]
-                    ).map(Self.importRecord(from:))
+                    ) {
+                        return ImportClaimAttempt.claimed(try Self.importRecord(from: claimed))
+                    }
+                    let row = try Row.fetchOne(
+                        db, sql: "SELECT * FROM imports WHERE bucket = ? AND key = ? AND etag = ?",
+                        arguments: [key.bucket, key.key, key.etag])
+                    return ImportClaimAttempt.notClaimable(try row.map(Self.importRecord(from:)))
                 }
             }
         } catch let error as SnapshotError {

@@ -3,6 +3,7 @@ import BlockStoreS3
 import Logging
 import S3
 import SnapshotCore
+import Synchronization
 import Testing
 
 /// The S3-prefix block store against the real SeaweedFS (SigV4 enforced).
@@ -83,6 +84,51 @@ struct S3BlockStoreTests {
         await #expect(throws: SnapshotError(.missingBlock, "")) { try await store.sync() }
     }
 
+    /// A store whose client records the requests it sends.
+    func recordingStore(conditionalWrites: Bool? = nil) throws -> (S3BlockStore, RecordingTransport) {
+        let transport = RecordingTransport(CurlTransport(configuration: client.configuration))
+        let recording = try S3Client(configuration: client.configuration, transport: transport, logger: Logger(label: "test"))
+        let store = try S3BlockStore(
+            client: recording, location: "s3://\(bucket)/\(prefix)v1", logger: Logger(label: "test"),
+            conditionalWrites: conditionalWrites)
+        return (store, transport)
+    }
+
+    @Test("a new block is one conditional PUT; a present one a refused PUT and the freshening copy, checked at sync")
+    func conditionalPut() async throws {
+        let (store, transport) = try recordingStore()
+        let (warm, warmBytes) = Self.block(9)
+        #expect(try await store.put(warm, warmBytes) == true)  // the probe happens here, once
+        transport.reset()
+        let (hash, bytes) = Self.block(5)
+        #expect(try await store.put(hash, bytes) == true)
+        #expect(transport.requests.map(\.method) == ["PUT"])
+        #expect(transport.requests.first?.header("If-None-Match") == "*")
+        transport.reset()
+        #expect(try await store.put(hash, bytes) == false)
+        #expect(transport.requests.map(\.method) == ["PUT", "PUT"], "refused PUT, then the self-copy")
+        #expect(transport.requests.last?.header("x-amz-copy-source") != nil)
+        // The reused block is checked again at sync: collected meanwhile, the commit must fail.
+        try await client.deleteObject(bucket: bucket, key: key(hash))
+        await #expect(throws: SnapshotError(.missingBlock, "")) { try await store.sync() }
+        let keys = try await client.listAllObjects(bucket: bucket, prefix: prefix).map(\.key)
+        #expect(keys == [key(warm)], "no probe object is left under the prefix")
+    }
+
+    @Test("without conditional writes a present block is found by the freshening copy and a new one uploaded")
+    func copyFirst() async throws {
+        let (store, transport) = try recordingStore(conditionalWrites: false)
+        let (hash, bytes) = Self.block(6)
+        #expect(try await store.put(hash, bytes) == true)
+        #expect(transport.requests.map(\.method) == ["PUT", "PUT"], "the copy finds nothing, then the upload")
+        #expect(transport.requests.allSatisfy { $0.header("If-None-Match") == nil })
+        transport.reset()
+        #expect(try await store.put(hash, bytes) == false)
+        #expect(transport.requests.map(\.method) == ["PUT"], "one self-copy, no HEAD")
+        try await client.deleteObject(bucket: bucket, key: key(hash))
+        await #expect(throws: SnapshotError(.missingBlock, "")) { try await store.sync() }
+    }
+
     @Test func locationsAreParsed() throws {
         #expect(throws: SnapshotError(.invalidArgument, "")) {
             try S3BlockStore(client: client, location: "/var/blocks", logger: Logger(label: "test"))
@@ -90,4 +136,24 @@ struct S3BlockStoreTests {
         let store = try S3BlockStore(client: client, location: "s3://b", logger: Logger(label: "test"))
         #expect(store.bucket == "b" && store.prefix == "")
     }
+}
+
+/// A transport that passes requests to another one and records them.
+final class RecordingTransport: S3Transport {
+    let base: any S3Transport
+    private let recorded = Mutex<[HTTPRequest]>([])
+
+    init(_ base: any S3Transport) { self.base = base }
+
+    var requests: [HTTPRequest] { recorded.withLock { $0 } }
+    func reset() { recorded.withLock { $0.removeAll() } }
+
+    func perform(_ request: HTTPRequest, onData: (UnsafeRawBufferPointer) throws -> Void) throws -> HTTPResponse {
+        recorded.withLock { $0.append(request) }
+        return try base.perform(request, onData: onData)
+    }
+}
+
+extension HTTPRequest {
+    func header(_ name: String) -> String? { headers.first { $0.name.lowercased() == name.lowercased() }?.value }
 }

@@ -121,6 +121,55 @@ struct ImportsAndConcurrencyContractTests {
         }
     }
 
+    @Test(
+        "a lost claim answers, in the same call, the row in the way: leased by whom, imported, or failed",
+        arguments: CatalogFactory.all)
+    func lostClaimAnswersTheRow(_ factory: CatalogFactory) async throws {
+        try await Harness.with(factory) { h in
+            let s = h.service
+            func attempt(_ worker: String, etag: String = Self.key.etag) async throws -> ImportClaims.ClaimAttempt {
+                try await s.claimImportOrRead(
+                    bucket: Self.key.bucket, key: Self.key.key, etag: etag, owner: "web@acme", worker: worker,
+                    leaseSeconds: 60)
+            }
+            guard case .claimed(let claim) = try await attempt("w1") else {
+                Issue.record("the first claim must win")
+                return
+            }
+            // Leased by w1 (alive: the token names no provable worker): w2 learns by whom.
+            guard case .notClaimed(let leased?) = try await attempt("w2") else {
+                Issue.record("a leased object is not claimable and its row is answered")
+                return
+            }
+            #expect(leased.state == .claimed)
+            #expect(leased.worker == "w1")
+            #expect(leased.attempts == 1)
+            // Imported: the row names the snapshot.
+            let writer = try await Self.begin(h, claim: claim)
+            try await writer.write(offset: 0, bytes: Disks.make(blocks: 3))
+            let snapshot = try await writer.commit()
+            guard case .notClaimed(let imported?) = try await attempt("w3") else {
+                Issue.record("an imported object is not claimable and its row is answered")
+                return
+            }
+            #expect(imported.state == .imported)
+            #expect(imported.snapshotID == snapshot.id)
+            // Failed for good: the row carries the failure.
+            guard case .claimed(let other) = try await attempt("w4", etag: "\"bad\"") else {
+                Issue.record("a new ETag is a new object")
+                return
+            }
+            try await s.failImport(other, code: "CorruptImage", message: "broken", permanent: true)
+            guard case .notClaimed(let failed?) = try await attempt("w5", etag: "\"bad\"") else {
+                Issue.record("a failed object is not claimable and its row is answered")
+                return
+            }
+            #expect(failed.state == .failed)
+            #expect(failed.errorCode == "CorruptImage")
+            #expect(try await s.listImports().count == 2, "lost claims wrote nothing")
+        }
+    }
+
     @Test("at most one available snapshot per (bucket, key, ETag), even without claims", arguments: CatalogFactory.all)
     func oneAvailablePerObject(_ factory: CatalogFactory) async throws {
         try await Harness.with(factory) { h in
