@@ -62,13 +62,24 @@ struct S3Command: AsyncParsableCommand {
             let bar = ProgressBar(label: "get", enabled: file != "-" && isatty(STDERR_FILENO) == 1)
             let head: ObjectHead?
             // A file is written under a temporary name beside it and renamed once complete: a failed
-            // download (no such key, denied, interrupted) leaves neither an empty nor a partial file.
-            let partial = file == "-" ? "" : Self.partialPath(for: path)
+            // download (no such key, denied, interrupted) leaves neither an empty nor a partial file. A
+            // destination that exists and is no regular file (/dev/null, a FIFO, a terminal) is written in
+            // place, in order: renaming a file over it would replace the device or pipe.
+            let inPlace = file != "-" && Self.isSpecialFile(path)
+            let partial = file == "-" || inPlace ? "" : Self.partialPath(for: path)
             if file != "-" {
                 try Self.checkDestination(path, json: global.json)
             }
             do {
-                if parallel > 1 {
+                if inPlace {
+                    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+                    defer { try? handle.close() }
+                    head = try await context.s3().getObject(
+                        bucket: target.bucket, key: target.key, range: nil, ifMatch: nil
+                    ) {
+                        try handle.write(contentsOf: Data($0))
+                    }
+                } else if parallel > 1 {
                     head = try await context.s3().downloadFile(
                         bucket: target.bucket, key: target.key, path: partial, concurrency: parallel,
                         chunkSize: chunkSize, progress: { bar.update(done: $0, total: $1) })
@@ -84,14 +95,14 @@ struct S3Command: AsyncParsableCommand {
                 } else {
                     head = try await context.s3().getObject(bucket: target.bucket, key: target.key, toFile: partial)
                 }
-                if file != "-", rename(partial, path) != 0 {
+                if !partial.isEmpty, rename(partial, path) != 0 {
                     let reason = String(cString: strerror(errno))
                     throw CommandOutput.failure(
                         code: "IOError", message: "cannot write \(path): \(reason)", json: global.json, exit: 1)
                 }
             } catch {
                 bar.finish()
-                if file != "-" { unlink(partial) }
+                if !partial.isEmpty { unlink(partial) }
                 throw CommandOutput.s3Failure(error, json: global.json)
             }
             bar.finish()
@@ -241,6 +252,14 @@ extension S3Command.Get {
         let url = URL(fileURLWithPath: path)
         return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).snapimport-partial")
             .path
+    }
+
+    /// Whether `path` exists and is not a regular file (a device, a FIFO, a socket), following links.
+    static func isSpecialFile(_ path: String) -> Bool {
+        let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        guard let type = try? FileManager.default.attributesOfItem(atPath: resolved)[.type] as? FileAttributeType
+        else { return false }
+        return type != .typeRegular && type != .typeDirectory
     }
 
     /// A destination that cannot be written is refused before anything is downloaded, naming the path.

@@ -466,6 +466,29 @@ extension OperatorTests {
                     !$0.contains("partial")
                 })
 
+            // A destination that is no regular file (here a FIFO; /dev/null alike) is written in place: renaming
+            // a downloaded file over it would replace the pipe or the device with a plain file.
+            let fifo = s3.place.directory + "/pipe"
+            try #require(mkfifo(fifo, 0o600) == 0)
+            let copied = s3.place.directory + "/from-pipe.raw"
+            try #require(FileManager.default.createFile(atPath: copied, contents: nil))
+            let reader = Process()
+            reader.executableURL = URL(fileURLWithPath: "/bin/cat")
+            reader.arguments = [fifo]
+            reader.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: copied))
+            try reader.run()
+            let piped = try await s3.cli("s3", "get", "s3://\(s3.bucket)/images/disk.raw", fifo)
+            let type = try FileManager.default.attributesOfItem(atPath: fifo)[.type] as? FileAttributeType
+            #expect(type != nil && type != .typeRegular, "the FIFO is still a FIFO, not a file renamed over it")
+            // Its writer never came (the FIFO was replaced): do not wait forever (SIGKILL: a child of the test
+            // runner may have SIGTERM blocked).
+            if type == .typeRegular { kill(reader.processIdentifier, SIGKILL) }
+            reader.waitUntilExit()
+            #expect(piped.status == 0, "\(piped.stderr)")
+            #expect(
+                try Data(contentsOf: URL(fileURLWithPath: copied))
+                    == Data(contentsOf: URL(fileURLWithPath: s3.place.image)))
+
             let listed = try await s3.cli("s3", "ls", "s3://\(s3.bucket)/")
             let lines = listed.text.split(separator: "\n")
             try #require(lines.count == 2, "\(listed.text)")
