@@ -224,7 +224,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "SigV4Tests", dependencies: ["SigV4"], swiftSettings: swiftSettings),
-        .testTarget(name: "S3Tests", dependencies: ["S3", "BlockingIO"], swiftSettings: swiftSettings),
+        .testTarget(name: "S3Tests", dependencies: ["S3", "BlockingIO", "S3TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "DiskImageTests",
             dependencies: ["DiskImage", "BlockingIO"],
@@ -244,6 +244,8 @@ let package = Package(
         // Child processes of the tests (the built snapimport, qemu-img, the aws CLI, python): one runner
         // for every test target that starts processes.
         .target(name: "ProcessTestSupport", path: "Tests/ProcessTestSupport", swiftSettings: swiftSettings),
+        // A recording S3 transport: the requests an operation makes, counted and inspected on the wire.
+        .target(name: "S3TestSupport", dependencies: ["S3"], path: "Tests/S3TestSupport", swiftSettings: swiftSettings),
         .testTarget(
             name: "SnapshotCoreTests",
             dependencies: ["SnapshotCore", "SnapshotSQLite", "SnapshotStores", "BlockStoreFS", "CatalogTestSupport"],
@@ -261,14 +263,16 @@ let package = Package(
         ),
         .testTarget(
             name: "BlockStoreS3Tests",
-            dependencies: ["SnapshotCore", "BlockStoreS3", "S3", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "SnapshotCore", "BlockStoreS3", "S3", "S3TestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "ImporterTests",
             dependencies: [
                 "Importer", "S3", "DiskImage", "SnapshotCore", "SnapshotStores", "SnapshotPostgres", "BlockStoreS3",
-                "BlockStoreFS", "SnapshotSQLite", "ProcessTestSupport",
+                "BlockStoreFS", "SnapshotSQLite", "ProcessTestSupport", "S3TestSupport",
             ],
             swiftSettings: swiftSettings
         ),

@@ -109,8 +109,7 @@ public struct ImageImporter: Sendable {
             try Task.checkCancellation()
             let record = try await writer.commit()
             let elapsed = ContinuousClock.now - started
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            logger.debug("committed", metadata: ["seconds": "\((seconds * 1000).rounded() / 1000)"])
+            logger.debug("committed", metadata: ["seconds": "\((elapsed.seconds * 1000).rounded() / 1000)"])
             return record
         } catch {
             _ = try? await uncancelled { await writer.abort() }

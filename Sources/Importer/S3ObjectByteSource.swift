@@ -86,7 +86,8 @@ public final class S3ObjectByteSource: ByteSource {
         var requests = 0
         /// Whether a stream is submitted or runs (one at a time).
         var streaming = false
-        /// The chunk the running stream fills next (nil: no stream runs yet or any more).
+        /// The chunk the running stream fills (or, between two chunks, has just filled; nil: no stream runs
+        /// yet or any more). Set where the stream takes a chunk on, in ``reserve(_:)``.
         var streamNext: UInt64?
         /// Chunks readers wait for that the running stream has not reached yet: it fills them, or makes
         /// their GETs when it stops early.
@@ -216,7 +217,7 @@ public final class S3ObjectByteSource: ByteSource {
             return .hit(chunk)
         }
         if let fetch = cache.inFlight[index] { return .wait(fetch) }
-        if let next = cache.streamNext, index >= next, index - next < UInt64(max(readAhead, 1)) {
+        if let next = cache.streamNext, index >= next, index - next <= UInt64(readAhead) {
             // The running stream is about to deliver it: wait for the stream rather than race it.
             let fetch = Fetch.running()
             cache.inFlight[index] = fetch
@@ -342,7 +343,6 @@ public final class S3ObjectByteSource: ByteSource {
                     if buffer.count == chunkLength(index), let done = fetch {
                         finish(index, done, .success(buffer))
                         (fetch, buffer, index) = (nil, [], index + 1)
-                        cache.withLock { $0.streamNext = index }
                     }
                 }
             }
@@ -360,8 +360,7 @@ public final class S3ObjectByteSource: ByteSource {
     /// - Throws: `StreamAbandoned` when the stream is no longer of use.
     private func reserve(_ index: UInt64) throws -> Fetch {
         let readAhead = UInt64(readAhead)
-        let deadline = Date().addingTimeInterval(
-            Double(streamPatience.components.seconds) + Double(streamPatience.components.attoseconds) / 1e18)
+        let deadline = Date().addingTimeInterval(streamPatience.seconds)
         let fetch = cache.wait(
             until: { cache in
                 self.cancelled.load(ordering: .relaxed) || cache.chunks[index] != nil || cache.inFlight[index] != nil
@@ -369,11 +368,15 @@ public final class S3ObjectByteSource: ByteSource {
             }, deadline: deadline,
             then: { cache -> Fetch? in
                 guard !cancelled.load(ordering: .relaxed) else { return nil }
-                if let reserved = cache.streamReserved.removeValue(forKey: index) { return reserved }
+                if let reserved = cache.streamReserved.removeValue(forKey: index) {
+                    cache.streamNext = index
+                    return reserved
+                }
                 guard cache.chunks[index] == nil, cache.inFlight[index] == nil, (cache.lastIndex ?? 0) <= index
                 else { return nil }
                 let fetch = Fetch.running()
                 cache.inFlight[index] = fetch
+                cache.streamNext = index
                 return fetch
             })
         guard let fetch = fetch ?? nil else { throw StreamAbandoned() }

@@ -25,6 +25,9 @@ public struct HTTPRequest: Sendable {
     public var url: String
     public var headers: [(name: String, value: String)]
     public var body: HTTPRequestBody
+
+    /// The first header named `name` (case-insensitive).
+    public func header(_ name: String) -> String? { firstHeader(name, in: headers) }
 }
 
 /// Status and headers of a response, plus the body when it was not streamed (error answers).
@@ -35,10 +38,12 @@ public struct HTTPResponse: Sendable {
     public var errorBody: [UInt8]
 
     /// The first header named `name` (case-insensitive).
-    public func header(_ name: String) -> String? {
-        let lower = name.lowercased()
-        return headers.first { $0.name.lowercased() == lower }?.value
-    }
+    public func header(_ name: String) -> String? { firstHeader(name, in: headers) }
+}
+
+private func firstHeader(_ name: String, in headers: [(name: String, value: String)]) -> String? {
+    let lower = name.lowercased()
+    return headers.first { $0.name.lowercased() == lower }?.value
 }
 
 /// The I/O seam of the S3 client: performs one signed exchange, blocking the calling thread. `S3Client`

@@ -230,15 +230,21 @@ extension PostgresCatalog: Catalog {
                 created_at, updated_at, version, import_id)
             VALUES (\(key.bucket), \(key.key), \(key.etag), \(owner), 'claimed', \(worker), \(lease), 1, \(now),
                 \(now), 1, \(key.id))
-            ON CONFLICT (bucket, "key", etag) DO UPDATE SET state = 'claimed', worker = EXCLUDED.worker,
-                lease_expires_at = EXCLUDED.lease_expires_at, attempts = i.attempts + 1, snapshot_id = NULL,
-                bytes_read = 0, bytes_total = NULL, updated_at = EXCLUDED.updated_at, version = i.version + 1
-            WHERE i.state = 'retry' OR (i.state = 'claimed' AND (i.lease_expires_at IS NULL
-                OR i.lease_expires_at <= EXCLUDED.updated_at OR i.worker = EXCLUDED.worker))
+            \(unescaped: Self.reclaimOnConflict)
             RETURNING \(unescaped: Self.importColumns)
             """, Self.importRecord(from:)
         ).first
     }
+
+    /// The claim's upsert on an existing row (the imports table aliased `i`): it is taken over only when it
+    /// waits for a retry, or is claimed with no lease, an expired one, or by this same worker.
+    private static let reclaimOnConflict = """
+        ON CONFLICT (bucket, "key", etag) DO UPDATE SET state = 'claimed', worker = EXCLUDED.worker,
+            lease_expires_at = EXCLUDED.lease_expires_at, attempts = i.attempts + 1, snapshot_id = NULL,
+            bytes_read = 0, bytes_total = NULL, updated_at = EXCLUDED.updated_at, version = i.version + 1
+        WHERE i.state = 'retry' OR (i.state = 'claimed' AND (i.lease_expires_at IS NULL
+            OR i.lease_expires_at <= EXCLUDED.updated_at OR i.worker = EXCLUDED.worker))
+        """
 
     public func claimImportOrRead(
         _ key: ImportKey, owner: String, worker: String, leaseExpiresAt: Date, now: Date
@@ -271,11 +277,7 @@ extension PostgresCatalog: Catalog {
                 WHERE NOT EXISTS (
                     SELECT 1 FROM existing e WHERE e.state IN ('imported', 'failed') OR (e.state = 'claimed'
                         AND e.lease_expires_at > \(now) AND e.worker IS DISTINCT FROM \(worker)))
-                ON CONFLICT (bucket, "key", etag) DO UPDATE SET state = 'claimed', worker = EXCLUDED.worker,
-                    lease_expires_at = EXCLUDED.lease_expires_at, attempts = i.attempts + 1, snapshot_id = NULL,
-                    bytes_read = 0, bytes_total = NULL, updated_at = EXCLUDED.updated_at, version = i.version + 1
-                WHERE i.state = 'retry' OR (i.state = 'claimed' AND (i.lease_expires_at IS NULL
-                    OR i.lease_expires_at <= EXCLUDED.updated_at OR i.worker = EXCLUDED.worker))
+                \(unescaped: Self.reclaimOnConflict)
                 RETURNING \(unescaped: Self.importColumns)
             )
             SELECT true AS claimed_now, \(unescaped: Self.importColumns) FROM claimed

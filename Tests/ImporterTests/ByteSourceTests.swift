@@ -161,26 +161,24 @@ struct StreamingTests {
         let store = MemoryObjectStore()
         let body = Self.body(400_000, seed: 3)
         let etag = store.store("k", body)
-        let patient = S3ObjectByteSource(
-            store: store, key: "k", etag: etag, size: UInt64(body.count), chunkSize: 4096, cachedChunks: 3,
-            readAhead: 2, streamPatience: .milliseconds(200))
-        try await BlockingExecutor.shared.run {
-            try Self.check(patient, body, at: 0, count: 4096)
-            try Self.check(patient, body, at: 4096, count: 4096)
+        // A source whose reader read chunks 0 and 1, which starts a stream of the rest.
+        func streaming(patience: Duration) async throws -> S3ObjectByteSource {
+            let source = S3ObjectByteSource(
+                store: store, key: "k", etag: etag, size: UInt64(body.count), chunkSize: 4096, cachedChunks: 3,
+                readAhead: 2, streamPatience: patience)
+            try await BlockingExecutor.shared.run {
+                try Self.check(source, body, at: 0, count: 4096)
+                try Self.check(source, body, at: 4096, count: 4096)
+            }
+            #expect(source.streams == 1)
+            return source
         }
-        #expect(patient.streams == 1)
+        let patient = try await streaming(patience: .milliseconds(200))
         #expect(try await Self.streamEnded(patient, within: 10), "a stream waits for its reader at most its patience")
         // The reader coming back after the stream gave up still gets its bytes (ranged GETs, a new stream).
         try await BlockingExecutor.shared.run { try Self.check(patient, body, at: 8192, count: 100_000) }
 
-        let cancelled = S3ObjectByteSource(
-            store: store, key: "k", etag: etag, size: UInt64(body.count), chunkSize: 4096, cachedChunks: 3,
-            readAhead: 2, streamPatience: .seconds(600))
-        try await BlockingExecutor.shared.run {
-            try Self.check(cancelled, body, at: 0, count: 4096)
-            try Self.check(cancelled, body, at: 4096, count: 4096)
-        }
-        #expect(cancelled.streams == 1)
+        let cancelled = try await streaming(patience: .seconds(600))
         cancelled.cancel()
         #expect(try await Self.streamEnded(cancelled, within: 10), "cancel() stops a stream at once, not after 600 s")
     }

@@ -6,22 +6,8 @@ import S3
 import SnapshotCore
 import SnapshotPostgres
 import Synchronization
+import S3TestSupport
 import Testing
-
-/// A transport that passes requests to the real one and records them.
-final class CountingTransport: S3Transport {
-    let base: any S3Transport
-    private let recorded = Mutex<[HTTPRequest]>([])
-
-    init(_ base: any S3Transport) { self.base = base }
-
-    var requests: [HTTPRequest] { recorded.withLock { $0 } }
-
-    func perform(_ request: HTTPRequest, onData: (UnsafeRawBufferPointer) throws -> Void) throws -> HTTPResponse {
-        recorded.withLock { $0.append(request) }
-        return try base.perform(request, onData: onData)
-    }
-}
 
 /// What an import costs in S3 requests, with the topology many workers share (PostgreSQL catalog, S3 block
 /// store, SeaweedFS), counted on the wire.
@@ -43,7 +29,7 @@ struct RequestCountTests {
             try await plain.putObject(
                 bucket: bucket, key: key, body: image, metadata: index == 0 ? ["description": "from x-amz-meta"] : [:])
         }
-        let transport = CountingTransport(CurlTransport(configuration: plain.configuration))
+        let transport = RecordingTransport(CurlTransport(configuration: plain.configuration))
         let client = try S3Client(configuration: plain.configuration, transport: transport, logger: Logger(label: "req"))
         let logger = Logger(label: "requests")
         let url = try #require(e2e.postgresSchemaURL())

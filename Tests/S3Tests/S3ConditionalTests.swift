@@ -2,27 +2,9 @@ import BlockingIO
 import Foundation
 @testable import S3
 import Synchronization
+import S3TestSupport
 import Testing
 
-/// A transport that passes requests to another one and records them.
-final class RecordingTransport: S3Transport {
-    let base: any S3Transport
-    private let recorded = Mutex<[HTTPRequest]>([])
-
-    init(_ base: any S3Transport) { self.base = base }
-
-    var requests: [HTTPRequest] { recorded.withLock { $0 } }
-    func reset() { recorded.withLock { $0.removeAll() } }
-
-    func perform(_ request: HTTPRequest, onData: (UnsafeRawBufferPointer) throws -> Void) throws -> HTTPResponse {
-        recorded.withLock { $0.append(request) }
-        return try base.perform(request, onData: onData)
-    }
-}
-
-extension HTTPRequest {
-    func header(_ name: String) -> String? { headers.first { $0.name.lowercased() == name.lowercased() }?.value }
-}
 
 @Suite("S3 conditional requests without a server")
 struct S3ConditionalUnitTests {
